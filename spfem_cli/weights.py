@@ -19,10 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spfem_cli.errors import SpfemError
+
 REGISTRY_FILE = Path(__file__).resolve().parent.parent / "weights.toml"
 
 
-class WeightsError(RuntimeError):
+class WeightsError(SpfemError):
     """A weight is missing, gated or corrupt; the message says how to fix it in one line."""
 
 

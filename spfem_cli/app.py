@@ -1,0 +1,193 @@
+"""The `spfem` command line: thin Typer commands over library stages.
+
+Every command turns :class:`~spfem_cli.errors.SpfemError` (bad input, missing weights, unreadable
+video) into one red line and a non-zero exit; Ctrl-C exits 130 after the stage cleaned up its
+temporary files.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from spfem_cli.errors import NotImplementedYet, SpfemError
+
+console = Console(stderr=True)
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Speech-preserving facial expression manipulation: change the emotion of a "
+                       "talking face, keep the speech and the audio.")
+weights_app = typer.Typer(no_args_is_help=True, help="Pretrained weights: list, fetch, verify, path.")
+app.add_typer(weights_app, name="weights")
+
+
+def _not_yet(what: str, issue: str) -> None:
+    raise NotImplementedYet(f"`spfem {what}` is not implemented yet ({issue})")
+
+
+# --------------------------------------------------------------------------- weights
+@weights_app.command("list")
+def weights_list() -> None:
+    """Every weight spfem knows, with its state on this machine."""
+    from spfem_cli import weights
+
+    table = Table(title="spfem weights")
+    for col in ("name", "state", "access", "licence", "used by"):
+        table.add_column(col)
+    for name, spec in weights.load_registry().items():
+        access = ("bundled" if spec.bundled else "trained here" if spec.trained_here else
+                  "gated" if spec.gated else "manual" if spec.manual else "fetch")
+        table.add_row(name, weights.status(name), access, spec.licence, spec.used_by)
+    Console().print(table)
+
+
+@weights_app.command("fetch")
+def weights_fetch(
+    names: list[str] = typer.Argument(None, help="Weight names; none = every public downloadable one."),
+    from_file: Path | None = typer.Option(None, "--from", help="Install this local file under NAME instead of downloading."),
+    force: bool = typer.Option(False, "--force", help="Download again even if a verified file is present."),
+) -> None:
+    """Download public weights (resumable, sha256-verified); gated ones say where to get them."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    from spfem_cli import weights
+
+    registry = weights.load_registry()
+    if from_file is not None:
+        if not names or len(names) != 1:
+            raise SpfemError("--from needs exactly one weight name")
+        path = weights.install_user_file(names[0], from_file)
+        console.print(f"installed {names[0]} -> {path}")
+        return
+    chosen = names or [n for n, s in registry.items() if s.downloadable]
+    failed = 0
+    for name in chosen:
+        spec = weights.get_spec(name)
+        if not spec.downloadable:
+            console.print(f"[yellow]{name}[/]: {weights.how_to_get(spec)}")
+            failed += 1
+            continue
+        with Progress("[bold]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      console=console) as progress:
+            task = progress.add_task(name, total=spec.size)
+            try:
+                path = weights.fetch(name, force=force,
+                                     progress=lambda done, total, t=task: progress.update(t, completed=done, total=total))
+            except SpfemError as exc:
+                console.print(f"[red]{name}[/]: {exc}")
+                failed += 1
+                continue
+        console.print(f"[green]{name}[/] -> {path}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@weights_app.command("verify")
+def weights_verify(names: list[str] = typer.Argument(None, help="Names; none = all present ones.")) -> None:
+    """Check present files against their recorded sha256."""
+    from spfem_cli import weights
+
+    bad = 0
+    for name in names or list(weights.load_registry()):
+        spec = weights.get_spec(name)
+        path = weights.user_override(name) or weights.default_path(spec)
+        if spec.bundled or not path.is_file():
+            if names:
+                console.print(f"{name}: {'bundled' if spec.bundled else 'missing — ' + weights.how_to_get(spec)}")
+                bad += 0 if spec.bundled else 1
+            continue
+        result = weights.verify(spec, path)
+        label = {True: "[green]ok[/]", False: "[red]MISMATCH[/]", None: "[yellow]unverified (no hash recorded)[/]"}
+        console.print(f"{name}: {label[result]}  {path}")
+        bad += result is False
+    if bad:
+        raise typer.Exit(1)
+
+
+@weights_app.command("path")
+def weights_path(name: str) -> None:
+    """Print where NAME is (or would be) stored."""
+    from spfem_cli import weights
+
+    spec = weights.get_spec(name)
+    print(weights.user_override(name) or weights.default_path(spec))
+
+
+# --------------------------------------------------------------------------- doctor
+@app.command()
+def doctor() -> None:
+    """What is installed, which weights are present, which device would run."""
+    import importlib.metadata as md
+    import platform
+
+    from spfem_cli import weights
+    from spfem_cli.device import pick_device
+
+    table = Table(title="spfem doctor")
+    table.add_column("item")
+    table.add_column("state")
+    table.add_row("python", platform.python_version())
+    for pkg in ("torch", "numpy", "av", "opencv-python-headless", "mediapipe", "face-alignment",
+                "syncnet-python", "librosa", "scipy", "typer", "rich"):
+        try:
+            table.add_row(pkg, md.version(pkg))
+        except md.PackageNotFoundError:
+            table.add_row(pkg, "[red]not installed[/]")
+    others = sorted(d.metadata["Name"] for d in md.distributions()
+                    if d.metadata["Name"].lower().startswith("opencv") and d.metadata["Name"] != "opencv-python-headless")
+    if others:
+        table.add_row("[red]conflicting OpenCV[/]", ", ".join(others))
+    table.add_row("device (auto)", str(pick_device("auto")))
+    table.add_row("SPFEM_HOME", str(weights.spfem_home()))
+    for name in weights.load_registry():
+        table.add_row(f"weight {name}", weights.status(name))
+    Console().print(table)
+
+
+# --------------------------------------------------------------------------- pipeline commands
+@app.command()
+def preprocess(video: Path = typer.Argument(..., help="Input video."),
+               out: Path = typer.Option(..., "-o", "--out", help="Output folder.")) -> None:
+    """Track, align and crop the face of VIDEO (cached by content hash)."""
+    _not_yet("preprocess", "issue 3")
+
+
+@app.command()
+def edit(video: Path = typer.Argument(..., help="Input video."),
+         emotion: str | None = typer.Option(None, "--emotion", "-e", help="Target emotion.")) -> None:
+    """Change the emotion of the talking face in VIDEO, keeping the speech and the audio."""
+    _not_yet("edit", "issue 4")
+
+
+@app.command("train-metric")
+def train_metric() -> None:
+    """Train the STCCL correlation metric on MEAD/RAVDESS pairs."""
+    _not_yet("train-metric", "issue 5")
+
+
+@app.command("analyze-metric")
+def analyze_metric() -> None:
+    """Inspect a trained STCCL metric."""
+    _not_yet("analyze-metric", "issue 5")
+
+
+@app.command("eval")
+def evaluate() -> None:
+    """FAD, CSIM, LSE-D/LSE-C on the MEAD or RAVDESS protocol."""
+    _not_yet("eval", "issue 6")
+
+
+def main() -> None:
+    """Console entry point: one-line errors and exit 1 for bad input; Ctrl-C exits non-zero."""
+    try:
+        app()
+    except SpfemError as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""`make bench`: run every benchmark module and rewrite BENCHMARKS.md with the measured rows.
+
+Each module in :mod:`spfem_cli.benchmarks` exposes ``run() -> list[BenchRow]``; nothing is timed
+here that a module did not actually run. ``python -m spfem_cli.bench [AREA ...]`` runs a subset and
+keeps the other areas' rows from the existing file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+BENCH_FILE = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+COMMAND = "make bench"
+
+
+@dataclass
+class BenchRow:
+    area: str
+    what: str
+    value: float
+    unit: str
+    note: str = ""
+
+
+def timeit(fn, *, repeat: int = 5, warmup: int = 1) -> float:
+    """Median wall seconds of ``fn()`` over ``repeat`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def _modules() -> list[str]:
+    import spfem_cli.benchmarks as pkg
+
+    return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__))
+
+
+def _parse_existing() -> dict[str, list[str]]:
+    rows: dict[str, list[str]] = {}
+    if BENCH_FILE.is_file():
+        for line in BENCH_FILE.read_text().splitlines():
+            if line.startswith("| ") and not line.startswith("| area") and not line.startswith("|---"):
+                rows.setdefault(line.split("|")[1].strip(), []).append(line)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    areas = argv if argv is not None else sys.argv[1:]
+    names = [m for m in _modules() if not areas or m in areas]
+    kept = {k: v for k, v in _parse_existing().items() if k not in names}
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    lines: list[str] = [line for v in kept.values() for line in v]
+    for name in names:
+        print(f"bench: {name}", flush=True)
+        module = importlib.import_module(f"spfem_cli.benchmarks.{name}")
+        for row in module.run():
+            line = f"| {row.area} | {row.what} | {row.value:.4g} | {row.unit} | {row.note} |"
+            print(line, flush=True)
+            lines.append(line)
+    lines.sort()
+    header = [
+        "# Benchmarks",
+        "",
+        f"Produced by `{COMMAND}` (`python -m spfem_cli.bench [AREA ...]` for a subset) on: "
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"Python {platform.python_version()}, torch {torch.__version__}, no GPU unless noted.",
+        "Medians of repeated runs after a warm-up. Rows of areas not re-run are kept from the previous run.",
+        "",
+        "| area | what | value | unit | note |",
+        "|---|---|---|---|---|",
+    ]
+    BENCH_FILE.write_text("\n".join(header + lines) + "\n")
+    print(f"wrote {BENCH_FILE}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,9 @@
+"""User-facing errors: the CLI prints their message as one line and exits non-zero (no traceback)."""
+
+
+class SpfemError(RuntimeError):
+    """Bad input or a missing prerequisite; the message alone must tell the user what to do."""
+
+
+class NotImplementedYet(SpfemError):
+    """A command of the mission that has not been built yet."""

@@ -1,0 +1,398 @@
+"""Streamed video I/O on PyAV: decode in chunks, encode H.264, keep the original audio.
+
+Memory never grows with video length: :func:`iter_chunks` yields a few dozen frames at a time and
+:class:`VideoWriter` encodes as frames arrive. Frames are RGB ``uint8`` arrays ``(H, W, 3)`` with the
+container's rotation metadata already applied. The frame rate is kept as PyAV's exact fraction
+(29.97 stays 30000/1001, so picture and sound never drift). Output goes to a temporary file in the
+target folder and is renamed into place only when everything succeeded, so an interrupted run leaves
+nothing half-written and never touches an existing file unless asked to.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from spfem_cli.errors import SpfemError
+
+# Audio codecs the MP4 muxer takes as they are (remux, no quality loss).
+MP4_REMUX_AUDIO = {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"}
+
+
+class VideoError(SpfemError):
+    """The file is not a readable video, or the output cannot be written; one-line message."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: Path
+    width: int            # displayed size, after rotation
+    height: int
+    fps: Fraction         # exact average rate
+    n_frames: int         # container's count, or an estimate from duration when the container has none
+    duration: float       # seconds
+    rotation: int         # degrees counter-clockwise that were applied on decode (0, 90, 180, 270)
+    audio_codec: str | None
+    audio_rate: int | None
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio_codec is not None
+
+
+@dataclass
+class FrameChunk:
+    frames: np.ndarray    # (N, H, W, 3) uint8 RGB
+    times: np.ndarray     # (N,) seconds
+    start: int            # index of the first frame in the video
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"no such file: {path}")
+    try:
+        return av.open(str(path))
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        raise VideoError(f"not a readable video: {path} ({exc.__class__.__name__})") from None
+
+
+def _rotation_of(stream: av.video.stream.VideoStream, container: av.container.InputContainer) -> int:
+    """Rotation from the display matrix (first decoded frame), falling back to the legacy 'rotate' tag."""
+    tag = stream.metadata.get("rotate")
+    if tag is not None:
+        return (-int(float(tag))) % 360
+    for frame in container.decode(stream):
+        return int(round(getattr(frame, "rotation", 0) or 0)) % 360
+    return 0
+
+
+def _unrotate(image: np.ndarray, rotation: int) -> np.ndarray:
+    """Apply a display-matrix rotation (counter-clockwise degrees) so the picture shows upright."""
+    turns = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(image, k=turns)) if turns else image
+
+
+def probe(path: Path) -> VideoInfo:
+    """Stream facts without decoding the whole file."""
+    with _open(path) as container:
+        if not container.streams.video:
+            raise VideoError(f"no video stream in {path}")
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        if not rate:
+            raise VideoError(f"cannot tell the frame rate of {path}")
+        fps = Fraction(rate)
+        duration = (
+            float(stream.duration * stream.time_base) if stream.duration
+            else (container.duration / av.time_base if container.duration else 0.0)
+        )
+        n_frames = stream.frames or int(round(duration * fps))
+        audio = container.streams.audio[0] if container.streams.audio else None
+        width, height = stream.codec_context.width, stream.codec_context.height
+        rotation = _rotation_of(stream, container)
+    if rotation in (90, 270):
+        width, height = height, width
+    return VideoInfo(Path(path), width, height, fps, n_frames, duration, rotation,
+                     audio.codec_context.name if audio else None, audio.rate if audio else None)
+
+
+def iter_chunks(path: Path, chunk_size: int = 32, *, max_frames: int | None = None) -> Iterator[FrameChunk]:
+    """Decode ``path`` into chunks of at most ``chunk_size`` RGB frames."""
+    info = probe(path)
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        buf: list[np.ndarray] = []
+        times: list[float] = []
+        start = 0
+        index = 0
+        try:
+            for frame in container.decode(stream):
+                buf.append(_unrotate(frame.to_ndarray(format="rgb24"), info.rotation))
+                times.append(float(frame.time) if frame.time is not None else index / float(info.fps))
+                index += 1
+                if len(buf) == chunk_size:
+                    yield FrameChunk(np.stack(buf), np.asarray(times), start)
+                    start, buf, times = index, [], []
+                if max_frames is not None and index >= max_frames:
+                    break
+        except av.error.FFmpegError as exc:
+            if index == 0:
+                raise VideoError(f"cannot decode {path} ({exc.__class__.__name__})") from None
+        if buf:
+            yield FrameChunk(np.stack(buf), np.asarray(times), start)
+        if index == 0:
+            raise VideoError(f"no decodable frames in {path}")
+    finally:
+        container.close()
+
+
+def iter_frames(path: Path, chunk_size: int = 32) -> Iterator[np.ndarray]:
+    """Single frames, still decoded chunk-wise."""
+    for chunk in iter_chunks(path, chunk_size):
+        yield from chunk.frames
+
+
+def read_frames(path: Path, max_frames: int | None = None) -> tuple[np.ndarray, VideoInfo]:
+    """Whole (short) clip in memory: for tests, references and thumbnails, not for edit paths."""
+    chunks = [c.frames for c in iter_chunks(path, 64, max_frames=max_frames)]
+    return np.concatenate(chunks), probe(path)
+
+
+def check_output_path(output: Path, *, inputs: tuple[Path, ...] = (), overwrite: bool = False) -> Path:
+    """Refuse to clobber the input or an existing file, and fail early on an unwritable folder."""
+    output = Path(output)
+    for item in inputs:
+        if Path(item).exists() and output.exists() and output.resolve() == Path(item).resolve():
+            raise VideoError(f"output {output} is the input file; choose another path")
+        if output.resolve() == Path(item).resolve():
+            raise VideoError(f"output {output} is the input file; choose another path")
+    if output.exists() and not overwrite:
+        raise VideoError(f"output {output} already exists (pass --overwrite to replace it)")
+    parent = output.parent if str(output.parent) else Path(".")
+    if not parent.is_dir():
+        raise VideoError(f"output folder does not exist: {parent}")
+    if not os.access(parent, os.W_OK):
+        raise VideoError(f"output folder is not writable: {parent}")
+    return output
+
+
+class AtomicOutput:
+    """A temporary file next to ``target``, renamed over it on success and removed on any failure.
+
+    Used for every file spfem writes that a user owns (videos, tracks, reports).
+    """
+
+    def __init__(self, target: Path, suffix: str | None = None):
+        self.target = Path(target)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.target.stem}.", suffix=suffix or self.target.suffix,
+                                   dir=self.target.parent if str(self.target.parent) else ".")
+        os.close(fd)
+        self.tmp = Path(tmp)
+
+    def commit(self) -> Path:
+        os.replace(self.tmp, self.target)
+        return self.target
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> Path:
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+class _AudioCarrier:
+    """Copies the source's first audio stream into the output: remux when MP4 takes the codec,
+    otherwise decode and re-encode to AAC. Packets are interleaved with video by time."""
+
+    def __init__(self, source: Path, output: av.container.OutputContainer):
+        self.input = av.open(str(source))
+        self.in_stream = self.input.streams.audio[0]
+        self.remux = self.in_stream.codec_context.name in MP4_REMUX_AUDIO
+        if self.remux:
+            self.out_stream = output.add_stream_from_template(self.in_stream)
+        else:
+            rate = self.in_stream.rate or 48000
+            self.out_stream = output.add_stream("aac", rate=rate)
+            channels = self.in_stream.codec_context.channels or 2
+            self.out_stream.layout = "mono" if channels == 1 else "stereo"
+            self.resampler = av.AudioResampler(format="fltp", layout=self.out_stream.layout, rate=rate)
+            self.fifo = av.AudioFifo()
+        self.output = output
+        self.packets = self.input.demux(self.in_stream)
+        self.done = False
+
+    def _mux_packet(self, packet: av.Packet) -> None:
+        if self.remux:
+            packet.stream = self.out_stream
+            self.output.mux(packet)
+            return
+        for frame in packet.decode():
+            for resampled in self.resampler.resample(frame):
+                self.fifo.write(resampled)
+        self._drain(final=False)
+
+    def _drain(self, *, final: bool) -> None:
+        size = self.out_stream.codec_context.frame_size or 1024
+        while self.fifo.samples >= size or (final and self.fifo.samples):
+            frame = self.fifo.read(min(size, self.fifo.samples) if final else size)
+            for out in self.out_stream.encode(frame):
+                self.output.mux(out)
+
+    def mux_until(self, seconds: float) -> None:
+        """Mux audio packets that start before ``seconds`` of the output timeline."""
+        if self.done:
+            return
+        for packet in self.packets:
+            if packet.dts is None and packet.size == 0:
+                continue
+            self._mux_packet(packet)
+            if packet.pts is not None and float(packet.pts * self.in_stream.time_base) > seconds:
+                return
+        self.done = True
+
+    def close(self) -> None:
+        self.mux_until(float("inf"))
+        if not self.remux:
+            for frame in self.resampler.resample(None):
+                self.fifo.write(frame)
+            self._drain(final=True)
+            for out in self.out_stream.encode(None):
+                self.output.mux(out)
+        self.input.close()
+
+
+class VideoWriter:
+    """H.264 (yuv420p) MP4 writer with the source audio carried over, written atomically.
+
+    Odd frame sizes are padded by one replicated row/column (yuv420p needs even sizes).
+    """
+
+    def __init__(self, path: Path, fps: Fraction | float, *, audio_from: Path | None = None,
+                 crf: int = 18, preset: str = "medium", overwrite: bool = False):
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise VideoError(f"output {self.path} already exists (pass --overwrite to replace it)")
+        self.fps = Fraction(fps).limit_denominator(1001 * 1000) if not isinstance(fps, Fraction) else fps
+        self.crf, self.preset = crf, preset
+        self.audio_from = audio_from
+        self._atomic = AtomicOutput(self.path, suffix=".mp4")
+        self._container: av.container.OutputContainer | None = None
+        self._stream = None
+        self._audio: _AudioCarrier | None = None
+        self.frames_written = 0
+        self.size: tuple[int, int] | None = None
+
+    def _start(self, height: int, width: int) -> None:
+        self._container = av.open(str(self._atomic.tmp), mode="w", format="mp4")
+        self._stream = self._container.add_stream("libx264", rate=self.fps)
+        self._stream.width, self._stream.height = width + width % 2, height + height % 2
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.options = {"crf": str(self.crf), "preset": self.preset}
+        self.size = (height, width)
+        if self.audio_from is not None:
+            try:
+                with av.open(str(self.audio_from)) as probe_in:
+                    has_audio = bool(probe_in.streams.audio)
+            except av.error.FFmpegError:
+                has_audio = False
+            if has_audio:
+                self._audio = _AudioCarrier(Path(self.audio_from), self._container)
+
+    def write(self, frames: np.ndarray) -> None:
+        """Append one frame ``(H, W, 3)`` or a chunk ``(N, H, W, 3)`` of RGB uint8."""
+        frames = np.asarray(frames)
+        if frames.ndim == 3:
+            frames = frames[None]
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError("frames must be uint8 RGB of shape (N, H, W, 3)")
+        if self._container is None:
+            self._start(*frames.shape[1:3])
+        if frames.shape[1:3] != self.size:
+            raise ValueError(f"frame size changed from {self.size} to {frames.shape[1:3]}")
+        pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
+        if pad_h or pad_w:
+            frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        for image in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame.pts = self.frames_written
+            frame.time_base = 1 / self.fps
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+            self.frames_written += 1
+            if self._audio is not None:
+                self._audio.mux_until(self.frames_written / float(self.fps))
+
+    def close(self) -> Path:
+        """Flush, carry the remaining audio and rename into place."""
+        if self._container is None:
+            self._atomic.discard()
+            raise VideoError("no frames were written")
+        for packet in self._stream.encode(None):
+            self._container.mux(packet)
+        if self._audio is not None:
+            self._audio.close()
+        self._container.close()
+        return self._atomic.commit()
+
+    def abort(self) -> None:
+        """Drop everything written so far (exceptions, Ctrl-C)."""
+        try:
+            if self._audio is not None:
+                self._audio.input.close()
+            if self._container is not None:
+                self._container.close()
+        except Exception:  # noqa: BLE001 - best effort on the failure path; the temp file goes anyway
+            pass
+        self._atomic.discard()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_video(path: Path, frames: np.ndarray, fps: Fraction | float, *, audio_from: Path | None = None,
+                overwrite: bool = False, crf: int = 18) -> Path:
+    """Write a whole array of frames (tests, small clips)."""
+    with VideoWriter(path, fps, audio_from=audio_from, overwrite=overwrite, crf=crf) as writer:
+        writer.write(frames)
+    return Path(path)
+
+
+def write_audio(path: Path, samples: np.ndarray, rate: int, *, codec: str = "aac") -> Path:
+    """Write mono float samples in [-1, 1] as an audio-only file (m4a/wav); used for data-set audio trees."""
+    path = Path(path)
+    fmt = "wav" if path.suffix == ".wav" else "mp4"
+    codec = "pcm_s16le" if fmt == "wav" else codec
+    with AtomicOutput(path) as tmp, av.open(str(tmp), mode="w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=rate)
+        stream.layout = "mono"
+        pcm = np.clip(samples, -1, 1).astype(np.float32)
+        frame_size = stream.codec_context.frame_size or 1024
+        sample_fmt = "s16" if codec == "pcm_s16le" else "fltp"
+        for start in range(0, len(pcm), frame_size):
+            block = pcm[start:start + frame_size]
+            data = (block * 32767).astype(np.int16)[None] if sample_fmt == "s16" else block[None]
+            frame = av.AudioFrame.from_ndarray(data, format=sample_fmt, layout="mono")
+            frame.rate = rate
+            frame.pts = start
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+def read_audio(path: Path, rate: int = 16000) -> np.ndarray:
+    """Whole audio track as mono float32 at ``rate`` (resampled in-process, no ffmpeg binary)."""
+    with _open(path) as container:
+        if not container.streams.audio:
+            raise VideoError(f"no audio stream in {path}")
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        parts = []
+        for frame in container.decode(container.streams.audio[0]):
+            for out in resampler.resample(frame):
+                parts.append(out.to_ndarray().reshape(-1))
+        for out in resampler.resample(None):
+            parts.append(out.to_ndarray().reshape(-1))
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
