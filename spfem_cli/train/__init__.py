@@ -1,0 +1,1 @@
+"""Training: the shared loop (:mod:`spfem_cli.train.loop`) and one module per trained model."""
