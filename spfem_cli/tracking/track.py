@@ -1,0 +1,132 @@
+"""`track_video`: stream a video through a tracker and return one cleaned-up :class:`FaceTrack`.
+
+Memory stays flat: frames are decoded in chunks and dropped; only the per-frame landmarks are kept.
+Face choice: the largest face by default, ``face_index`` = N picks the N-th largest when the face is
+(re)acquired; afterwards the same face is followed by box overlap, so two faces of similar size do
+not swap when their sizes cross. A scene cut forgets the followed face.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from spfem_cli.align import alignment_transform
+from spfem_cli.errors import SpfemError
+from spfem_cli.tracking.base import Detection, FaceTrack, Tracker
+from spfem_cli.tracking.temporal import TemporalConfig, fill_gaps, frame_signature, is_cut, smooth_runs
+from spfem_cli.video import iter_chunks, probe
+
+TRACKERS = ("mediapipe", "fan")
+FOLLOW_IOU = 0.2      # minimum box overlap to keep following the same face
+
+
+def get_tracker(name: str, **kwargs) -> Tracker:
+    """A tracker by name (``mediapipe`` embedded default, ``fan`` needs weights)."""
+    if name == "mediapipe":
+        from spfem_cli.tracking.mediapipe_tracker import MediaPipeTracker
+
+        return MediaPipeTracker(**kwargs)
+    if name == "fan":
+        from spfem_cli.tracking.fan_tracker import FanTracker
+
+        return FanTracker(**kwargs)
+    raise SpfemError(f"unknown tracker '{name}'; choose one of: {', '.join(TRACKERS)}")
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def choose_face(detections: list[Detection], previous_box: np.ndarray | None, face_index: int) -> Detection | None:
+    """Follow the previous face by overlap; otherwise take the ``face_index``-th largest."""
+    if not detections:
+        return None
+    if previous_box is not None:
+        best = max(detections, key=lambda d: _iou(d.box, previous_box))
+        if _iou(best.box, previous_box) >= FOLLOW_IOU:
+            return best
+    ranked = sorted(detections, key=lambda d: -d.area)
+    return ranked[face_index] if face_index < len(ranked) else None
+
+
+def track_video(path: Path, tracker: str | Tracker = "mediapipe", face_index: int = 0, progress: bool = True, *,
+                config: TemporalConfig | None = None, chunk_size: int = 32,
+                max_frames: int | None = None) -> FaceTrack:
+    """Track one face through ``path``; frames without it are marked invalid (arrays hold NaN there)."""
+    if face_index < 0:
+        raise SpfemError("--face must be 0 (largest face) or a positive index")
+    config = config or TemporalConfig()
+    info = probe(path)
+    owned = isinstance(tracker, str)
+    engine = get_tracker(tracker) if owned else tracker
+    lms, boxes, pupils, valid, cuts = [], [], [], [], []
+    previous_sig = None
+    follow_box: np.ndarray | None = None
+    bar = _progress(progress, info.n_frames, f"tracking ({engine.name})")
+    try:
+        for chunk in iter_chunks(path, chunk_size, max_frames=max_frames):
+            for frame in chunk.frames:
+                sig = frame_signature(frame)
+                cut = is_cut(previous_sig, sig, config.cut_threshold)
+                previous_sig = sig
+                if cut:
+                    follow_box = None
+                det = choose_face(engine.detect(frame), follow_box, face_index)
+                cuts.append(cut)
+                if det is None:
+                    lms.append(np.full((68, 2), np.nan))
+                    boxes.append(np.full(4, np.nan))
+                    pupils.append(np.full((2, 2), np.nan))
+                    valid.append(False)
+                else:
+                    follow_box = det.box
+                    lms.append(det.landmarks)
+                    boxes.append(det.box)
+                    pupils.append(det.pupils)
+                    valid.append(True)
+            if bar is not None:
+                bar[0].update(bar[1], advance=len(chunk.frames))
+    finally:
+        if bar is not None:
+            bar[0].stop()
+        if owned:
+            engine.close()
+    return finish_track(np.array(lms, np.float64), np.array(boxes, np.float64), np.array(pupils, np.float64),
+                        np.array(valid, bool), np.array(cuts, bool), info.fps, (info.height, info.width),
+                        engine.name, config, meta={"source": str(path), "face_index": face_index,
+                                                   "rotation": info.rotation})
+
+
+def finish_track(landmarks: np.ndarray, boxes: np.ndarray, pupils: np.ndarray, valid: np.ndarray, cuts: np.ndarray,
+                 fps, frame_size: tuple[int, int], tracker: str, config: TemporalConfig,
+                 meta: dict | None = None) -> FaceTrack:
+    """Gap filling, smoothing and alignment transforms on raw per-frame detections."""
+    valid = valid.copy()
+    interpolated = fill_gaps([landmarks, boxes, pupils], valid, cuts, config.max_gap)
+    valid |= interpolated
+    smooth_runs(landmarks, pupils, boxes, valid, cuts, float(fps), config)
+    transforms = np.full((len(valid), 2, 3), np.nan)
+    for i in np.flatnonzero(valid):
+        transforms[i] = alignment_transform(landmarks[i])
+    return FaceTrack(boxes=boxes, landmarks=landmarks, pupils=pupils, valid=valid, transforms=transforms,
+                     interpolated=interpolated, cuts=cuts, fps=fps, frame_size=frame_size, tracker=tracker,
+                     meta={"temporal": asdict(config), **(meta or {})})
+
+
+def _progress(enabled: bool, total: int, label: str):
+    if not enabled:
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    bar = Progress("[bold]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=Console(stderr=True), transient=True)
+    bar.start()
+    return bar, bar.add_task(label, total=total or None)
