@@ -4,8 +4,8 @@ State-dict compatible with insightface's ``backbone.pth`` (e.g. ``ms1mv3_arcface
 same module names and shapes (stem ``conv1/bn1/prelu``; ``layer1..4`` of ``IBasicBlock`` =
 BN-conv3-BN-PReLU-conv3(stride)-BN with a ``downsample`` 1×1 conv + BN on each stage's first block;
 ``bn2``, ``dropout``, ``fc``, ``features``). The metric only needs the four stage outputs, so the
-embedding head (``fc``/``features``) exists only with ``head=True`` and :func:`load_arcface_backbone`
-drops those keys otherwise.
+embedding head (``bn2``/``fc``/``features``) exists only with ``head=True`` and
+:func:`load_arcface_backbone` drops those keys otherwise (no unused, never-trained parameters).
 
 Input: ``B×3×H×W`` RGB in [-1, 1] (insightface normalises ``(x/255 − 0.5)/0.5`` on RGB images).
 Each stage halves the resolution: a 224² input gives 112²×64, 56²×128, 28²×256, 14²×512.
@@ -26,7 +26,7 @@ ARCH_LAYERS: dict[str, tuple[int, int, int, int]] = {
     "r100": (3, 13, 30, 3),
 }
 WIDTHS = (64, 128, 256, 512)
-HEAD_PREFIXES = ("fc.", "features.")
+HEAD_PREFIXES = ("bn2.", "fc.", "features.")   # top-level keys of the embedding head
 
 
 def _conv3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -70,10 +70,10 @@ class IResNet(nn.Module):
             layer = [IBasicBlock(cin, width, 2, downsample)] + [IBasicBlock(width, width) for _ in range(blocks - 1)]
             self.add_module(f"layer{i}", nn.Sequential(*layer))
             cin = width
-        self.bn2 = nn.BatchNorm2d(512, eps=1e-5)
-        self.dropout = nn.Dropout(p=dropout)
         self.head = head
-        if head:
+        if head:   # only the identity embedding uses bn2/dropout/fc/features; the metric never does
+            self.bn2 = nn.BatchNorm2d(512, eps=1e-5)
+            self.dropout = nn.Dropout(p=dropout)
             self.fc = nn.Linear(512 * fc_scale, num_features)
             self.features = nn.BatchNorm1d(num_features, eps=1e-5)
         self._init_weights()

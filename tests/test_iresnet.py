@@ -62,7 +62,7 @@ def test_backbone_file_loads_strictly_and_head_is_dropped(tmp_path: Path) -> Non
     torch.save(state, path)
     model = load_arcface_backbone(IResNet("r50"), path)
     sd = model.state_dict()
-    assert not any(k.startswith(("fc.", "features.")) for k in sd)
+    assert not any(k.startswith(("bn2.", "fc.", "features.")) for k in sd)
     assert torch.equal(sd["layer3.13.conv2.weight"], state["module.layer3.13.conv2.weight"].float())
     full = load_arcface_backbone(IResNet("r50", head=True), path)
     assert torch.equal(full.state_dict()["fc.weight"], state["module.fc.weight"].float())
