@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from spfem_cli.edit.targets import DEFAULT_INTENSITY
 from spfem_cli.errors import NotImplementedYet, SpfemError
 
 console = Console(stderr=True)
@@ -149,17 +150,66 @@ def doctor() -> None:
 
 # --------------------------------------------------------------------------- pipeline commands
 @app.command()
-def preprocess(video: Path = typer.Argument(..., help="Input video."),
-               out: Path = typer.Option(..., "-o", "--out", help="Output folder.")) -> None:
-    """Track, align and crop the face of VIDEO (cached by content hash)."""
-    _not_yet("preprocess", "issue 3")
+def preprocess(
+    video: Path = typer.Argument(..., help="Input video."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder (created if missing)."),
+    tracker: str = typer.Option("mediapipe", "--tracker",
+                                help="Landmark tracker: mediapipe (embedded) or fan "
+                                     "(needs `spfem weights fetch fan_2d68 s3fd`)."),
+    face: int = typer.Option(0, "--face", help="Which face: 0 = largest, N = N-th largest."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Track, align and crop the face of VIDEO into OUT: track.npz/json, aligned.mp4, debug.mp4.
+
+    Cached by content hash: running it again on the same video and options is instant.
+    """
+    from spfem_cli.preprocess import PreprocessConfig
+    from spfem_cli.preprocess import preprocess as run_preprocess
+    from spfem_cli.tracking.track import TRACKERS
+
+    if tracker not in TRACKERS:
+        raise SpfemError(f"unknown tracker '{tracker}'; choose one of: {', '.join(TRACKERS)}")
+    result = run_preprocess(video, out, PreprocessConfig(tracker=tracker, face_index=face), progress=progress)
+    state = "cached" if result.cached else "done"
+    console.print(f"{state}: {result.valid_frames}/{result.frames} frames with a face -> {result.out_dir}")
 
 
 @app.command()
-def edit(video: Path = typer.Argument(..., help="Input video."),
-         emotion: str | None = typer.Option(None, "--emotion", "-e", help="Target emotion.")) -> None:
+def edit(
+    video: Path = typer.Argument(..., help="Input video with a talking face."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Edited video (default: INPUT.<emotion>.mp4 next to the input)."),
+    emotion: str | None = typer.Option(None, "--emotion", "-e", help="Target emotion: neutral, happy, sad, surprised, fear, angry, disgusted, contempt."),
+    reference: Path | None = typer.Option(None, "--reference", help="Take the expression of the face in this clip."),
+    timeline: str | None = typer.Option(None, "--timeline", help='Emotions over time in seconds, e.g. "happy@0-3,sad@3-6".'),
+    intensity: float = typer.Option(DEFAULT_INTENSITY, "--intensity", help="Edit strength, 0 (none) to 1 (full)."),
+    backend: str = typer.Option("auto", "--backend", help="auto | warp | ned."),
+    tracker: str = typer.Option("mediapipe", "--tracker", help="mediapipe (embedded) | fan (needs weights)."),
+    face: int = typer.Option(0, "--face", help="Which face when several: 0 = largest, 1 = next, ..."),
+    side_by_side: Path | None = typer.Option(None, "--side-by-side", help="Also write source | edited to this file."),
+    plot: Path | None = typer.Option(None, "--plot", help="Write a PNG of source vs output mouth opening (re-tracked)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
+    allow_no_face: bool = typer.Option(False, "--allow-no-face", help="Copy the video through when no face is found."),
+) -> None:
     """Change the emotion of the talking face in VIDEO, keeping the speech and the audio."""
-    _not_yet("edit", "issue 4")
+    from spfem_cli.edit.pipeline import EditRequest, edit_video
+    from spfem_cli.edit.targets import EditTarget, parse_timeline
+
+    target = EditTarget(emotion=emotion, reference=reference,
+                        timeline=parse_timeline(timeline) if timeline else (), intensity=intensity)
+    if output is None:
+        suffix = target.emotion or ("reference" if reference else "timeline")
+        output = video.with_name(f"{video.stem}.{suffix}.mp4")
+    request = EditRequest(video, output, target, backend=backend, tracker=tracker, face_index=face,
+                          side_by_side=side_by_side, plot=plot, overwrite=overwrite, allow_no_face=allow_no_face)
+    result = edit_video(request)
+    console.print(f"[green]wrote[/] {result.output}  ({result.frames} frames, {result.valid_frames} with a face, "
+                  f"{float(result.fps):.3f} fps, backend {result.backend})")
+    if result.note:
+        console.print(result.note)
+    if result.side_by_side:
+        console.print(f"side by side: {result.side_by_side}")
+    if result.plot:
+        console.print(f"mouth-opening plot: {result.plot}  (source vs output r = {result.mouth_correlation:.3f})")
 
 
 @app.command("train-metric")

@@ -1,0 +1,164 @@
+"""`spfem edit`: track → encode → manipulate → render → paste back → encode with the original audio.
+
+The pipeline only orchestrates; the backend owns the three middle stages. Frames are streamed in
+chunks from decoder to encoder, so memory does not grow with the video's length. Every output is
+written to a temporary file and renamed at the end: Ctrl-C or an error leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from rich.console import Console
+
+from spfem_cli.blend import paste_back
+from spfem_cli.edit.mesh_warp import warp_region_mask
+from spfem_cli.edit.targets import EditTarget
+from spfem_cli.edit.warp_backend import LandmarkSeq, WarpBackend
+from spfem_cli.errors import SpfemError
+from spfem_cli.video import AtomicOutput, VideoWriter, check_output_path, iter_chunks, probe
+
+BackendName = Literal["auto", "warp", "ned"]
+console = Console(stderr=True)
+
+
+@dataclass
+class EditRequest:
+    input: Path
+    output: Path
+    target: EditTarget
+    backend: BackendName = "auto"
+    tracker: str = "mediapipe"
+    face_index: int = 0
+    side_by_side: Path | None = None
+    plot: Path | None = None
+    overwrite: bool = False
+    allow_no_face: bool = False
+    progress: bool = True
+    crf: int = 18
+
+
+@dataclass
+class EditResult:
+    output: Path
+    backend: str
+    frames: int
+    fps: Fraction
+    valid_frames: int
+    side_by_side: Path | None = None
+    plot: Path | None = None
+    mouth_correlation: float | None = None
+    source_aus: dict[str, float] = field(default_factory=dict)
+    target_aus: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+
+
+def choose_backend(name: BackendName) -> tuple[WarpBackend, str]:
+    """The backend to run and one line saying why."""
+    if name == "ned":
+        raise SpfemError("the ned backend is not available yet (it needs the NED renderer of issue 9); use --backend warp")
+    if name == "auto":
+        return WarpBackend(), "backend warp (auto: the ned backend is not installed)"
+    if name == "warp":
+        return WarpBackend(), "backend warp"
+    raise SpfemError(f"unknown backend '{name}': choose auto, warp or ned")
+
+
+def _check_paths(req: EditRequest) -> None:
+    inputs = tuple(p for p in (req.input, req.target.reference) if p is not None)
+    probe(req.input)   # unreadable input fails here, before anything is written
+    outputs = [p for p in (req.output, req.side_by_side, req.plot) if p is not None]
+    if len({Path(p).resolve() for p in outputs}) != len(outputs):
+        raise SpfemError("output, --side-by-side and --plot must be different files")
+    for path in outputs:
+        check_output_path(path, inputs=inputs, overwrite=req.overwrite)
+
+
+def _track(path: Path, req: EditRequest):
+    from spfem_cli.tracking.track import track_video
+
+    return track_video(path, req.tracker, face_index=req.face_index, progress=req.progress)
+
+
+def _progress(enabled: bool, total: int, label: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    if not enabled:
+        return contextlib.nullcontext(None), None
+    progress = Progress("[bold]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=console, transient=False)
+    return progress, progress.add_task(label, total=total)
+
+
+def render_edit(req: EditRequest, backend: WarpBackend, track, source: LandmarkSeq, edited: LandmarkSeq) -> int:
+    """Stream the input through the renderer into the output (and side-by-side) writers."""
+    info = probe(req.input)
+    frames_done = 0
+    progress, task = _progress(req.progress, len(track), f"rendering ({backend.name})")
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(VideoWriter(req.output, info.fps, audio_from=req.input, crf=req.crf,
+                                                 overwrite=req.overwrite))
+        side = None
+        if req.side_by_side is not None:
+            side = stack.enter_context(VideoWriter(req.side_by_side, info.fps, audio_from=req.input, crf=req.crf,
+                                                   overwrite=req.overwrite))
+        stack.enter_context(progress)
+        for chunk in iter_chunks(req.input):
+            out = chunk.frames.copy()
+            for j, frame in enumerate(chunk.frames):
+                i = chunk.start + j
+                if i < len(track) and track.valid[i]:
+                    face, matrix = backend.render(frame, track.transforms[i], source.landmarks[i], edited.landmarks[i])
+                    mask = warp_region_mask(source.landmarks[i] * face.shape[0] / 256.0, face.shape[0])
+                    out[j] = paste_back(frame, face, matrix, mask=mask)
+            writer.write(out)
+            if side is not None:
+                side.write(np.concatenate([chunk.frames, out], axis=2))
+            frames_done += len(out)
+            if task is not None:
+                progress.update(task, advance=len(out))
+    return frames_done
+
+
+def _copy_through(req: EditRequest) -> None:
+    with AtomicOutput(req.output) as tmp:
+        shutil.copyfile(req.input, tmp)
+
+
+def edit_video(req: EditRequest) -> EditResult:
+    """Run one edit end to end; see the module docstring for the stages."""
+    _check_paths(req)
+    backend, why = choose_backend(req.backend)
+    if req.progress:
+        console.print(why)
+    track = _track(req.input, req)
+    if track.n_valid == 0:
+        if not req.allow_no_face:
+            raise SpfemError(f"no face found in {req.input} (pass --allow-no-face to copy it through unchanged)")
+        _copy_through(req)
+        return EditResult(req.output, backend.name, len(track), track.fps, 0, note="no face: copied through")
+    reference = None
+    if req.target.reference is not None:
+        ref_track = _track(req.target.reference, req)
+        if ref_track.n_valid == 0:
+            raise SpfemError(f"no face found in the reference {req.target.reference}")
+        reference = backend.encode(ref_track)
+    source = backend.encode(track)
+    plan = backend.plan(source, req.target, float(track.fps), reference)
+    edited = backend.manipulate(source, plan)
+    n = render_edit(req, backend, track, source, edited)
+    result = EditResult(req.output, backend.name, n, track.fps, track.n_valid, req.side_by_side,
+                        source_aus=plan.source_aus, target_aus=plan.target_aus)
+    if req.plot is not None:
+        from spfem_cli.edit.report import mouth_plot
+
+        out_track = _track(req.output, req)
+        result.mouth_correlation = mouth_plot(track, out_track, req.plot, title=f"{req.input.name} → {req.target.description}")
+        result.plot = req.plot
+    return result
