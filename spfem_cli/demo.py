@@ -1,0 +1,39 @@
+"""`make demo`: edit the bundled real-face sample and say where the results are.
+
+Writes into ./demo_out (its own folder; files there are replaced on every run): the sample clip,
+the edited clip for each emotion asked for (default: happy and sad), a source | edited side-by-side
+video and the mouth-opening plot that shows the speech was kept.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from spfem_cli.edit.pipeline import EditRequest, edit_video
+from spfem_cli.edit.targets import EditTarget
+from spfem_cli.sample import make_talking_clip
+
+OUT = Path("demo_out")
+
+
+def main(emotions: list[str] | None = None) -> None:
+    console = Console()
+    emotions = emotions or ["happy", "sad"]
+    OUT.mkdir(exist_ok=True)
+    console.print("[bold]spfem demo[/]: building the real-face talking sample (astronaut photo, known mouth signal)")
+    sample = make_talking_clip(OUT / "sample.mp4", seconds=4.0, fps=25)
+    for emotion in emotions:
+        result = edit_video(EditRequest(
+            sample.path, OUT / f"sample.{emotion}.mp4", EditTarget(emotion=emotion), backend="auto",
+            side_by_side=OUT / f"sample.{emotion}.side_by_side.mp4", plot=OUT / f"sample.{emotion}.mouth.png",
+            overwrite=True))
+        console.print(f"[green]{emotion}[/]: {result.output}  side-by-side: {result.side_by_side}  "
+                      f"plot: {result.plot}  (mouth opening source vs output r = {result.mouth_correlation:.3f})")
+    console.print(f"\nAll demo files are in {OUT.resolve()}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or None)
