@@ -225,9 +225,52 @@ def analyze_metric() -> None:
 
 
 @app.command("eval")
-def evaluate() -> None:
-    """FAD, CSIM, LSE-D/LSE-C on the MEAD or RAVDESS protocol."""
-    _not_yet("eval", "issue 6")
+def evaluate(
+    dataset: str | None = typer.Option(None, "--dataset", help="mead | ravdess: run that data set's protocol."),
+    root: Path | None = typer.Option(None, "--root", help="Data-set root in its original layout."),
+    generated: Path | None = typer.Option(
+        None, "--generated",
+        help="Existing edits: DIR/{inter-id,cross-id}/<actor>/<target emotion>/<source key>.mp4 "
+             "(source key: MEAD <emotion>_level_<k>_<clip>, RAVDESS the file stem)."),
+    backend: str | None = typer.Option(None, "--backend", help="warp | ned: generate the edits first (into OUT/generated)."),
+    pair: tuple[Path, Path] | None = typer.Option(None, "--pair", help="SOURCE EDITED: evaluate one edit."),
+    out: Path = typer.Option(Path("spfem_eval"), "--out", "-o", help="Reports, cache and generated edits go here."),
+    crop: str = typer.Option("track", "--crop", help="track: track and align faces; none: videos are face crops."),
+    lse_preset: str = typer.Option("spfem-ned", "--lse-preset", help="spfem-ned (30 fps, vshift 10) | wav2lip (25 fps, vshift 15)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    actors: str | None = typer.Option(None, "--actors", help="Comma-separated subset of the test actors."),
+    max_sources: int | None = typer.Option(None, "--max-sources", help="At most N source clips per actor (quick runs)."),
+) -> None:
+    """FAD, CSIM, LSE-D/LSE-C on the MEAD or RAVDESS protocol, or the speech metrics of one edit (--pair)."""
+    import json
+
+    from spfem_cli.evaluate.lse import PRESETS
+
+    if crop not in ("track", "none"):
+        raise SpfemError("--crop must be track or none")
+    if lse_preset not in PRESETS:
+        raise SpfemError(f"--lse-preset must be one of: {', '.join(PRESETS)}")
+    if pair and all(p is not None for p in pair):
+        from spfem_cli.evaluate.pair import evaluate_pair
+
+        result = evaluate_pair(pair[0], pair[1], preset=lse_preset, crop=crop, device=device)
+        print(json.dumps(result, indent=2))
+        return
+    if dataset not in ("mead", "ravdess") or root is None:
+        raise SpfemError("pass --dataset mead|ravdess --root PATH (with --generated DIR or --backend), "
+                         "or --pair SOURCE EDITED")
+    from spfem_cli.evaluate.report import markdown_table
+    from spfem_cli.evaluate.run import EvalConfig, evaluate_dataset
+
+    cfg = EvalConfig(dataset=dataset, root=root, out=out, generated=generated, backend=backend, crop=crop,
+                     lse_preset=lse_preset, device=device, max_sources=max_sources,
+                     actors=tuple(a.strip() for a in actors.split(",")) if actors else None)
+    results, paths = evaluate_dataset(cfg)
+    Console().print(markdown_table(results), markup=False, highlight=False)
+    for note in results["notes"]:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    for kind, path in paths.items():
+        console.print(f"{kind}: {path}", highlight=False)
 
 
 def main() -> None:
