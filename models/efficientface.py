@@ -165,13 +165,11 @@ class EfficientFace(nn.Module):
 
 def load_efficientface(path: Path, map_location: str | torch.device = "cpu") -> EfficientFace:
     """Load the AffectNet-7 checkpoint (dict with 'state_dict', ``module.`` keys) or a bare state dict."""
-    from models.resnet_face import strip_prefix
+    from models.resnet_face import load_checked, strip_prefix
 
     state = torch.load(path, map_location=map_location, weights_only=True)
     if isinstance(state, Mapping) and "state_dict" in state:
         state = state["state_dict"]
     state = strip_prefix(state)
     num_classes = state["fc.weight"].shape[0] if "fc.weight" in state else 7
-    model = EfficientFace(num_classes=num_classes)
-    model.load_state_dict(state, strict=True)
-    return model.eval()
+    return load_checked(EfficientFace(num_classes=num_classes), state).eval()

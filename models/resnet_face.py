@@ -88,11 +88,19 @@ def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str = "module.") -> 
     return dict(state)
 
 
+def load_checked(model: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Load every key strictly, except BatchNorm step counters, which files from PyTorch < 0.4.1 lack."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise RuntimeError(f"{type(model).__name__} state dict mismatch: missing {missing[:5]}, "
+                           f"unexpected {list(unexpected)[:5]}")
+    return model
+
+
 def load_resnet_face18(path: Path, map_location: str | torch.device = "cpu") -> ResNetFace18:
-    """Build the network and load ``resnet18_110.pth`` (plain or ``module.``-prefixed state dict) strictly."""
+    """Build the network and load ``resnet18_110.pth`` (plain or ``module.``-prefixed state dict)."""
     state = torch.load(path, map_location=map_location, weights_only=True)
     if isinstance(state, Mapping) and "state_dict" in state:
         state = state["state_dict"]
-    model = ResNetFace18()
-    model.load_state_dict(strip_prefix(state), strict=True)
-    return model.eval()
+    return load_checked(ResNetFace18(), strip_prefix(state)).eval()

@@ -70,12 +70,7 @@ def load_syncnet(path: Path, map_location: str | torch.device = "cpu") -> SyncNe
     state = torch.load(path, map_location=map_location, weights_only=True)
     if isinstance(state, Mapping) and "state_dict" in state:
         state = state["state_dict"]
-    from models.resnet_face import strip_prefix
+    from models.resnet_face import load_checked, strip_prefix
 
     state = strip_prefix(strip_prefix(state, "module."), "__S__.")
-    model = SyncNetV2()
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    real_missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if real_missing or unexpected:
-        raise RuntimeError(f"syncnet state dict mismatch: missing {real_missing[:5]}, unexpected {list(unexpected)[:5]}")
-    return model.eval()
+    return load_checked(SyncNetV2(), state).eval()

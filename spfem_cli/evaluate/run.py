@@ -124,9 +124,10 @@ def _stack(rows: list[np.ndarray], dim: int) -> np.ndarray:
 def generate_missing(plan: Plan, generated: Path, backend: str) -> list[Path]:
     """Run the edit pipeline for every job whose output is not there yet (resumable)."""
     try:
-        from spfem_cli.edit import edit_video
+        from spfem_cli.edit.pipeline import EditRequest, edit_video
+        from spfem_cli.edit.targets import EditTarget
     except ImportError as exc:
-        raise SpfemError(f"--backend {backend} needs the edit pipeline (spfem_cli.edit.edit_video), "
+        raise SpfemError(f"--backend {backend} needs the edit pipeline (spfem_cli.edit.pipeline), "
                          f"which is not available here ({exc}); pass --generated DIR instead") from None
     made = []
     for job in plan.jobs:
@@ -134,7 +135,9 @@ def generate_missing(plan: Plan, generated: Path, backend: str) -> list[Path]:
         if target.is_file():
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        edit_video(job.source.video, target, emotion=job.target, reference=job.reference.video, backend=backend)
+        # Reference-guided edit: the reference clip of the target emotion carries the expression (§3 protocol).
+        edit_video(EditRequest(job.source.video, target, EditTarget(reference=job.reference.video), backend=backend,
+                               progress=False))
         made.append(target)
     return made
 
