@@ -132,6 +132,7 @@ class STCCL(nn.Module):
         self.spatial_proj = nn.ModuleList(projection(c) for c in chans)
         # Registered ModuleList (reference defect 5 kept temporal modules in a plain list).
         self.temporal_proj = None if self.config.share_projection else nn.ModuleList(projection(c) for c in chans)
+        self.last_parts: dict[str, float] = {}    # parts of the latest loss, for training logs
 
     # ------------------------------------------------------------------ features
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -218,6 +219,7 @@ class STCCL(nn.Module):
                 temporal = temporal + term
                 per_stage[f"temporal{s + 1}"] = float(term.detach())
         total = cfg.spatial_weight * spatial + cfg.temporal_weight * temporal
+        self.last_parts = {"spatial": float(spatial.detach()), "temporal": float(temporal.detach()), **per_stage}
         return STCCLTerms(total, spatial, temporal, per_stage)
 
     def forward(self, generated: torch.Tensor, target: torch.Tensor, *,

@@ -1,0 +1,156 @@
+"""`spfem train-metric`: pre-train the STCCL metric on neutral/emotional clip pairs.
+
+Paper defaults (ASCCL §5, reference facts §2): Adam 1e-3 on every parameter including the ArcFace
+backbone, batch 8, τ = 0.07, 224² RGB crops in [-1, 1]. A sample is a window of 2n+1 DTW-matched
+frames (n = ``context``): spatial mode uses its centre frame, temporal and joint modes the whole
+window. The emotional clip is the "generated"/query side and the neutral clip the target (as in
+use: metric(generated emotional frame, real neutral frame)); during pre-training both sides carry
+gradient (``grad="both"``). The run is a :class:`~spfem_cli.train.loop.Trainer` (resume, AMP, DDP).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from models.stccl import STCCL, STCCLConfig
+from spfem_cli.datasets.pairs import ClipPair, CropSource, PairsError, pose_align_frames
+from spfem_cli.errors import SpfemError
+
+METRIC_FILE = "stccl_metric.pt"
+
+
+@dataclass
+class MetricTrainConfig:
+    """Every setting of a metric run (the CLI options take their defaults from here)."""
+
+    dataset: Literal["mead", "ravdess"] = "mead"
+    root: str = ""
+    out: str = "runs/stccl"
+    mode: Literal["spatial", "temporal", "joint"] = "joint"
+    steps: int = 20000
+    batch: int = 8
+    lr: float = 1e-3
+    tau: float = 0.07
+    context: int = 2                   # n: windows of 2n+1 frames
+    temporal_pairs: Literal["all", "adjacent"] = "all"
+    daas: bool = True
+    arch: str = "r50"
+    input_size: int = 224
+    backbone_weights: str = "auto"     # auto: registry 'arcface_r50' for r50 | none | a file path
+    crops: Literal["tracked", "centre"] = "tracked"
+    pose_align: bool = False
+    device: str = "auto"
+    amp: bool = True
+    seed: int = 0
+    ckpt_every: int = 1000
+    log_every: int = 20
+    num_workers: int = 0
+    cache_dir: str | None = None       # pair lists and aligned crops; default <out>/cache
+
+
+def to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """(k, S, S, 3) uint8 RGB → (k, 3, S, S) float in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+class PairWindowDataset(Dataset):
+    """Every window of 2n+1 consecutive DTW-path positions of every pair.
+
+    Item: ``{"generated": emotional frames, "target": neutral frames}``, each ``(2n+1)×3×S×S``
+    (or ``3×S×S`` with ``single_frame``), RGB in [-1, 1].
+    """
+
+    def __init__(self, pairs: Sequence[ClipPair], source: CropSource, *, context: int = 2,
+                 single_frame: bool = False, pose_align: bool = False):
+        self.pairs, self.source, self.context = list(pairs), source, context
+        self.single_frame, self.pose_align = single_frame, pose_align
+        self.index = [(p, k) for p, pair in enumerate(self.pairs)
+                      for k in range(context, len(pair.path_a) - context)]
+        if not self.index:
+            raise PairsError(f"no pair has a DTW path of at least {2 * context + 1} frames")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        p, k = self.index[i]
+        pair = self.pairs[p]
+        window = slice(k - self.context, k + self.context + 1)
+        ia, ib = pair.path_a[window], pair.path_b[window]
+        fa = self.source.frames(pair.video_a, ia)
+        fb = self.source.frames(pair.video_b, ib)
+        if self.pose_align:
+            ma, mb = self.source.landmarks(pair.video_a, ia), self.source.landmarks(pair.video_b, ib)
+            if ma is None or mb is None:
+                raise SpfemError("--pose-align needs landmarks: use the tracked crop source (--crops tracked)")
+            fb = pose_align_frames(fb, mb, ma)
+        ta, tb = to_tensor(fa), to_tensor(fb)
+        if self.single_frame:
+            ta, tb = ta[self.context], tb[self.context]
+        return {"generated": tb, "target": ta}
+
+
+def build_metric(cfg: MetricTrainConfig) -> STCCL:
+    """The metric to train, with the ArcFace backbone loaded when asked (``auto`` = r50 from the registry)."""
+    model = STCCL(STCCLConfig(arch=cfg.arch, input_size=cfg.input_size, tau=cfg.tau, mode=cfg.mode,
+                              temporal_pairs=cfg.temporal_pairs, daas=cfg.daas, grad="both"))
+    weights = cfg.backbone_weights
+    if weights == "auto":
+        weights = "arcface_r50" if cfg.arch == "r50" else "none"
+    if weights != "none":
+        from models.iresnet import load_arcface_backbone
+        from spfem_cli.weights import resolve
+
+        path = Path(weights) if Path(weights).is_file() else resolve(weights)
+        load_arcface_backbone(model.backbone, path)
+    return model
+
+
+def make_source(cfg: MetricTrainConfig, cache: Path) -> CropSource:
+    from spfem_cli.datasets.pairs import CentreCropSource, TrackedCropSource
+
+    if cfg.crops == "centre":
+        return CentreCropSource(cfg.input_size)
+    return TrackedCropSource(cache / "crops", cfg.input_size)
+
+
+def train_metric(cfg: MetricTrainConfig, *, source: CropSource | None = None, progress: bool = True) -> Path:
+    """Run (or resume) a metric training; returns the path of the metric file written at the end."""
+    from spfem_cli.datasets.pairs import build_pairs
+    from spfem_cli.train.loop import TrainConfig, Trainer
+
+    out = Path(cfg.out)
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else out / "cache"
+    pairs = build_pairs(cfg.dataset, Path(cfg.root), split="train", cache_dir=cache, progress=progress)
+    dataset = PairWindowDataset(pairs, source or make_source(cfg, cache), context=cfg.context,
+                                single_frame=cfg.mode == "spatial", pose_align=cfg.pose_align)
+    trainer = Trainer(TrainConfig(out_dir=out, max_steps=cfg.steps, ckpt_every=cfg.ckpt_every,
+                                  log_every=cfg.log_every, seed=cfg.seed, device=cfg.device, amp=cfg.amp,
+                                  progress=progress), run_config=asdict(cfg))
+    model = trainer.add_module("metric", build_metric(cfg))
+    trainer.add_optimizer("adam", torch.optim.Adam(trainer.raw("metric").parameters(), lr=cfg.lr))
+    loader = trainer.make_loader(dataset, cfg.batch, num_workers=cfg.num_workers)
+
+    def step(batch: dict[str, torch.Tensor], tr: Trainer) -> dict[str, float]:
+        batch = tr.to_device(batch)
+        with tr.autocast():
+            loss = model(batch["generated"], batch["target"])   # the DDP wrapper when distributed
+        tr.backward_step(loss.float(), "adam")
+        return {"loss": float(loss.detach()), **tr.raw("metric").last_parts}
+
+    trainer.fit(step, loader)
+    path = out / METRIC_FILE
+    if trainer.is_main:
+        from spfem_cli.video import AtomicOutput
+
+        with AtomicOutput(path) as tmp:
+            trainer.raw("metric").save(tmp)
+    trainer.close()
+    return path
