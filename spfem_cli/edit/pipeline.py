@@ -80,7 +80,13 @@ def _check_paths(req: EditRequest) -> None:
         check_output_path(path, inputs=inputs, overwrite=req.overwrite)
 
 
-def _track(path: Path, req: EditRequest):
+def _track(path: Path, req: EditRequest, *, cache: bool = True):
+    """The face track of ``path``; inputs and references come from the content-hash cache
+    (a second edit of the same video skips tracking), re-tracked outputs do not."""
+    if cache:
+        from spfem_cli.preprocess import cached_track
+
+        return cached_track(path, req.tracker, face_index=req.face_index, progress=req.progress)
     from spfem_cli.tracking.track import track_video
 
     return track_video(path, req.tracker, face_index=req.face_index, progress=req.progress)
@@ -158,7 +164,8 @@ def edit_video(req: EditRequest) -> EditResult:
     if req.plot is not None:
         from spfem_cli.edit.report import mouth_plot
 
-        out_track = _track(req.output, req)
-        result.mouth_correlation = mouth_plot(track, out_track, req.plot, title=f"{req.input.name} → {req.target.description}")
+        out_track = _track(req.output, req, cache=False)
+        title = f"{req.input.name} → {req.target.description}"
+        result.mouth_correlation = mouth_plot(track, out_track, req.plot, title=title)
         result.plot = req.plot
     return result

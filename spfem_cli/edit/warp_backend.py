@@ -1,8 +1,8 @@
 """The embedded ``warp`` backend: FACS landmark edits rendered by a piecewise-affine mesh warp.
 
 encode      aligned 68 landmarks per frame (from the shared track)
-manipulate  edited = source + intensity · (Σₖ wₖ(t)·targetₖ − s(t)·source expression), then the
-            source's inner-lip gap and jaw restored frame by frame (speech kept by construction)
+manipulate  edited = source + intensity · Σₖ wₖ(t)·fieldₖ (target AUs in, conflicting source AUs out),
+            then the source's inner-lip gap and jaw restored frame by frame (speech kept by construction)
 render      warp an aligned crop (supersampled to the face's native resolution) from source to edited
             landmarks; the shared paste-back puts it into the frame
 
@@ -54,7 +54,12 @@ class WarpBackend:
 
     def plan(self, seq: LandmarkSeq, target: EditTarget, fps: float,
              reference: LandmarkSeq | None = None) -> WarpPlan:
-        """Displacements for every frame: target expression in, source expression out, scaled by intensity."""
+        """Displacements for every frame, scaled by intensity.
+
+        A label adds its AU prototype and removes the source's own AUs that the label does not use
+        (a smiling face made "sad" loses its smile first; made "happy" it smiles more). "neutral"
+        removes every AU. A reference replaces the source's AU offset by the reference's.
+        """
         n = len(seq.valid)
         source_offset, source_aus = facs.estimate_expression(seq.landmarks[seq.valid])
         weights = component_weights(target, n, fps)
@@ -64,17 +69,17 @@ class WarpBackend:
             if name == "reference":
                 if reference is None or not reference.valid.any():
                     raise ValueError("a reference target needs the reference clip's landmarks")
-                fields[name], target_aus = facs.estimate_expression(reference.landmarks[reference.valid])
+                ref_offset, target_aus = facs.estimate_expression(reference.landmarks[reference.valid])
+                fields[name] = ref_offset - source_offset
             else:
-                fields[name] = facs.prototype(name)
-                target_aus.update(facs.EMOTION_AUS[name])
+                keep = facs.EMOTION_AUS[name]
+                removed = sum((c * facs.ACTION_UNITS[au] for au, c in source_aus.items() if au not in keep), np.zeros((68, 2)))
+                fields[name] = facs.prototype(name) - removed
+                target_aus.update(keep)
         total = np.zeros((n, 68, 2))
-        coverage = np.zeros(n)
         for name, w in weights.items():
             total += w[:, None, None] * fields[name][None]
-            coverage += w
-        displacement = target.intensity * (total - coverage[:, None, None] * source_offset[None])
-        return WarpPlan(displacement, source_aus, target_aus)
+        return WarpPlan(target.intensity * total, source_aus, target_aus)
 
     def manipulate(self, seq: LandmarkSeq, plan: WarpPlan) -> LandmarkSeq:
         edited = seq.landmarks + plan.displacement
