@@ -30,7 +30,7 @@ class StandInPairMetric(torch.nn.Module):
         self.net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, 2, 1))
         self.requires_grad_(False)
 
-    def loss(self, generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return (self.net(generated) - self.net(target)).abs().mean()
 
 
@@ -147,6 +147,25 @@ def test_stccl_term_alone_sends_gradient_to_generator():
     # with weight 0 the term is absent, as in plain NED
     assert "G_STCCL" not in RendererStep(tiny_cfg(stccl_weight=0.0), step.vgg_loss, StandInPairMetric()).generator_losses(
         fake.detach(), real, cond, torch.from_numpy(data["mouth"]), d, dm, roi_size_for(SIZE))
+
+
+def test_real_stccl_module_gradient_reaches_generator():
+    """The project's STCCL module (small IResNet-18 variant, random weights) as the metric of the G step."""
+    from models.stccl import STCCL, STCCLConfig
+
+    torch.manual_seed(0)
+    metric = STCCL(STCCLConfig(arch="r18", input_size=112, mode="spatial")).eval().requires_grad_(False)
+    g = NedGenerator(ngf=8, n_blocks=3)
+    step = RendererStep(tiny_cfg(), VGGPerceptualLoss(VGG19Features()), metric)
+    data = astronaut_actor(2)
+    cond = pack_conditioning(data["nmfc"], data["gaze"], data["shape"], data["mask"])
+    real = torch.from_numpy(data["frames"]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    fake = g(temporal_windows(cond), torch.rand(2, 6, SIZE, SIZE) * 2 - 1)
+    losses = step.generator_losses(fake, real, cond, torch.from_numpy(data["mouth"]),
+                                   MultiscaleDiscriminator(ndf=8), None, roi_size_for(SIZE))
+    losses["G_STCCL"].backward()
+    grad = g.model_down_seg[1].weight.grad
+    assert torch.isfinite(losses["G_STCCL"]) and grad is not None and grad.abs().sum() > 0
 
 
 def test_streaming_inference_matches_sequential_reference():

@@ -50,9 +50,18 @@ NED_FILES = {"G": "latest_net_G.pth", "D": "latest_net_D.pth", "Dm": "latest_net
 
 
 class PairMetric(Protocol):
-    """What the STCCL metric must offer: ``loss(generated, target)``, both B×3×H×W RGB in [-1, 1]."""
+    """The STCCL metric (:class:`models.stccl.STCCL`): ``metric(generated, target)``, B×3×H×W RGB in [-1, 1].
 
-    def loss(self, generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
+    An object with a ``loss(generated, target)`` method is accepted too.
+    """
+
+    def __call__(self, generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
+
+
+def metric_value(metric: PairMetric, generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``metric.loss(g, t)`` when defined, else ``metric(g, t)``; gradient flows through ``generated``."""
+    fn = getattr(metric, "loss", None)
+    return fn(generated, target) if callable(fn) else metric(generated, target)
 
 
 # --------------------------------------------------------------------------- data
@@ -201,7 +210,7 @@ class RendererStep:
             crops = [crop_rois(x, mouth, roi) for x in (cond, real, fake)]
             losses["Gm_GAN"], losses["Gm_GAN_Feat"] = self._g_adv(dm, *crops)
         if self.metric is not None and cfg.stccl_weight:
-            losses["G_STCCL"] = cfg.stccl_weight * self.metric.loss(fake, real.detach()).float()
+            losses["G_STCCL"] = cfg.stccl_weight * metric_value(self.metric, fake, real.detach()).float()
         return losses
 
     def __call__(self, batch: Mapping[str, torch.Tensor], tr) -> dict[str, float]:
