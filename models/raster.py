@@ -42,17 +42,24 @@ class Fragments:
         return self.face >= 0
 
 
-def _edge_bary(tri: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Barycentric weights (N×3) of points (px, py) in triangles ``tri`` (N×3×3); also the signed area."""
-    x0, y0 = tri[:, 0, 0], tri[:, 0, 1]
-    x1, y1 = tri[:, 1, 0], tri[:, 1, 1]
-    x2, y2 = tri[:, 2, 0], tri[:, 2, 1]
+def _edge_coefficients(tris: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per triangle (N×3×3) the plane coefficients of its barycentric weights, N×12 = [a0..2, b0..2, c0..2, z0..2],
+    so that ``w_i = a_i·x + b_i·y + c_i``; and the signed area (0 = degenerate)."""
+    x, y, z = tris[..., 0], tris[..., 1], tris[..., 2]
+    x0, x1, x2 = x.unbind(-1)
+    y0, y1, y2 = y.unbind(-1)
     area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-    w0 = (x1 - px) * (y2 - py) - (x2 - px) * (y1 - py)
-    w1 = (x2 - px) * (y0 - py) - (x0 - px) * (y2 - py)
-    w2 = (x0 - px) * (y1 - py) - (x1 - px) * (y0 - py)
-    bary = torch.stack([w0, w1, w2], dim=-1) / area.unsqueeze(-1)
-    return bary, area
+    inv = torch.where(area != 0, 1.0 / torch.where(area != 0, area, torch.ones_like(area)), torch.zeros_like(area))
+    a = torch.stack([y1 - y2, y2 - y0, y0 - y1], -1)
+    b = torch.stack([x2 - x1, x0 - x2, x1 - x0], -1)
+    c = torch.stack([x1 * y2 - x2 * y1, x2 * y0 - x0 * y2, x0 * y1 - x1 * y0], -1)
+    coef = torch.cat([a * inv[..., None], b * inv[..., None], c * inv[..., None], z], dim=-1)
+    return coef.contiguous(), area
+
+
+def _bary(coef: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
+    """Barycentric weights N×3 of points (px, py) from gathered coefficients N×12."""
+    return coef[:, 0:3] * px[:, None] + coef[:, 3:6] * py[:, None] + coef[:, 6:9]
 
 
 def rasterize(verts: torch.Tensor, faces: torch.Tensor, image_size: tuple[int, int] | int,
@@ -71,24 +78,20 @@ def rasterize(verts: torch.Tensor, faces: torch.Tensor, image_size: tuple[int, i
     faces = faces.to(device=device, dtype=torch.long)
     n_faces = faces.shape[0]
 
-    tris = verts[:, faces]  # B×F×3×3
+    tris = verts[:, faces].reshape(-1, 3, 3)  # (B*F)×3×3
+    coef, area = _edge_coefficients(tris)
     xy = tris[..., :2]
-    lo = torch.ceil(xy.amin(dim=2)).clamp_min(0)
-    hi = torch.floor(xy.amax(dim=2))
-    x0 = lo[..., 0].long()
-    y0 = lo[..., 1].long()
-    x1 = hi[..., 0].clamp(max=width - 1).long()
-    y1 = hi[..., 1].clamp(max=height - 1).long()
-    bw = (x1 - x0 + 1).clamp_min(0)
-    bh = (y1 - y0 + 1).clamp_min(0)
-    finite = torch.isfinite(tris).all(dim=-1).all(dim=-1)
-    counts = torch.where(finite, bw * bh, torch.zeros_like(bw)).reshape(-1)  # (B*F,)
+    lo = torch.ceil(xy.amin(dim=1)).clamp_min(0)
+    hi = torch.floor(xy.amax(dim=1))
+    x0 = lo[:, 0].long()
+    y0 = lo[:, 1].long()
+    bw = (hi[:, 0].clamp(max=width - 1).long() - x0 + 1).clamp_min(0)
+    bh = (hi[:, 1].clamp(max=height - 1).long() - y0 + 1).clamp_min(0)
+    drawable = torch.isfinite(tris).all(dim=2).all(dim=1) & (area != 0)
+    counts = torch.where(drawable, bw * bh, torch.zeros_like(bw))
 
     best_z = torch.full((n_pix,), float("inf"), device=device, dtype=dtype)
     best_face = torch.full((n_pix,), -1, device=device, dtype=torch.long)
-
-    flat_tris = tris.reshape(-1, 3, 3)
-    flat_x0, flat_y0, flat_bw = x0.reshape(-1), y0.reshape(-1), bw.reshape(-1)
     # chunk boundaries over the flattened (batch, face) list so each chunk has <= max_candidates pairs
     csum = torch.cumsum(counts, 0)
     total = int(csum[-1]) if csum.numel() else 0
@@ -98,55 +101,49 @@ def rasterize(verts: torch.Tensor, faces: torch.Tensor, image_size: tuple[int, i
         starts += sorted({int(c) for c in cuts.tolist() if int(c) > 0})
     starts.append(counts.numel())
     for a, b in zip(starts[:-1], starts[1:], strict=False):
-        if b <= a:
-            continue
-        _rasterize_chunk(a, b, counts, flat_tris, flat_x0, flat_y0, flat_bw, n_faces, height, width,
-                         best_z, best_face)
+        if b > a:
+            _rasterize_chunk(a, b, counts, coef, x0, y0, bw, n_faces, height, width, best_z, best_face)
 
-    face = best_face.view(batch, height, width)
     covered = best_face >= 0
     bary = torch.zeros(n_pix, 3, device=device, dtype=dtype)
-    if covered.any():
-        pix = torch.nonzero(covered).squeeze(1)
+    pix = torch.nonzero(covered).squeeze(1)
+    if pix.numel():
         b_idx = pix // (height * width)
         rem = pix % (height * width)
-        py = (rem // width).to(dtype)
-        px = (rem % width).to(dtype)
-        tri = flat_tris[b_idx * n_faces + best_face[pix]]
-        bary[pix] = _edge_bary(tri, px, py)[0]
-    return Fragments(face=face, bary=bary.view(batch, height, width, 3), zbuf=best_z.view(batch, height, width))
+        bary[pix] = _bary(coef[b_idx * n_faces + best_face[pix]], (rem % width).to(dtype), (rem // width).to(dtype))
+    return Fragments(face=best_face.view(batch, height, width), bary=bary.view(batch, height, width, 3),
+                     zbuf=best_z.view(batch, height, width))
 
 
-def _rasterize_chunk(a: int, b: int, counts: torch.Tensor, flat_tris: torch.Tensor, flat_x0: torch.Tensor,
-                     flat_y0: torch.Tensor, flat_bw: torch.Tensor, n_faces: int, height: int, width: int,
+def _rasterize_chunk(a: int, b: int, counts: torch.Tensor, coef: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor,
+                     bw: torch.Tensor, n_faces: int, height: int, width: int,
                      best_z: torch.Tensor, best_face: torch.Tensor) -> None:
     """Depth-test all (triangle, pixel) candidates of flattened triangles a..b into the running z-buffer."""
-    device, dtype = flat_tris.device, flat_tris.dtype
+    device, dtype = coef.device, coef.dtype
     cnt = counts[a:b]
     n = int(cnt.sum())
     if n == 0:
         return
-    local = torch.repeat_interleave(torch.arange(a, b, device=device), cnt)  # flat (batch*F) index per candidate
-    offsets = torch.cumsum(cnt, 0) - cnt
-    k = torch.arange(n, device=device) - torch.repeat_interleave(offsets, cnt)
-    w = flat_bw[local]
-    px = flat_x0[local] + k % w
-    py = flat_y0[local] + k // w
-    tri = flat_tris[local]
-    bary, area = _edge_bary(tri, px.to(dtype), py.to(dtype))
-    inside = (area != 0) & (bary >= 0).all(dim=-1)
-    if not inside.any():
+    rel = torch.repeat_interleave(torch.arange(b - a, device=device), cnt)  # triangle (within chunk) per candidate
+    k = torch.arange(n, device=device) - (torch.cumsum(cnt, 0) - cnt)[rel]
+    local = rel + a
+    w = bw[local]
+    px = x0[local] + k % w
+    py = y0[local] + k // w
+    g = coef[local]
+    bary = _bary(g, px.to(dtype), py.to(dtype))
+    inside = bary.amin(dim=1) >= 0
+    idx = torch.nonzero(inside).squeeze(1)
+    if idx.numel() == 0:
         return
-    bary, tri, local, px, py = bary[inside], tri[inside], local[inside], px[inside], py[inside]
-    z = (bary * tri[:, :, 2]).sum(-1)
-    batch_idx = local // n_faces
+    z = (bary[idx] * g[idx, 9:12]).sum(1)
+    local = local[idx]
     face_idx = local % n_faces
-    pix = (batch_idx * height + py) * width + px
+    pix = ((local // n_faces) * height + py[idx]) * width + px[idx]
     chunk_z = torch.full_like(best_z, float("inf"))
     chunk_z.scatter_reduce_(0, pix, z, reduce="amin")
     win = z == chunk_z[pix]
-    big = torch.iinfo(torch.long).max
-    chunk_face = torch.full_like(best_face, big)
+    chunk_face = torch.full_like(best_face, torch.iinfo(torch.long).max)
     chunk_face.scatter_reduce_(0, pix[win], face_idx[win], reduce="amin")
     better = chunk_z < best_z  # strict: an earlier chunk (lower face index) keeps ties
     best_z[better] = chunk_z[better]
