@@ -212,16 +212,97 @@ def edit(
         console.print(f"mouth-opening plot: {result.plot}  (source vs output r = {result.mouth_correlation:.3f})")
 
 
+def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
+    if value not in allowed:
+        raise SpfemError(f"{option} must be one of {', '.join(allowed)} (got {value!r})")
+    return value
+
+
 @app.command("train-metric")
-def train_metric() -> None:
-    """Train the STCCL correlation metric on MEAD/RAVDESS pairs."""
-    _not_yet("train-metric", "issue 5")
+def train_metric(
+    dataset: str = typer.Option("mead", "--dataset", help="mead | ravdess"),
+    root: Path = typer.Option(..., "--root", help="Data-set root (MEAD: <actor>/video/front/...; RAVDESS: Actor_XX/...)."),
+    out: Path = typer.Option(Path("runs/stccl"), "--out", help="Run folder: checkpoints, logs, stccl_metric.pt."),
+    mode: str = typer.Option("joint", "--mode", help="spatial | temporal | joint"),
+    steps: int = typer.Option(20000, "--steps", help="Optimiser steps in total (a resumed run continues to this)."),
+    batch: int = typer.Option(8, "--batch", help="Pairs per step (per process under torchrun)."),
+    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate (all parameters incl. the backbone)."),
+    tau: float = typer.Option(0.07, "--tau", help="InfoNCE temperature."),
+    context: int = typer.Option(2, "--context", help="n: temporal windows of 2n+1 DTW-matched frames."),
+    temporal_pairs: str = typer.Option("all", "--temporal-pairs", help="all | adjacent frame pairs."),
+    daas: bool = typer.Option(True, "--daas/--no-daas", help="Disparity-aware per-row weights (ablation switch)."),
+    arch: str = typer.Option("r50", "--arch", help="IResNet depth: r18 | r34 | r50 | r100."),
+    input_size: int = typer.Option(224, "--input-size", help="Crop size fed to the backbone."),
+    backbone_weights: str = typer.Option("auto", "--backbone-weights",
+                                         help="auto (ArcFace r50 from the registry) | none | a backbone.pth path."),
+    crops: str = typer.Option("tracked", "--crops", help="tracked (track + align faces) | centre (pre-aligned data)."),
+    pose_align: bool = typer.Option(False, "--pose-align/--no-pose-align", help="Warp each emotional crop onto the neutral pose."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]."),
+    amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16/fp16 autocast on GPU."),
+    seed: int = typer.Option(0, "--seed"),
+    ckpt_every: int = typer.Option(1000, "--ckpt-every", help="Checkpoint period in steps."),
+    log_every: int = typer.Option(20, "--log-every", help="Log period in steps (log.jsonl)."),
+    num_workers: int = typer.Option(0, "--num-workers", help="DataLoader workers."),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Pair lists and face crops (default <out>/cache)."),
+    install: bool = typer.Option(False, "--install/--no-install", help="Install the result as weight 'stccl_metric'."),
+) -> None:
+    """Train the STCCL correlation metric on MEAD/RAVDESS neutral-vs-emotion pairs (resumes in --out).
+
+    Multi-GPU: `torchrun --nproc_per_node N -m spfem_cli.app train-metric ...`.
+    """
+    from spfem_cli.train.metric import MetricTrainConfig
+    from spfem_cli.train.metric import train_metric as run
+
+    cfg = MetricTrainConfig(
+        dataset=_choice(dataset, ("mead", "ravdess"), "--dataset"), root=str(root), out=str(out),
+        mode=_choice(mode, ("spatial", "temporal", "joint"), "--mode"), steps=steps, batch=batch, lr=lr, tau=tau,
+        context=context, temporal_pairs=_choice(temporal_pairs, ("all", "adjacent"), "--temporal-pairs"), daas=daas,
+        arch=_choice(arch, ("r18", "r34", "r50", "r100"), "--arch"), input_size=input_size,
+        backbone_weights=backbone_weights, crops=_choice(crops, ("tracked", "centre"), "--crops"),
+        pose_align=pose_align, device=device, amp=amp, seed=seed, ckpt_every=ckpt_every, log_every=log_every,
+        num_workers=num_workers, cache_dir=str(cache_dir) if cache_dir else None)
+    path = run(cfg)
+    console.print(f"metric written to {path}")
+    if install:
+        from spfem_cli import weights
+
+        console.print(f"installed as 'stccl_metric' -> {weights.install_user_file('stccl_metric', path)}")
+    else:
+        console.print(f"use it with: spfem weights fetch stccl_metric --from {path}  (or SPFEM_WEIGHT_STCCL_METRIC={path})")
 
 
 @app.command("analyze-metric")
-def analyze_metric() -> None:
-    """Inspect a trained STCCL metric."""
-    _not_yet("analyze-metric", "issue 5")
+def analyze_metric(
+    dataset: str = typer.Option("mead", "--dataset", help="mead | ravdess"),
+    root: Path = typer.Option(..., "--root", help="Data-set root."),
+    metric: str = typer.Option("stccl_metric", "--metric", help="Registry name or a metric file (stccl_metric.pt)."),
+    split: str = typer.Option("val", "--split", help="val (held-out W021 / Actor_24) | train | all."),
+    frames: int = typer.Option(64, "--frames", help="Frame pairs per emotion."),
+    batch: int = typer.Option(16, "--batch"),
+    crops: str = typer.Option("tracked", "--crops", help="tracked | centre (must match training)."),
+    out: Path = typer.Option(Path("metric_analysis"), "--out", help="Folder for metric_analysis.json/.png."),
+    device: str = typer.Option("auto", "--device"),
+    seed: int = typer.Option(0, "--seed"),
+    untrained_backbone: str = typer.Option("auto", "--untrained-backbone",
+                                           help="Backbone of the untrained baseline: auto | none | a backbone.pth."),
+) -> None:
+    """Positive vs negative disparity similarity (cosine, Pearson) per emotion, untrained vs trained metric."""
+    from spfem_cli.metric_analysis import AnalysisConfig
+    from spfem_cli.metric_analysis import analyze_metric as run
+
+    cfg = AnalysisConfig(dataset=_choice(dataset, ("mead", "ravdess"), "--dataset"), root=str(root), metric=metric,
+                         split=_choice(split, ("val", "train", "all"), "--split"), frames=frames, batch=batch,
+                         crops=_choice(crops, ("tracked", "centre"), "--crops"), out=str(out), device=device, seed=seed,
+                         untrained_backbone=untrained_backbone)
+    report = run(cfg)
+    table = Table(title="STCCL metric: positive vs negative disparities")
+    for col in ("emotion", "metric", "pos cos", "neg cos", "pos r", "neg r"):
+        table.add_column(col)
+    for emotion, rows in report["emotions"].items():
+        for name, row in rows.items():
+            table.add_row(f"neutral→{emotion}", name, *(f"{row[f'all/{k}']:.3f}" for k in ("pos_cos", "neg_cos", "pos_r", "neg_r")))
+    Console().print(table)
+    console.print(f"wrote {out / 'metric_analysis.json'} and {out / 'metric_analysis.png'}")
 
 
 @app.command("eval")
@@ -271,6 +352,36 @@ def evaluate(
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     for kind, path in paths.items():
         console.print(f"{kind}: {path}", highlight=False)
+
+
+@app.command("train-renderer")
+def train_renderer_cmd(
+    video: Path | None = typer.Argument(None, help="A video of the actor (talking, frontal; minutes are better)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Renderer folder: latest_net_{G,D,Dm}.pth, checkpoints, samples/."),
+    data: Path | None = typer.Option(None, "--data", help="A prepared actor folder (skips tracking and 3D)."),
+    meta: str = typer.Option("ned_meta_renderer", "--meta",
+                             help="Meta-renderer: registry name, a NED checkpoint folder / latest_net_G.pth, or none."),
+    metric: str = typer.Option("stccl_metric", "--metric", help="STCCL metric: registry name, a file, or none (plain NED)."),
+    epochs: float = typer.Option(20.0, "--epochs", help="Passes over the actor's frames (NED: 20)."),
+    steps: int | None = typer.Option(None, "--steps", help="Sequences to train on (overrides --epochs)."),
+    sample_every: int = typer.Option(200, "--sample-every", help="PNG sample grid period in steps (0 = off)."),
+    tracker: str = typer.Option("fan", "--tracker", help="fan | mediapipe (landmarks for alignment and eyes)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]."),
+    amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16/fp16 autocast on GPU."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the newest checkpoint in --out."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Fine-tune a person-specific NED renderer from the meta-renderer, with the STCCL term (weight 1).
+
+    Multi-GPU: `torchrun --nproc_per_node N -m spfem_cli.app train-renderer VIDEO --out DIR`.
+    """
+    from spfem_cli.train.renderer import RendererTrainConfig, train_renderer
+
+    path = train_renderer(video, out, data=data, meta=meta, metric=metric, epochs=epochs, steps=steps,
+                          cfg=RendererTrainConfig(sample_every=sample_every),
+                          tracker=_choice(tracker, ("fan", "mediapipe"), "--tracker"), device=device, amp=amp,
+                          resume=resume, seed=seed)
+    console.print(f"renderer written to {path} (use it with: spfem edit VIDEO --backend ned --renderer {path})")
 
 
 def main() -> None:

@@ -187,3 +187,18 @@ def test_streaming_inference_matches_sequential_reference():
     assert torch.allclose(out, torch.stack(ref).float(), atol=1e-5)
     frames = to_uint8(out)
     assert frames.shape == (7, 32, 32, 3) and frames.dtype == np.uint8
+
+
+def test_train_renderer_command_names_missing_weights(actor, tmp_path, monkeypatch):
+    """Without the meta-renderer the command stops at once with a one-line error naming the weight."""
+    from typer.testing import CliRunner
+
+    from spfem_cli.app import app
+    from spfem_cli.weights import WeightsError
+
+    monkeypatch.setenv("SPFEM_HOME", str(tmp_path / "home"))
+    for name in ("NED_META_RENDERER", "STCCL_METRIC", "VGG19_IMAGENET"):
+        monkeypatch.delenv(f"SPFEM_WEIGHT_{name}", raising=False)
+    result = CliRunner().invoke(app, ["train-renderer", "--data", str(actor), "--out", str(tmp_path / "r")])
+    assert isinstance(result.exception, WeightsError)
+    assert "ned_meta_renderer" in str(result.exception) and "\n" not in str(result.exception)

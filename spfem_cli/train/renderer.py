@@ -339,3 +339,44 @@ def fine_tune(data: Mapping[str, np.ndarray] | Path | str, out_dir: Path | str, 
     export_ned_checkpoint(trainer, out_dir)
     trainer.close()
     return out_dir
+
+
+def _registry_or_path(value: str) -> Path:
+    """A registry name (resolved, WeightsError with instructions if missing) or an existing path."""
+    from spfem_cli import weights
+
+    if value in weights.load_registry():
+        return weights.resolve(value)
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise SpfemError(f"{value} is neither a weight name (`spfem weights list`) nor an existing path")
+    return path
+
+
+def train_renderer(video: Path | None, out: Path, *, data: Path | None = None, meta: str = "ned_meta_renderer",
+                   metric: str | None = "stccl_metric", epochs: float = 20.0, steps: int | None = None,
+                   cfg: RendererTrainConfig | None = None, tracker: str = "fan", device: str = "auto", amp: bool = True,
+                   resume: bool = True, seed: int = 0, ckpt_every: int = 500, log_every: int = 10) -> Path:
+    """`spfem train-renderer`: prepare (or reuse) the actor folder, then :func:`fine_tune` from the meta-renderer."""
+    cfg = cfg or RendererTrainConfig()
+    out = Path(out)
+    meta_path = _registry_or_path(meta) if meta != "none" else None
+    metric_model = None
+    if metric and metric != "none":
+        from models.stccl import STCCL
+
+        metric_model = STCCL.load(_registry_or_path(metric), grad="generated")
+    vgg = VGG19Features().load_imagenet()
+    if data is None:
+        if video is None:
+            raise SpfemError("give a VIDEO of the actor or --data ACTOR_FOLDER")
+        from spfem_cli.train.renderer_data import prepare_actor_data
+
+        data = out / "actor"
+        if not (data / "actor.json").is_file():
+            prepare_actor_data(Path(video), data, tracker=tracker, device=device)
+    arrays = load_actor_data(data)
+    n_frames = int(arrays["frames"].shape[0])
+    max_steps = steps if steps is not None else steps_for_epochs(n_frames, epochs, cfg.seq_len)
+    return fine_tune(arrays, out, cfg=cfg, max_steps=max_steps, meta=meta_path, metric=metric_model, vgg=vgg,
+                     device=device, amp=amp, resume=resume, ckpt_every=ckpt_every, log_every=log_every, seed=seed)

@@ -1,0 +1,75 @@
+"""Build a renderer-training "actor folder" from one video: aligned frames + NED conditioning images.
+
+Stages (all cached by their owners): track (``spfem_cli.preprocess.cached_track``) → DECA codes
+(``spfem_cli.reconstruct.reconstruct_video``) → FLAME → NMFC / shape / eye-gaze images in the aligned
+256² frame (``spfem_cli.render3d.render_conditioning``). Frames without a valid track or reconstruction
+are left out. Deviation from NED, on purpose: the face mask is the FLAME mesh coverage, not FSGAN's
+segmentation (gated weights); the mouth centre is the median of the aligned iBUG mouth points 48–67,
+as NED's ``get_mouth_center``. Arrays go straight to memory-mapped ``.npy`` files (streaming).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spfem_cli.train.renderer import ACTOR_ARRAYS
+
+
+def prepare_actor_data(video: Path, out: Path, *, tracker: str = "fan", device: str = "auto", chunk_size: int = 16,
+                       progress: bool = True) -> Path:
+    """Write ``out/{frames,nmfc,gaze,shape,mask,mouth}.npy`` for ``video``; returns ``out``."""
+    from models.flame import FLAME
+    from spfem_cli.align import apply_affine, warp_to_aligned
+    from spfem_cli.device import pick_device
+    from spfem_cli.preprocess import cached_track
+    from spfem_cli.reconstruct import Reconstruction, reconstruct_video
+    from spfem_cli.render3d import ALIGNED, crop_to_aligned, nmfc_colours, render_conditioning
+    from spfem_cli.video import iter_chunks
+
+    video, out = Path(video), Path(out)
+    dev = pick_device(device)
+    track = cached_track(video, tracker=tracker, progress=progress)
+    recon = Reconstruction.load(reconstruct_video(video, track, out / "cache", dev, progress=progress))
+    flame = FLAME.from_registry().to(dev).eval()
+    colours = nmfc_colours(flame.v_template)
+    n = len(recon)
+    ok_all = recon.valid[:n] & track.valid[:n] & np.isfinite(track.transforms[:n]).all(axis=(1, 2))
+    total = int(ok_all.sum())
+    out.mkdir(parents=True, exist_ok=True)
+    shapes = {"frames": (total, ALIGNED, ALIGNED, 3), "nmfc": (total, ALIGNED, ALIGNED, 3),
+              "gaze": (total, ALIGNED, ALIGNED, 3), "shape": (total, ALIGNED, ALIGNED, 3),
+              "mask": (total, ALIGNED, ALIGNED), "mouth": (total, 2)}
+    arrays = {k: np.lib.format.open_memmap(out / f"{k}.npy", mode="w+", dtype=np.int64 if k == "mouth" else np.uint8,
+                                           shape=shapes[k]) for k in ACTOR_ARRAYS}
+    row = 0
+    for chunk in iter_chunks(video, chunk_size, max_frames=n):
+        idx = np.arange(chunk.start, chunk.start + len(chunk.frames))
+        keep = ok_all[idx]
+        sel = idx[keep]
+        if not len(sel):
+            continue
+        codes = recon.deca_codes(sel)
+        with torch.no_grad():
+            verts = flame(codes.shape.to(dev), codes.exp.to(dev), codes.pose.to(dev)).vertices
+            mats = torch.from_numpy(crop_to_aligned(recon.crop_mats[sel], track.transforms[sel])).float().to(dev)
+            eyes_lm = np.stack([apply_affine(track.transforms[i], track.landmarks[i][36:48]) for i in sel])
+            pupils = np.stack([apply_affine(track.transforms[i], track.pupils[i]) for i in sel])
+            imgs = render_conditioning(verts, codes.cam.to(dev), flame.faces, colours, mats, eyes_lm, pupils)
+        k = len(sel)
+        frames = [warp_to_aligned(f, track.transforms[i]) for f, i in zip(chunk.frames[keep], sel, strict=True)]
+        arrays["frames"][row:row + k] = np.stack(frames)
+        for name, img in (("nmfc", imgs.nmfc), ("gaze", imgs.eyes), ("shape", imgs.shape)):
+            arrays[name][row:row + k] = (img.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round()
+        arrays["mask"][row:row + k] = (imgs.mask[:, 0].cpu().numpy() > 0.5).astype(np.uint8)
+        mouth = [np.median(apply_affine(track.transforms[i], track.landmarks[i][48:68]), axis=0) for i in sel]
+        arrays["mouth"][row:row + k] = np.round(np.stack(mouth)).astype(np.int64)
+        row += k
+    for arr in arrays.values():
+        arr.flush()
+    (out / "actor.json").write_text(json.dumps({"frames": total, "size": [ALIGNED, ALIGNED], "video": str(video),
+                                                "tracker": tracker, "mask": "FLAME mesh coverage"}))
+    return out
