@@ -139,11 +139,11 @@ def _label(label: str) -> str:
 
 # --------------------------------------------------------------------------- windows
 def gaussian_taps(n: int = SEQ_LEN) -> Tensor:
-    """OpenCV ``getGaussianKernel(n, -1)``: σ = 0.3·((n−1)/2 − 1) + 0.8 (1.85 for n = 10), sum 1."""
-    sigma = 0.3 * ((n - 1) * 0.5 - 1) + 0.8
-    t = torch.arange(n, dtype=torch.float64) - (n - 1) / 2
-    w = torch.exp(-(t**2) / (2 * sigma**2))
-    return (w / w.sum()).float()
+    """NED's weights: OpenCV ``getGaussianKernel(n, -1)`` (nominal σ = 0.3·((n−1)/2 − 1) + 0.8 = 1.85 for
+    n = 10; OpenCV's own rounding makes the taps slightly narrower, so we call it rather than re-derive)."""
+    import cv2
+
+    return torch.from_numpy(cv2.getGaussianKernel(n, -1).ravel()).float()
 
 
 def sliding_windows(x: Tensor, n: int = SEQ_LEN) -> Tensor:
@@ -192,6 +192,16 @@ def geometric_median(points: Tensor | np.ndarray, *, eps: float = 1e-5, max_iter
             y = y1
             break
         y = y1
+    # Weiszfeld crawls towards a median that sits on a data point; test the nearest point's optimality
+    # condition (‖Σ unit vectors from the others‖ ≤ its multiplicity) and snap to it when it holds.
+    k = int(torch.argmin(torch.linalg.norm(x - y, dim=1)))
+    diff = x[k] - x
+    dist = torch.linalg.norm(diff, dim=1)
+    others = dist > 0
+    if others.any():
+        pull = torch.linalg.norm((diff[others] / dist[others, None]).sum(0))
+        if pull <= int((~others).sum()):
+            y = x[k]
     return y.float()
 
 

@@ -1,0 +1,147 @@
+"""MEAD per-frame expression coefficients (jaw opening + 50 FLAME expression) for the translator.
+
+Input: what the ``reconstruct`` stage writes. Until its cache format is fixed, two layouts are read:
+
+- a tree ``<root>/<actor>/<emotion>/level_<k>/<clip>.npy`` of ``T×51`` float arrays;
+- a per-actor cache ``<root>/<actor>.npz`` whose array names are ``<emotion>/level_<k>/<clip>``
+  (written by :func:`build_actor_cache` from the tree: one file per actor loads fast).
+
+Training items are NED's: every 10-frame window (hop 1) of every clip, labelled with the clip's
+emotion in NED's class order; the reference window of item ``i`` is item ``perm[i]`` of one seeded
+permutation (NED shuffles a second copy of the data set for references).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from spfem_cli.emotions import EMOTIONS
+from spfem_cli.errors import SpfemError
+
+NUM_COEFFS = 51
+_KEY = re.compile(r"^(?P<emotion>[a-z]+)/level_(?P<level>\d+)/(?P<clip>[^/]+)$")
+
+
+@dataclass(frozen=True)
+class ClipCoeffs:
+    actor: str
+    emotion: str
+    level: int
+    clip: str
+    coeffs: np.ndarray   # T×51 float32
+
+    @property
+    def key(self) -> str:
+        return f"{self.emotion}/level_{self.level}/{self.clip}"
+
+
+def _check(arr: np.ndarray, where: str) -> np.ndarray:
+    arr = np.asarray(arr, dtype=np.float32)
+    if arr.ndim != 2 or arr.shape[1] != NUM_COEFFS:
+        raise SpfemError(f"{where}: expected T×{NUM_COEFFS} coefficients (jaw + 50 FLAME), got {arr.shape}")
+    return arr
+
+
+def _parse_key(actor: str, key: str, arr: np.ndarray, where: str) -> ClipCoeffs:
+    m = _KEY.match(key)
+    if not m:
+        raise SpfemError(f"{where}: entry '{key}' is not <emotion>/level_<k>/<clip>")
+    return ClipCoeffs(actor, m["emotion"], int(m["level"]), m["clip"], _check(arr, f"{where}:{key}"))
+
+
+def read_actor_tree(root: Path, actor: str) -> list[ClipCoeffs]:
+    """Clips of ``root/actor/<emotion>/level_<k>/<clip>.npy``, sorted."""
+    base = Path(root) / actor
+    clips = []
+    for f in sorted(base.glob("*/level_*/*.npy")):
+        key = f"{f.parent.parent.name}/{f.parent.name}/{f.stem}"
+        clips.append(_parse_key(actor, key, np.load(f, allow_pickle=False), str(f)))
+    return clips
+
+
+def build_actor_cache(root: Path, actor: str, out: Path | None = None) -> Path:
+    """Pack an actor's ``.npy`` tree into ``<root>/<actor>.npz`` (atomic write); returns the path."""
+    clips = read_actor_tree(root, actor)
+    if not clips:
+        raise SpfemError(f"no coefficient files under {Path(root) / actor}")
+    out = Path(out) if out is not None else Path(root) / f"{actor}.npz"
+    tmp = out.with_name(out.name + ".tmp.npz")
+    np.savez(tmp, **{c.key: c.coeffs for c in clips})
+    tmp.replace(out)
+    return out
+
+
+def read_actor_cache(path: Path) -> list[ClipCoeffs]:
+    """Clips of one ``<actor>.npz`` cache."""
+    path = Path(path)
+    with np.load(path, allow_pickle=False) as z:
+        return [_parse_key(path.stem, k, z[k], str(path)) for k in sorted(z.files)]
+
+
+def list_actors(root: Path) -> list[str]:
+    """Actors present as ``<actor>.npz`` or ``<actor>/`` folders under ``root``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise SpfemError(f"coefficient root not found: {root}")
+    names = {p.stem for p in root.glob("*.npz")} | {p.name for p in root.iterdir() if p.is_dir()}
+    return sorted(n for n in names if re.match(r"^[MW]\d{3}$", n))
+
+
+def load_actor(root: Path, actor: str) -> list[ClipCoeffs]:
+    """An actor's clips: the ``.npz`` cache if present (built from the tree on first use)."""
+    cache = Path(root) / f"{actor}.npz"
+    if not cache.is_file():
+        if not (Path(root) / actor).is_dir():
+            raise SpfemError(f"no coefficients for actor {actor} under {root}")
+        build_actor_cache(root, actor)
+    return read_actor_cache(cache)
+
+
+def load_clips(root: Path, actors: Sequence[str] | None = None, *, levels: Iterable[int] | None = None) -> list[ClipCoeffs]:
+    """Clips of the chosen actors (default: all found), restricted to NED's 7 emotions and ``levels``."""
+    actors = list(actors) if actors else list_actors(root)
+    if not actors:
+        raise SpfemError(f"no MEAD actors (M###/W###) under {root}")
+    wanted = set(levels) if levels is not None else None
+    out = []
+    for actor in actors:
+        for c in load_actor(root, actor):
+            if c.emotion in EMOTIONS and (wanted is None or c.level in wanted):
+                out.append(c)
+    return out
+
+
+class CoeffWindows(Dataset):
+    """NED training items: ``(x_src 10×51, y_src, x_ref 10×51, y_ref)`` float32 / int64."""
+
+    def __init__(self, clips: Sequence[tuple[np.ndarray, int]] | Sequence[ClipCoeffs], *, seq_len: int = 10,
+                 hop: int = 1, seed: int = 0):
+        seqs, labels = [], []
+        for item in clips:
+            coeffs, label = (item.coeffs, EMOTIONS.index(item.emotion)) if isinstance(item, ClipCoeffs) else item
+            coeffs = _check(coeffs, "clip")
+            n = (len(coeffs) - seq_len) // hop + 1
+            if n <= 0:
+                continue
+            idx = np.arange(n)[:, None] * hop + np.arange(seq_len)[None]
+            seqs.append(coeffs[idx])
+            labels.append(np.full(n, label, np.int64))
+        if not seqs:
+            raise SpfemError(f"no clip is at least {seq_len} frames long")
+        self.seqs = torch.from_numpy(np.concatenate(seqs))
+        self.labels = torch.from_numpy(np.concatenate(labels))
+        self.ref = torch.from_numpy(np.random.default_rng(seed).permutation(len(self.seqs)))
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def __getitem__(self, i: int):
+        j = int(self.ref[i])
+        return self.seqs[i], self.labels[i], self.seqs[j], self.labels[j]
