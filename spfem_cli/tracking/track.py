@@ -74,7 +74,7 @@ def track_video(path: Path, tracker: str | Tracker = "mediapipe", face_index: in
         for chunk in iter_chunks(path, chunk_size, max_frames=max_frames):
             for frame in chunk.frames:
                 sig = frame_signature(frame)
-                cut = is_cut(previous_sig, sig, config.cut_threshold)
+                cut = is_cut(previous_sig, sig, config)
                 previous_sig = sig
                 if cut:
                     follow_box = None
