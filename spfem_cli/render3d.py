@@ -120,14 +120,32 @@ class ConditioningImages:
 
 def render_conditioning(vertices: torch.Tensor, cam: torch.Tensor, faces: torch.Tensor, colours: torch.Tensor,
                         crop_to_aligned_mats: torch.Tensor, eye_landmarks: np.ndarray, pupils: np.ndarray,
-                        *, size: int = ALIGNED, normal_images: torch.Tensor | None = None) -> ConditioningImages:
-    """All three conditioning images for B frames. eye_landmarks / pupils are in aligned pixels."""
+                        *, size: int = ALIGNED, displacement: torch.Tensor | None = None,
+                        detail_assets=None) -> ConditioningImages:
+    """All three conditioning images for B frames. eye_landmarks / pupils are in aligned pixels.
+
+    With ``displacement`` (DECA D_detail output, B×1×256×256) and ``detail_assets``
+    (:class:`models.detail.DetailAssets`) the shape image uses DECA's detail normals; otherwise coarse normals.
+    """
     pix = project(vertices, cam, crop_to_aligned_mats)
     frags = rasterize(pix, faces, size)
+    normal_images = None
+    if displacement is not None and detail_assets is not None:
+        from models.detail import detail_normal_map, sample_uv_map
+
+        uv_normals = detail_normal_map(vertices, faces, displacement, detail_assets)
+        normal_images = sample_uv_map(uv_normals, frags, detail_assets.uvcoords, detail_assets.uvfaces)
     eyes = torch.from_numpy(eye_gaze_images(eye_landmarks, pupils, size)).permute(0, 3, 1, 2).float() / 255
     return ConditioningImages(nmfc=render_nmfc(frags, faces, colours),
                               shape=render_shape(frags, faces, vertices, normal_images),
                               eyes=eyes.to(vertices.device), mask=frags.mask[:, None].float())
+
+
+def _to(codes, device):
+    """DecaCodes on ``device``."""
+    from dataclasses import fields, replace
+
+    return replace(codes, **{f.name: getattr(codes, f.name).to(device) for f in fields(codes)})
 
 
 def _overlay(aligned: np.ndarray, shape_img: np.ndarray, mask: np.ndarray, alpha: float = 0.6) -> np.ndarray:
@@ -137,12 +155,15 @@ def _overlay(aligned: np.ndarray, shape_img: np.ndarray, mask: np.ndarray, alpha
 
 
 def write_3d_debug_video(video, track, reconstruction, out_path, *, flame=None, device: str = "cpu",
-                         chunk_size: int = 16, overwrite: bool = True):
+                         chunk_size: int = 16, overwrite: bool = True, detail: bool = True, deca=None,
+                         detail_assets=None):
     """Debug video for `spfem preprocess --3d`: aligned frame with the mesh overlaid | NMFC | shape | eye gaze.
 
     ``track``: FaceTrack (transforms image → aligned, landmarks, pupils); ``reconstruction``: a
     :class:`spfem_cli.reconstruct.Reconstruction` or the path written by ``reconstruct_video``;
-    ``flame`` defaults to the gated FLAME files from the registry. Output: 256×1024 H.264 with the source audio.
+    ``flame`` defaults to the gated FLAME files from the registry. With ``detail`` the shape panel uses DECA's
+    detail normals (``deca`` and ``detail_assets`` default to the registry's deca_model / head template / UV mask
+    / fixed displacement); ``detail=False`` renders coarse shading. Output: 256×1024 H.264 with the source audio.
     """
     from pathlib import Path
 
@@ -155,6 +176,12 @@ def write_3d_debug_video(video, track, reconstruction, out_path, *, flame=None, 
     recon = reconstruction if isinstance(reconstruction, Reconstruction) else Reconstruction.load(Path(reconstruction))
     flame = (flame or FLAME.from_registry()).to(device).eval()
     colours = nmfc_colours(flame.v_template)
+    if detail:
+        from models.deca import DECA
+        from models.detail import DetailAssets
+
+        deca = (deca or DECA.from_registry()).to(device).eval()
+        detail_assets = (detail_assets or DetailAssets.from_registry()).to(device)
     n = len(recon)
     info = probe(Path(video))
     with VideoWriter(Path(out_path), info.fps, audio_from=Path(video), overwrite=overwrite) as writer:
@@ -173,8 +200,10 @@ def write_3d_debug_video(video, track, reconstruction, out_path, *, flame=None, 
                     mats = torch.from_numpy(crop_to_aligned(recon.crop_mats[sel], track.transforms[sel])).float()
                     eyes_lm = np.stack([align_points(track.transforms[i], track.landmarks[i][36:48]) for i in sel])
                     pupils = np.stack([align_points(track.transforms[i], track.pupils[i]) for i in sel])
+                    disp = deca.displacement(_to(codes, device)) if detail else None
                     imgs = render_conditioning(out.vertices, codes.cam.to(device), flame.faces, colours,
-                                               mats.to(device), eyes_lm, pupils)
+                                               mats.to(device), eyes_lm, pupils, displacement=disp,
+                                               detail_assets=detail_assets)
                 nmfc = imgs.nmfc.permute(0, 2, 3, 1).cpu().numpy()
                 shape_img = imgs.shape.permute(0, 2, 3, 1).cpu().numpy()
                 eyes = imgs.eyes.permute(0, 2, 3, 1).cpu().numpy()

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from models.deca import DECA
+from models.detail import DetailAssets
 from models.flame import FLAME, synthetic_flame
 from spfem_cli.align import TEMPLATE_68
 from spfem_cli.reconstruct import Reconstruction, reconstruct_video
@@ -118,9 +119,16 @@ def test_reconstruct_end_to_end_random_weights_judges_shapes_and_plumbing_only(
     monkeypatch.setattr(stage, "reconstruct_frames", fail)
     assert reconstruct_video(video, track, tmp_path, "cpu", deca=deca, progress=False) == path
 
-    debug = write_3d_debug_video(video, track, path, tmp_path / "debug.mp4", flame=flame)
+    debug = write_3d_debug_video(video, track, path, tmp_path / "debug.mp4", flame=flame, detail=False)
     info = probe(debug)
     assert (info.height, info.width) == (256, 1024) and info.n_frames == len(track)
+
+    v = flame.v_template
+    uv = (v[:, :2] - v[:, :2].amin(0)) / (v[:, :2].amax(0) - v[:, :2].amin(0))
+    assets = DetailAssets(uv, flame.faces, torch.ones(256, 256), torch.zeros(256, 256))
+    detailed = write_3d_debug_video(video, track, recon, tmp_path / "debug_detail.mp4", flame=flame,
+                                    deca=deca, detail_assets=assets)
+    assert probe(detailed).n_frames == len(track)
 
 
 def test_reconstruct_without_weights_says_how_to_get_them(tracked_clip, tmp_path: Path,
