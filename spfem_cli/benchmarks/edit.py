@@ -1,0 +1,47 @@
+"""Warp-backend edit speed at 720p: per-frame render + paste-back, and the whole `edit` command."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from spfem_cli.bench import BenchRow, timeit
+
+AREA = "edit"
+
+
+def run() -> list[BenchRow]:
+    from spfem_cli.blend import paste_back
+    from spfem_cli.edit.mesh_warp import warp_region_mask
+    from spfem_cli.edit.pipeline import EditRequest, edit_video
+    from spfem_cli.edit.targets import EditTarget
+    from spfem_cli.edit.warp_backend import WarpBackend
+    from spfem_cli.preprocess import cached_track
+    from spfem_cli.sample import make_talking_clip
+    from spfem_cli.video import read_frames
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = make_talking_clip(Path(tmp) / "s720.mp4", seconds=2.0, fps=25, size=(720, 1280), face_scale=2.6)
+        track = cached_track(clip.path, "mediapipe", progress=False)
+        backend = WarpBackend()
+        seq = backend.encode(track)
+        edited = backend.manipulate(seq, backend.plan(seq, EditTarget(emotion="happy"), float(track.fps)))
+        frames, _ = read_frames(clip.path, max_frames=10)
+
+        def one_frame(i: int = 5):
+            face, matrix = backend.render(frames[i], track.transforms[i], seq.landmarks[i], edited.landmarks[i])
+            mask = warp_region_mask(seq.landmarks[i] * face.shape[0] / 256.0, face.shape[0])
+            return paste_back(frames[i], face, matrix, mask=mask)
+
+        sec = timeit(one_frame, repeat=7)
+        rows.append(BenchRow(AREA, "warp render + Laplacian paste-back, 1280x720 frame", sec * 1000, "ms/frame",
+                             f"crop supersampled x{backend.supersample(track.transforms[5])}"))
+        start = time.perf_counter()
+        edit_video(EditRequest(clip.path, Path(tmp) / "out.mp4", EditTarget(emotion="happy"), backend="warp",
+                               progress=False))
+        total = time.perf_counter() - start
+        rows.append(BenchRow(AREA, "spfem edit end to end (tracking cached), 1280x720, 50 frames", len(clip.mouth_signal) / total,
+                             "frames/s", "decode + render + paste-back + H.264 encode + audio"))
+    return rows
