@@ -384,6 +384,49 @@ def train_renderer_cmd(
     console.print(f"renderer written to {path} (use it with: spfem edit VIDEO --backend ned --renderer {path})")
 
 
+
+@app.command("train-translator")
+def train_translator_cmd(
+    dataset: str = typer.Option("mead", "--dataset", help="mead (per-frame coefficients of MEAD clips)."),
+    root: Path = typer.Option(..., "--root", help="MEAD video root (<actor>/video/front/...: coefficients are "
+                              "extracted first) or a coefficient root (<actor>.npz or <actor>/<emotion>/level_<k>/<clip>.npy)."),
+    out: Path = typer.Option(Path("runs/translator"), "--out", "-o", help="Run folder: checkpoints, log.jsonl, translator.pth."),
+    actors: list[str] = typer.Option(None, "--actor", help="Train on these actors (repeat; default: all found)."),
+    levels: list[int] = typer.Option(None, "--level", help="MEAD intensity levels to use (repeat; default: all)."),
+    finetune: Path | None = typer.Option(None, "--finetune", help="Start from this NED-layout translator checkpoint."),
+    stccl: bool = typer.Option(True, "--stccl/--no-stccl", help="Add the STCCL term (weight 0.1); --no-stccl = plain NED (ablation)."),
+    metric: str = typer.Option("stccl_metric", "--metric", help="Trained STCCL metric: registry name or file."),
+    stccl_weight: float = typer.Option(0.1, "--stccl-weight", help="Weight of the STCCL term."),
+    stccl_frames: int = typer.Option(9, "--stccl-frames", help="Consecutive frames per window rendered for STCCL."),
+    epochs: int = typer.Option(10, "--epochs", help="NED: 10 epochs, the LR decaying linearly over the last --decay-epochs."),
+    decay_epochs: int = typer.Option(10, "--decay-epochs", help="Epochs of linear LR decay at the end (NED: 10)."),
+    steps: int | None = typer.Option(None, "--steps", help="Optimiser steps (overrides --epochs)."),
+    batch: int = typer.Option(64, "--batch", help="Windows per step (NED: 64)."),
+    lr: float = typer.Option(1e-4, "--lr", help="Adam LR of G, E, D and F (NED: 1e-4, betas (0, 0.99))."),
+    coeffs_dir: Path | None = typer.Option(None, "--coeffs", help="Where extracted coefficients go (default <out>/coeffs)."),
+    tracker: str = typer.Option("fan", "--tracker", help="fan | mediapipe (only when extracting from videos)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]."),
+    amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16/fp16 autocast on GPU."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the newest checkpoint in --out."),
+    ckpt_every: int = typer.Option(1000, "--ckpt-every", help="Checkpoint period in steps."),
+    seed: int = typer.Option(777, "--seed", help="NED's seed is 777."),
+) -> None:
+    """Train or fine-tune the NED expression translator, with (default) or without the STCCL term.
+
+    Multi-GPU: `torchrun --nproc_per_node N -m spfem_cli.app train-translator --root ...`.
+    """
+    from spfem_cli.train.translator import TranslatorRun, TranslatorTrainConfig, train_translator_on
+
+    _choice(dataset, ("mead",), "--dataset")
+    cfg = TranslatorTrainConfig(lr=lr, f_lr=lr, batch_size=batch, niter=epochs, niter_decay=min(decay_epochs, epochs),
+                                stccl=stccl, lambda_stccl=stccl_weight, stccl_frames=stccl_frames)
+    run = TranslatorRun(out_dir=out, finetune=finetune, max_steps=steps, device=device, seed=seed,
+                        ckpt_every=ckpt_every, amp=amp, resume=resume)
+    path = train_translator_on(root, out, cfg, run, actors=actors or None, levels=levels or None,
+                               coeffs_dir=coeffs_dir, metric=metric, tracker=_choice(tracker, ("fan", "mediapipe"), "--tracker"))
+    console.print(f"translator written to {path} (STCCL term {'on' if stccl else 'off'}); use it with: "
+                  f"SPFEM_WEIGHT_NED_TRANSLATOR={path} or spfem weights fetch ned_translator --from {path}")
+
 def main() -> None:
     """Console entry point: one-line errors and exit 1 for bad input; Ctrl-C exits non-zero."""
     try:

@@ -131,10 +131,14 @@ class CoeffWindows(Dataset):
             if n <= 0:
                 continue
             idx = np.arange(n)[:, None] * hop + np.arange(seq_len)[None]
-            seqs.append(coeffs[idx])
-            labels.append(np.full(n, label, np.int64))
+            win = coeffs[idx]
+            win = win[np.isfinite(win).all(axis=(1, 2))]   # frames without a face are NaN
+            if not len(win):
+                continue
+            seqs.append(win)
+            labels.append(np.full(len(win), label, np.int64))
         if not seqs:
-            raise SpfemError(f"no clip is at least {seq_len} frames long")
+            raise SpfemError(f"no clip has {seq_len} consecutive frames with a face")
         self.seqs = torch.from_numpy(np.concatenate(seqs))
         self.labels = torch.from_numpy(np.concatenate(labels))
         self.ref = torch.from_numpy(np.random.default_rng(seed).permutation(len(self.seqs)))
@@ -145,3 +149,45 @@ class CoeffWindows(Dataset):
     def __getitem__(self, i: int):
         j = int(self.ref[i])
         return self.seqs[i], self.labels[i], self.seqs[j], self.labels[j]
+
+
+def is_mead_video_root(root: Path) -> bool:
+    """True for a MEAD video tree (``<actor>/video/front/...``), False for a coefficient root."""
+    return any(Path(root).glob("[MW][0-9][0-9][0-9]/video/front"))
+
+
+def extract_mead_coeffs(mead_root: Path, out_root: Path, *, actors: Sequence[str] | None = None,
+                        levels: Iterable[int] | None = None, tracker: str = "fan", device: str = "auto",
+                        progress: bool = True) -> list[str]:
+    """Track + reconstruct every wanted MEAD clip into ``out_root/<actor>/<emotion>/level_<k>/<clip>.npy``.
+
+    Uses the ``reconstruct`` stage (DECA, gated weights; its own content-hash cache makes reruns cheap);
+    frames without a face are NaN and never form a training window. Existing ``.npy`` files are kept.
+    Returns the actors written (each also packed into ``<actor>.npz``).
+    """
+    from spfem_cli.datasets.mead import scan_mead
+    from spfem_cli.preprocess import cached_track
+    from spfem_cli.reconstruct import Reconstruction, reconstruct_video
+
+    wanted_levels = set(levels) if levels is not None else None
+    clips = [c for c in scan_mead(mead_root) if c.emotion in EMOTIONS
+             and (not actors or c.actor in actors) and (wanted_levels is None or c.level in wanted_levels)]
+    if not clips:
+        raise SpfemError(f"no MEAD clips of the chosen actors/levels under {mead_root}")
+    out_root = Path(out_root)
+    done: set[str] = set()
+    for clip in clips:
+        dest = out_root / clip.actor / clip.emotion / f"level_{clip.level}" / f"{clip.clip}.npy"
+        done.add(clip.actor)
+        if dest.is_file():
+            continue
+        track = cached_track(clip.video, tracker=tracker, progress=False)
+        npz = reconstruct_video(clip.video, track, out_root / ".reconstruct", device, progress=progress)
+        seq = Reconstruction.load(npz).expression_sequence().astype(np.float32)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.stem + ".tmp.npy")
+        np.save(tmp, seq)
+        tmp.replace(dest)
+    for actor in sorted(done):
+        build_actor_cache(out_root, actor)
+    return sorted(done)

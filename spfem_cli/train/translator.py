@@ -36,6 +36,7 @@ class TranslatorTrainConfig:
 
     lr: float = 1e-4
     f_lr: float = 1e-4              # mapping network
+    d_lr: float | None = None       # discriminator; None = lr (NED)
     betas: tuple[float, float] = (0.0, 0.99)
     batch_size: int = 64
     seq_len: int = 10
@@ -146,8 +147,8 @@ OPTIMIZERS = NET_NAMES  # one Adam per network, as NED
 
 
 def build_optimizers(nets: NedTranslator, cfg: TranslatorTrainConfig) -> dict[str, torch.optim.Optimizer]:
-    return {name: torch.optim.Adam(getattr(nets, name).parameters(),
-                                   lr=cfg.f_lr if name == "mapping_network" else cfg.lr, betas=cfg.betas)
+    lrs = {"mapping_network": cfg.f_lr, "discriminator": cfg.lr if cfg.d_lr is None else cfg.d_lr}
+    return {name: torch.optim.Adam(getattr(nets, name).parameters(), lr=lrs.get(name, cfg.lr), betas=cfg.betas)
             for name in OPTIMIZERS}
 
 
@@ -267,7 +268,7 @@ def train_translator(dataset, cfg: TranslatorTrainConfig, run: TranslatorRun,
         scaler = tr.scalers["generator"] if tr.scalers["generator"].is_enabled() else None
         logs = ned_step(losses, optims, tr.to_device(batch), latent_dim=cfg.model.latent_dim,
                         autocast=tr.autocast, scaler=scaler)
-        logs["lr"] = cfg.lr * factor
+        logs["lr_factor"] = factor
         return logs
 
     trainer.fit(step, loader)
@@ -328,3 +329,36 @@ def template_stccl_term(cfg: TranslatorTrainConfig, device: torch.device, metric
 def steps_for(n_windows: int, cfg: TranslatorTrainConfig) -> int:
     """Steps of a full NED schedule over ``n_windows`` training windows."""
     return cfg.niter * max(1, math.floor(n_windows / cfg.batch_size))
+
+
+def train_translator_on(root: Path, out: Path, cfg: TranslatorTrainConfig, run: TranslatorRun, *,
+                        actors: list[str] | None = None, levels: list[int] | None = None,
+                        coeffs_dir: Path | None = None, metric: str | None = "stccl_metric",
+                        tracker: str = "fan") -> Path:
+    """``spfem train-translator``: MEAD coefficients (extracted first when ``root`` is a video tree) -> run.
+
+    With ``cfg.stccl`` the FLAME template renderer and the trained metric (``metric``: a registry name
+    or a file) are loaded; without it the run is plain NED (the ablation). The run folder records which.
+    """
+    from spfem_cli.datasets.coeffs import CoeffWindows, extract_mead_coeffs, is_mead_video_root, load_clips
+    from spfem_cli.device import pick_device
+
+    root = Path(root)
+    if is_mead_video_root(root):
+        coeffs_dir = Path(coeffs_dir) if coeffs_dir is not None else Path(out) / "coeffs"
+        extract_mead_coeffs(root, coeffs_dir, actors=actors, levels=levels, tracker=tracker, device=run.device)
+        root = coeffs_dir
+    data = CoeffWindows(load_clips(root, actors, levels=levels), seq_len=cfg.seq_len, seed=run.seed)
+    term = None
+    if cfg.stccl:
+        metric_path = None
+        if metric:
+            p = Path(metric)
+            if p.is_file():
+                metric_path = p
+            else:
+                from spfem_cli.weights import resolve
+
+                metric_path = resolve(metric)
+        term = template_stccl_term(cfg, pick_device(run.device), metric_path)
+    return train_translator(data, cfg, run, term)
