@@ -39,6 +39,26 @@ def load_fan(path: Path, device: str = "cpu") -> torch.nn.Module:
     return net.eval()
 
 
+def heatmap_to_points(heatmaps: np.ndarray, centre: np.ndarray, scale: float) -> np.ndarray:
+    """FAN heatmaps ``(68, R, R)`` → image points ``(68, 2)``, face-alignment's decoding convention.
+
+    Arg-max cell, moved a quarter cell towards the larger neighbour, cell centre at +0.5, then the
+    crop (side 200·scale px around ``centre``) is mapped back. Unlike face-alignment's
+    ``transform_np`` the result is not truncated to integers, and no numba compile is needed.
+    """
+    n, rows, cols = heatmaps.shape
+    flat = heatmaps.reshape(n, -1).argmax(1)
+    py, px = flat // cols, flat % cols
+    pts = np.stack([px, py], 1).astype(np.float64) + 0.5
+    inner = (px > 0) & (px < cols - 1) & (py > 0) & (py < rows - 1)
+    k = np.flatnonzero(inner)
+    dx = heatmaps[k, py[k], px[k] + 1] - heatmaps[k, py[k], px[k] - 1]
+    dy = heatmaps[k, py[k] + 1, px[k]] - heatmaps[k, py[k] - 1, px[k]]
+    pts[k] += np.stack([np.sign(dx), np.sign(dy)], 1) * 0.25
+    side = 200.0 * scale
+    return (pts / cols - 0.5) * side + np.asarray(centre, np.float64)
+
+
 def pupil_centre(gray: np.ndarray, eye: np.ndarray) -> np.ndarray:
     """Intensity-weighted centre of the dark pixels inside the 6-point eye polygon (pixels).
 
@@ -84,7 +104,7 @@ class FanTracker(Tracker):
     @torch.no_grad()
     def landmarks_for_boxes(self, frame: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """68 landmarks (pixels) for each box ``(K, 4)`` with face-alignment's crop convention."""
-        from face_alignment.utils import crop, get_preds_fromhm
+        from face_alignment.utils import crop
 
         out = []
         for box in np.asarray(boxes, np.float64):
@@ -94,8 +114,7 @@ class FanTracker(Tracker):
             patch = crop(frame, centre, scale).transpose(2, 0, 1).astype(np.float32) / 255.0
             heat = self.net(torch.from_numpy(patch)[None].to(self.device))
             heat = heat[-1] if isinstance(heat, list | tuple) else heat
-            _, points, _ = get_preds_fromhm(heat.float().cpu().numpy(), centre, scale)
-            out.append(points[0])
+            out.append(heatmap_to_points(heat[0].float().cpu().numpy(), centre, scale))
         return np.asarray(out, np.float64).reshape(-1, 68, 2)
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
