@@ -179,22 +179,32 @@ class STCCL(nn.Module):
     def terms(self, generated: torch.Tensor, target: torch.Tensor, *,
               generator: torch.Generator | None = None) -> STCCLTerms:
         """The loss and its parts; ``generator`` fixes the random centres (else torch's global RNG)."""
-        cfg = self.config
         if generated.shape != target.shape:
             raise ValueError(f"generated {tuple(generated.shape)} and target {tuple(target.shape)} differ in shape")
         clip = generated.dim() == 5
         if not clip and generated.dim() != 4:
             raise ValueError("expected B×3×H×W images or B×T×3×H×W clips")
-        if cfg.mode == "temporal" and not clip:
+        if self.config.mode == "temporal" and not clip:
             raise ValueError("the temporal term needs clips (B×T×3×H×W with T ≥ 2)")
-        b = generated.shape[0]
-        t = generated.shape[1] if clip else 1
+        frames = generated.shape[1] if clip else 0
         gen_feats = self.features(generated.flatten(0, 1) if clip else generated)
-        if cfg.grad == "both":
+        if self.config.grad == "both":
             tgt_feats = self.features(target.flatten(0, 1) if clip else target)
         else:
             with torch.no_grad():
                 tgt_feats = self.features(target.flatten(0, 1) if clip else target)
+        return self.terms_from_features(gen_feats, tgt_feats, frames=frames, generator=generator)
+
+    def terms_from_features(self, gen_feats: list[torch.Tensor], tgt_feats: list[torch.Tensor], *, frames: int = 0,
+                            generator: torch.Generator | None = None) -> STCCLTerms:
+        """The loss from backbone features ((B·T)×C×H×W per stage; ``frames`` = T for clips, 0 for images).
+
+        Split from :meth:`terms` so callers that already hold features (or train only the heads)
+        do not run the backbone again.
+        """
+        cfg = self.config
+        t = max(frames, 1)
+        b = gen_feats[0].shape[0] // t
         zero = gen_feats[0].new_zeros(())
         spatial, temporal = zero, zero
         per_stage: dict[str, float] = {}
@@ -209,7 +219,7 @@ class STCCL(nn.Module):
                 term = (self.daas_weight(raw_k) * info_nce_rows(q, k, cfg.tau)).mean()
                 spatial = spatial + term
                 per_stage[f"spatial{s + 1}"] = float(term.detach())
-            if clip and t > 1 and cfg.mode in ("temporal", "joint"):
+            if t > 1 and cfg.mode in ("temporal", "joint"):
                 pos = sample_centres(h, w, 8 * cfg.samples[s], generator)
                 pos = (pos[:, 0] * w + pos[:, 1]).to(fg.device)
                 pairs = self.frame_pairs(t).to(fg.device)
@@ -225,6 +235,11 @@ class STCCL(nn.Module):
     def forward(self, generated: torch.Tensor, target: torch.Tensor, *,
                 generator: torch.Generator | None = None) -> torch.Tensor:
         return self.terms(generated, target, generator=generator).total
+
+    def loss(self, generated: torch.Tensor, target: torch.Tensor, *,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+        """Alias of ``forward``: the metric used as a training loss."""
+        return self(generated, target, generator=generator)
 
     # ------------------------------------------------------------------ files
     def save(self, path: Path | str) -> Path:
@@ -245,3 +260,12 @@ class STCCL(nn.Module):
         model = cls(STCCLConfig(**cfg))
         model.load_state_dict(blob["state_dict"], strict=True)
         return model
+
+
+def load_metric(path: Path | str, device: torch.device | str = "cpu", *, grad: str = "generated") -> STCCL:
+    """A trained metric ready to be used as a frozen loss: eval mode (BN statistics fixed), no parameter
+    gradients, gradient flowing into the generated side only (``grad="both"`` to change that)."""
+    metric = STCCL.load(path, grad=grad).to(device).eval()
+    for p in metric.parameters():
+        p.requires_grad_(False)
+    return metric
