@@ -154,7 +154,7 @@ def _overlay(aligned: np.ndarray, shape_img: np.ndarray, mask: np.ndarray, alpha
     return (aligned * (1 - m) + shape_img * 255 * m).astype(np.uint8)
 
 
-def write_3d_debug_video(video, track, reconstruction, out_path, *, flame=None, device: str = "cpu",
+def write_3d_debug_video(video, track, reconstruction, out_path, *, flame=None, device: str | torch.device = "auto",
                          chunk_size: int = 16, overwrite: bool = True, detail: bool = True, deca=None,
                          detail_assets=None):
     """Debug video for `spfem preprocess --3d`: aligned frame with the mesh overlaid | NMFC | shape | eye gaze.
@@ -170,9 +170,11 @@ def write_3d_debug_video(video, track, reconstruction, out_path, *, flame=None, 
     from models.flame import FLAME
     from spfem_cli.align import apply_affine as align_points
     from spfem_cli.align import warp_to_aligned
+    from spfem_cli.device import pick_device
     from spfem_cli.reconstruct import Reconstruction
     from spfem_cli.video import VideoWriter, iter_chunks, probe
 
+    device = pick_device(device) if isinstance(device, str) else device
     recon = reconstruction if isinstance(reconstruction, Reconstruction) else Reconstruction.load(Path(reconstruction))
     flame = (flame or FLAME.from_registry()).to(device).eval()
     colours = nmfc_colours(flame.v_template)

@@ -119,7 +119,7 @@ def test_reconstruct_end_to_end_random_weights_judges_shapes_and_plumbing_only(
     monkeypatch.setattr(stage, "reconstruct_frames", fail)
     assert reconstruct_video(video, track, tmp_path, "cpu", deca=deca, progress=False) == path
 
-    debug = write_3d_debug_video(video, track, path, tmp_path / "debug.mp4", flame=flame, detail=False)
+    debug = write_3d_debug_video(video, track, path, tmp_path / "debug.mp4", flame=flame, device="cpu", detail=False)
     info = probe(debug)
     assert (info.height, info.width) == (256, 1024) and info.n_frames == len(track)
 
