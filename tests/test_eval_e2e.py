@@ -203,3 +203,13 @@ def test_generation_without_a_backend_module_is_a_clear_error(mead_root, tmp_pat
     plan = build_plan("mead", mead_root, actors=("M003",))
     with pytest.raises(SpfemError, match="--generated DIR"):
         run_mod.generate_missing(plan, tmp_path, "warp")
+
+
+def test_pair_mode_on_identical_videos(mead_root, eval_weights, monkeypatch):
+    from spfem_cli.evaluate.pair import evaluate_pair
+
+    monkeypatch.setenv("SPFEM_WEIGHT_SYNCNET_V2", str(eval_weights["SYNCNET_V2"]))
+    clip = mead_root / "M003" / "video" / "front" / "happy" / "level_3" / "001.mp4"
+    result = evaluate_pair(clip, clip, crop="none", device="cpu")
+    assert result["source"] == result["edited"] and result["source"]["n_windows"] == N_FRAMES - 2 - 5
+    assert result["psnr"] == float("inf") and result["ssim"] == pytest.approx(1.0)
