@@ -171,3 +171,16 @@ def test_resizes_inside_and_file_roundtrip(tmp_path: Path) -> None:
     torch.save({"x": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not an spfem STCCL"):
         STCCL.load(tmp_path / "other.pt")
+
+
+def test_vectorised_loss_equals_the_per_patch_loop() -> None:
+    from spfem_cli.benchmarks.stccl import per_patch_loss
+
+    model = _small(mode="spatial", samples=(4, 4, 2, 2))
+    gen = torch.Generator().manual_seed(0)
+    shapes = ((64, 12), (128, 8), (256, 6), (512, 4))
+    fg = [torch.randn(2, c, s, s, generator=gen) for c, s in shapes]
+    ft = [torch.randn(2, c, s, s, generator=gen) for c, s in shapes]
+    fast = model.terms_from_features(fg, ft, generator=torch.Generator().manual_seed(4)).total
+    slow = per_patch_loss(model, fg, ft, torch.Generator().manual_seed(4))
+    assert torch.allclose(fast, slow, rtol=1e-4, atol=1e-5)
