@@ -127,6 +127,24 @@ def parse_timeline(text: str, fps: float, *, ramp_s: float = 0.3, shape: RampSha
     return EmotionTimeline(tuple(segments))
 
 
+
+def target_from_edit(target, fps: float, reference: ExpressionSeq | None = None) -> Target:
+    """Adapter for the edit pipeline's ``EditTarget`` (duck-typed: ``emotion``, ``reference``,
+    ``timeline`` of segments with ``emotion``/``start``/``end`` in seconds, ``ramp`` seconds).
+
+    A reference target needs the reference clip's coefficients (``reference``), which the NED backend
+    reconstructs like the source. Intensity is not folded in: pass ``target.intensity`` to :func:`translate`.
+    """
+    if getattr(target, "emotion", None):
+        return _label(target.emotion)
+    if getattr(target, "reference", None) is not None:
+        if reference is None:
+            raise TranslateError("a reference target needs the reference clip's expression coefficients")
+        return reference
+    ramp = round(float(getattr(target, "ramp", 0.3)) * fps)
+    return EmotionTimeline(tuple(Segment(round(s.start * fps), round(s.end * fps), _label(s.emotion), 1.0, ramp, "smooth")
+                                 for s in target.timeline))
+
 def _label(label: str) -> str:
     try:
         lab = canonical(label)

@@ -23,6 +23,7 @@ from spfem_cli.translate import (
     overlap_add,
     parse_timeline,
     sliding_windows,
+    target_from_edit,
     translate,
 )
 
@@ -226,3 +227,16 @@ def test_overlap_add_matches_ned_interior_weights():
     ours = overlap_add(win)
     torch.testing.assert_close(ours[9:30], ned[9:30], atol=1e-6, rtol=0)
     assert list(itertools.islice(ours.shape, 2)) == [39, 3]
+
+
+def test_target_from_edit_request_shapes():
+    from types import SimpleNamespace as NS
+
+    assert target_from_edit(NS(emotion="Happiness", reference=None, timeline=()), 30.0) == "happy"
+    ref = _seq(12)
+    assert target_from_edit(NS(emotion=None, reference="ref.mp4", timeline=()), 30.0, ref) is ref
+    with pytest.raises(TranslateError):
+        target_from_edit(NS(emotion=None, reference="ref.mp4", timeline=()), 30.0)
+    tl = target_from_edit(NS(emotion=None, reference=None, ramp=0.4,
+                             timeline=(NS(emotion="sad", start=1.0, end=2.5),)), 25.0)
+    assert tl.segments == (Segment(25, 62, "sad", 1.0, 10, "smooth"),)
