@@ -80,3 +80,13 @@ def test_grid_triangles_follow_deca_layout() -> None:
     tris = grid_triangles(16, 16)
     assert tris.shape == (2 * (16 - 1 - 4) * (16 - 1 - 10), 3)
     assert tris[0].tolist() == [5 * 16 + 2, 6 * 16 + 2, 5 * 16 + 3]  # [y*w+x, (y+1)*w+x, y*w+x+1] for x=2, y=5
+
+
+def test_missing_detail_assets_say_how_to_get_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from spfem_cli.weights import WeightsError
+
+    monkeypatch.setenv("SPFEM_HOME", str(tmp_path))
+    for name in ("DECA_HEAD_TEMPLATE", "DECA_UV_FACE_EYE_MASK", "DECA_FIXED_DISPLACEMENT"):
+        monkeypatch.delenv(f"SPFEM_WEIGHT_{name}", raising=False)
+    with pytest.raises(WeightsError, match="head_template"):
+        DetailAssets.from_registry()
