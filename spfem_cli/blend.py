@@ -48,9 +48,17 @@ def template_mask(size: int = ALIGNED_SIZE) -> np.ndarray:
     return mask
 
 
-def _region(matrix_inv: np.ndarray, size: int, frame_hw: tuple[int, int], pad: int) -> tuple[int, int, int, int]:
-    """Frame rectangle (x0, y0, x1, y1) covered by the aligned square, padded and clipped."""
-    corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64)
+def _region(matrix_inv: np.ndarray, mask: np.ndarray, frame_hw: tuple[int, int], pad: int) -> tuple[int, int, int, int]:
+    """Frame rectangle (x0, y0, x1, y1) covering the mask's support, padded for the pyramid and clipped.
+
+    Only this rectangle is warped and blended: with the default mask it is about half of the
+    aligned square's footprint, and it does not grow with the frame size.
+    """
+    ys, xs = np.nonzero(mask > 1e-3)
+    if len(xs) == 0:
+        return 0, 0, 0, 0
+    corners = np.array([[xs.min(), ys.min()], [xs.max() + 1, ys.min()], [xs.min(), ys.max() + 1],
+                        [xs.max() + 1, ys.max() + 1]], np.float64)
     mapped = corners @ matrix_inv[:, :2].T + matrix_inv[:, 2]
     h, w = frame_hw
     x0, y0 = np.floor(mapped.min(0)).astype(int) - pad
@@ -93,7 +101,7 @@ def paste_back(frame: np.ndarray, aligned_face: np.ndarray, M: np.ndarray, mask:
     if mask is None:
         mask = template_mask(size)
     m_inv = invert_affine(M)
-    x0, y0, x1, y1 = _region(m_inv, size, frame.shape[:2], pad=8)
+    x0, y0, x1, y1 = _region(m_inv, mask, frame.shape[:2], pad=2 ** LEVELS)
     out = frame.copy()
     if x1 - x0 < 2 or y1 - y0 < 2:
         return out
