@@ -347,7 +347,7 @@ def evaluate(
                      lse_preset=lse_preset, device=device, max_sources=max_sources,
                      actors=tuple(a.strip() for a in actors.split(",")) if actors else None)
     results, paths = evaluate_dataset(cfg)
-    Console().print(markdown_table(results), markup=False, highlight=False)
+    print(markdown_table(results))
     for note in results["notes"]:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     for kind, path in paths.items():

@@ -47,7 +47,7 @@ def track_arrays(video: Path) -> TrackArrays:
         from spfem_cli import align, tracking
     except ImportError as exc:
         raise SpfemError(f"face tracking is not available ({exc}); use --crop none for videos of face crops") from None
-    track = tracking.track_video(Path(video))
+    track = tracking.track_video(Path(video), progress=False)
     landmarks = np.asarray(track.landmarks, np.float64)
     valid = np.asarray(getattr(track, "valid", np.ones(len(landmarks), bool)), bool)
     if not valid.any():
