@@ -187,4 +187,29 @@ def make_talking_clip(path: Path, *, seconds: float = 3.0, fps: int | Fraction =
                 frame = render_frame(float(amount), i / float(fps), size=size, face_scale=face_scale,
                                      head_motion=head_motion) if visible[i] else background
                 writer.write(frame)
+    _save_signal(Path(path), signal, fps, visible)
     return SampleClip(Path(path), signal, fps, size, visible)
+
+
+def signal_path(clip: Path) -> Path:
+    """Where the known driving signal of a sample clip is saved (beside it)."""
+    return Path(clip).with_suffix(".signal.json")
+
+
+def _save_signal(clip: Path, signal: np.ndarray, fps: Fraction, visible: np.ndarray) -> None:
+    import json
+
+    from spfem_cli.video import AtomicOutput
+
+    payload = {"fps": f"{fps.numerator}/{fps.denominator}", "mouth_signal": [round(float(v), 6) for v in signal],
+               "face_visible": [bool(v) for v in visible],
+               "note": "mouth opening in [0, 1] that drove each frame (1 = 45 % of the mouth width)"}
+    with AtomicOutput(signal_path(clip), suffix=".json") as tmp:
+        tmp.write_text(json.dumps(payload))
+
+
+def load_signal(clip: Path) -> np.ndarray:
+    """The driving mouth signal saved beside a sample clip."""
+    import json
+
+    return np.asarray(json.loads(signal_path(clip).read_text())["mouth_signal"])

@@ -56,6 +56,8 @@ class FrameChunk:
 
 def _open(path: Path) -> av.container.InputContainer:
     path = Path(path)
+    if path.is_dir():
+        raise VideoError(f"{path} is a directory, not a video file")
     if not path.is_file():
         raise VideoError(f"no such file: {path}")
     try:

@@ -42,3 +42,31 @@ def test_doctor_reports_device_and_weights():
     result = _spfem("doctor")
     assert result.returncode == 0
     assert "device (auto)" in result.stdout and "cpu" in result.stdout
+
+
+def _bad_inputs(tmp_path):
+    import numpy as np
+
+    from spfem_cli.video import write_audio, write_video
+
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is a text file")
+    good = write_video(tmp_path / "good.mp4", np.full((10, 32, 32, 3), 100, np.uint8), 25)
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 3])
+    audio_only = write_audio(tmp_path / "speech.m4a", np.zeros(8000), 16000)
+    return {"missing": tmp_path / "nope.mp4", "directory": tmp_path, "text": text, "truncated": truncated,
+            "audio-only": audio_only}
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "text", "truncated", "audio-only"])
+def test_bad_input_videos_give_one_line_and_write_nothing(kind, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    bad = _bad_inputs(inputs)[kind]
+    out = tmp_path / "out.mp4"
+    result = _spfem("edit", str(bad), "--emotion", "happy", "-o", str(out))
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert len([line for line in result.stderr.strip().splitlines() if line.strip()]) <= 3  # one message (may wrap)
+    assert not out.exists()

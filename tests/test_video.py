@@ -108,3 +108,59 @@ def test_check_output_path_refuses_input_and_unwritable(tmp_path):
         V.check_output_path(src, inputs=(src,), overwrite=True)
     with pytest.raises(V.VideoError, match="does not exist"):
         V.check_output_path(tmp_path / "nope" / "o.mp4")
+
+
+def _reencode(src, dst):
+    """Decode → encode round trip through the streaming API."""
+    info = V.probe(src)
+    with V.VideoWriter(dst, info.fps, audio_from=src) as writer:
+        for chunk in V.iter_chunks(src, chunk_size=7):
+            writer.write(chunk.frames)
+    return dst
+
+
+@pytest.mark.parametrize("n_frames, with_audio", [(1, False), (1, True), (30, False), (30, True)])
+def test_round_trip_keeps_frames_fps_and_audio_duration(tmp_path, n_frames, with_audio):
+    audio = V.write_audio(tmp_path / "a.m4a", _tone(n_frames / 25), 16000) if with_audio else None
+    src = V.write_video(tmp_path / "src.mp4", _frames(n_frames, h=48, w=64), Fraction(25), audio_from=audio)
+    out = _reencode(src, tmp_path / "out.mp4")
+    a, b = V.probe(src), V.probe(out)
+    assert b.n_frames == a.n_frames == n_frames
+    assert b.fps == a.fps
+    assert b.has_audio == with_audio
+    if with_audio:
+        assert abs(len(V.read_audio(out)) - len(V.read_audio(src))) <= 1024  # ±1 AAC frame
+
+
+def test_rotation_metadata_is_applied_on_decode(tmp_path):
+    import av
+
+    frames = _frames(4, h=48, w=64)
+    path = tmp_path / "rot.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.set_display_rotation(90)
+        for i, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    info = V.probe(path)
+    assert info.rotation == 90 and (info.height, info.width) == (64, 48)
+    decoded, _ = V.read_frames(path)
+    assert decoded.shape == (4, 64, 48, 3)
+    # 90° counter-clockwise display rotation: the stored picture turned by np.rot90.
+    assert np.abs(decoded[0].astype(int) - np.rot90(frames[0]).astype(int)).mean() < 8
+    out = _reencode(path, tmp_path / "upright.mp4")
+    assert V.probe(out).rotation == 0 and V.probe(out).height == 64
+
+
+def test_sample_saves_its_driving_signal(tmp_path):
+    from spfem_cli.sample import load_signal, make_talking_clip
+
+    clip = make_talking_clip(tmp_path / "s.mp4", seconds=0.4, fps=25, head_motion=False)
+    np.testing.assert_allclose(load_signal(clip.path), clip.mouth_signal, atol=1e-6)
+    assert V.probe(clip.path).n_frames == len(clip.mouth_signal) == 10
