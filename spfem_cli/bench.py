@@ -42,10 +42,15 @@ def timeit(fn, *, repeat: int = 5, warmup: int = 1) -> float:
     return sorted(times)[len(times) // 2]
 
 
+# The floor first, then the product path, then the rest alphabetically.
+FIRST = ("video", "edit", "tracking")
+
+
 def _modules() -> list[str]:
     import spfem_cli.benchmarks as pkg
 
-    return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__))
+    names = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__))
+    return [n for n in FIRST if n in names] + [n for n in names if n not in FIRST]
 
 
 def _parse_existing() -> dict[str, list[str]]:
@@ -62,15 +67,17 @@ def main(argv: list[str] | None = None) -> None:
     names = [m for m in _modules() if not areas or m in areas]
     kept = {k: v for k, v in _parse_existing().items() if k not in names}
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    lines: list[str] = [line for v in kept.values() for line in v]
+    fresh: dict[str, list[str]] = {}
     for name in names:
         print(f"bench: {name}", flush=True)
         module = importlib.import_module(f"spfem_cli.benchmarks.{name}")
         for row in module.run():
             line = f"| {row.area} | {row.what} | {row.value:.4g} | {row.unit} | {row.note} |"
             print(line, flush=True)
-            lines.append(line)
-    lines.sort()
+            fresh.setdefault(row.area, []).append(line)
+    rows_by_area = {**kept, **fresh}
+    order = [a for a in _modules() if a in rows_by_area] + sorted(a for a in rows_by_area if a not in _modules())
+    lines = [line for area in order for line in rows_by_area[area]]
     header = [
         "# Benchmarks",
         "",
