@@ -90,12 +90,15 @@ class FanTracker(Tracker):
 
     name = "fan"
 
-    def __init__(self, *, device: str = "cpu", detector_threshold: float = 0.5, max_faces: int = 4,
+    def __init__(self, *, device: str = "auto", detector_threshold: float = 0.5, max_faces: int = 4,
                  fan_path: Path | None = None, s3fd_path: Path | None = None):
         from face_alignment.detection.sfd.sfd_detector import SFDDetector
 
+        from spfem_cli.device import pick_device
+
         fan_path = fan_path or resolve("fan_2d68")
         s3fd_path = s3fd_path or resolve("s3fd")
+        device = str(pick_device(device))
         self.device = device
         self.max_faces = max_faces
         self.detector = SFDDetector(device=device, path_to_detector=str(s3fd_path), filter_threshold=detector_threshold)
