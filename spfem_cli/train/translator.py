@@ -351,14 +351,17 @@ def train_translator_on(root: Path, out: Path, cfg: TranslatorTrainConfig, run: 
     data = CoeffWindows(load_clips(root, actors, levels=levels), seq_len=cfg.seq_len, seed=run.seed)
     term = None
     if cfg.stccl:
-        metric_path = None
-        if metric:
-            p = Path(metric)
-            if p.is_file():
-                metric_path = p
-            else:
-                from spfem_cli.weights import resolve
-
-                metric_path = resolve(metric)
-        term = template_stccl_term(cfg, pick_device(run.device), metric_path)
+        term = template_stccl_term(cfg, pick_device(run.device), _metric_file(metric or "stccl_metric"))
     return train_translator(data, cfg, run, term)
+
+
+def _metric_file(metric: str) -> Path:
+    """A metric file path or registry name -> an existing file, or one clear error."""
+    p = Path(metric)
+    if p.is_file():
+        return p
+    if p.suffix or "/" in metric:
+        raise SpfemError(f"STCCL metric file not found: {metric}; train one with `spfem train-metric` or pass --no-stccl")
+    from spfem_cli.weights import resolve
+
+    return resolve(metric)
