@@ -424,8 +424,11 @@ def train_translator_cmd(
                         ckpt_every=ckpt_every, amp=amp, resume=resume)
     path = train_translator_on(root, out, cfg, run, actors=actors or None, levels=levels or None,
                                coeffs_dir=coeffs_dir, metric=metric, tracker=_choice(tracker, ("fan", "mediapipe"), "--tracker"))
-    console.print(f"translator written to {path} (STCCL term {'on' if stccl else 'off'}); use it with: "
-                  f"SPFEM_WEIGHT_NED_TRANSLATOR={path} or spfem weights fetch ned_translator --from {path}")
+    from spfem_cli.train.loop import dist_env
+
+    if dist_env()[0] == 0:
+        console.print(f"translator written to {path} (STCCL term {'on' if stccl else 'off'}); use it with: "
+                      f"SPFEM_WEIGHT_NED_TRANSLATOR={path} or spfem weights fetch ned_translator --from {path}")
 
 def main() -> None:
     """Console entry point: one-line errors and exit 1 for bad input; Ctrl-C exits non-zero."""

@@ -257,7 +257,7 @@ def load_model(checkpoint: str | Path | torch.nn.Module, device: torch.device):
         from spfem_cli.weights import resolve
 
         path = resolve(str(checkpoint))
-    key = (str(path.resolve()), str(device))
+    key = (f"{path.resolve()}@{path.stat().st_mtime_ns}", str(device))  # a retrained file is reloaded
     if key not in _CACHE:
         try:
             _CACHE[key] = load_translator(path, map_location=device).to(device).eval()
@@ -266,8 +266,20 @@ def load_model(checkpoint: str | Path | torch.nn.Module, device: torch.device):
     return _CACHE[key]
 
 
+def _finite_coeffs(seq: ExpressionSeq) -> np.ndarray:
+    """Coefficients with non-finite rows (no face) linearly interpolated, so NaN never enters the LSTMs."""
+    c = seq.coeffs
+    ok = np.isfinite(c).all(1)
+    if ok.all():
+        return c
+    if not ok.any():
+        raise TranslateError("no frame of the expression sequence has finite coefficients")
+    t = np.arange(len(c))
+    return np.stack([np.interp(t, t[ok], c[ok, k]) for k in range(c.shape[1])], 1).astype(np.float32)
+
+
 def _windows_of(seq: ExpressionSeq, device: torch.device) -> Tensor:
-    return sliding_windows(torch.from_numpy(seq.coeffs).to(device))
+    return sliding_windows(torch.from_numpy(_finite_coeffs(seq)).to(device))
 
 
 @torch.no_grad()
@@ -347,7 +359,7 @@ def translate(seq: ExpressionSeq, target: Target, intensity: float = 1.0,
         ws = (win_w[active, :, None] * win_s[active]).sum(1) / win_w[active].sum(1, keepdim=True)
         out_windows[active] = _generate(model, windows[active], ws, batch)
     y = overlap_add(out_windows, length=n_frames)
-    x = torch.from_numpy(seq.coeffs).to(dev)
+    x = torch.from_numpy(_finite_coeffs(seq)).to(dev)
     out = x + mix[:, None] * (y - x)
     return ExpressionSeq(out.cpu().numpy(), seq.fps, seq.valid.copy())
 

@@ -240,3 +240,15 @@ def test_target_from_edit_request_shapes():
     tl = target_from_edit(NS(emotion=None, reference=None, ramp=0.4,
                              timeline=(NS(emotion="sad", start=1.0, end=2.5),)), 25.0)
     assert tl.segments == (Segment(25, 62, "sad", 1.0, 10, "smooth"),)
+
+
+def test_frames_without_face_do_not_spread_nan():
+    seq = _seq(30)
+    c = seq.coeffs.copy()
+    c[10:13] = np.nan
+    valid = np.isfinite(c).all(1)
+    out = translate(ExpressionSeq(c, valid=valid), "sad", checkpoint=_model())
+    assert np.isfinite(out.coeffs).all()
+    np.testing.assert_array_equal(out.valid, valid)
+    with pytest.raises(TranslateError):
+        translate(ExpressionSeq(np.full((12, 51), np.nan, np.float32)), "sad", checkpoint=_model())
