@@ -81,6 +81,11 @@ class ExpressionSeq:
         """From DECA codes: ``pose`` T×6 (global 3 + jaw 3), ``exp`` T×50 (NED keeps pose[:, 3])."""
         return cls(np.concatenate([np.asarray(pose)[:, 3:4], np.asarray(exp)], axis=1), fps, valid)
 
+    @classmethod
+    def from_reconstruction(cls, recon) -> ExpressionSeq:
+        """From the ``reconstruct`` stage's :class:`~spfem_cli.reconstruct.Reconstruction` (NaN where no face)."""
+        return cls(recon.expression_sequence(), float(recon.fps), np.asarray(recon.valid, bool))
+
     def to_deca(self) -> tuple[np.ndarray, np.ndarray]:
         """Back to DECA ``pose`` (T×6, only the jaw opening set, as NED writes it) and ``exp`` (T×50)."""
         pose = np.zeros((len(self), 6), np.float32)

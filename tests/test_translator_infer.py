@@ -252,3 +252,18 @@ def test_frames_without_face_do_not_spread_nan():
     np.testing.assert_array_equal(out.valid, valid)
     with pytest.raises(TranslateError):
         translate(ExpressionSeq(np.full((12, 51), np.nan, np.float32)), "sad", checkpoint=_model())
+
+
+def test_from_reconstruction_reads_jaw_and_expression():
+    from fractions import Fraction
+
+    from spfem_cli.reconstruct import Reconstruction
+
+    codes = np.random.default_rng(0).normal(size=(6, 364)).astype(np.float32)
+    valid = np.array([1, 1, 0, 1, 1, 1], bool)
+    codes[2] = np.nan
+    recon = Reconstruction(codes=codes, valid=valid, crop_mats=np.zeros((6, 2, 3)), fps=Fraction(30000, 1001))
+    seq = ExpressionSeq.from_reconstruction(recon)
+    np.testing.assert_array_equal(seq.jaw[valid], codes[valid, 203])       # pose[3] after shape/tex/exp
+    np.testing.assert_array_equal(seq.expression[valid], codes[valid, 150:200])
+    assert abs(seq.fps - 29.97) < 0.01 and list(seq.valid) == list(valid)
