@@ -131,8 +131,8 @@ def _ensure_track(video: Path, config: PreprocessConfig, progress: bool) -> tupl
     manifest = _read_manifest(entry, config)
     if manifest is not None and manifest["complete"].get("track"):
         return FaceTrack.load(entry / "track.npz"), entry, manifest, True
-    entry.mkdir(parents=True, exist_ok=True)
     track = track_video(video, config.tracker, face_index=config.face_index, progress=progress)
+    entry.mkdir(parents=True, exist_ok=True)
     track.save(entry / "track.npz")
     manifest = _new_manifest(video, video_sha, config)
     manifest["complete"]["track"] = True
