@@ -131,3 +131,32 @@ def test_pose_align_frames_undoes_a_known_shift() -> None:
     before = np.abs(b[inner].astype(int) - a[inner]).mean()
     after = np.abs(aligned[inner].astype(int) - a[inner]).mean()
     assert after < 0.2 * before
+
+
+def test_tracked_crop_source_aligns_faces_and_feeds_pose_alignment(tmp_path: Path) -> None:
+    from spfem_cli.datasets.pairs import ClipPair, TrackedCropSource
+    from spfem_cli.datasets.pairs_synthetic import face_frame
+    from spfem_cli.train.metric import PairWindowDataset
+    from spfem_cli.video import write_video
+
+    frames = np.stack([np.pad(face_frame(200, m), ((40, 40), (60, 60), (0, 0)), mode="edge")
+                       for m in np.linspace(0, 1, 6)])
+    video = tmp_path / "face.mp4"
+    write_video(video, frames, 30)
+    source = TrackedCropSource(tmp_path / "crops", size=64)
+    crops = source.frames(str(video), [0, 5])
+    marks = source.landmarks(str(video), [0, 5])
+    assert crops.shape == (2, 64, 64, 3) and marks.shape == (2, 68, 2) and not np.isnan(marks).any()
+    # aligned space: nose tip near the centre column, chin in the lower part of the crop
+    assert abs(marks[0, 30, 0] - 32) < 4 and 44 < marks[0, 8, 1] < 62
+    assert marks[1, 57, 1] > marks[0, 57, 1] + 1                 # the lower lip moved down with the opening
+    assert len(list((tmp_path / "crops").glob("*.mp4"))) == 1     # tracked once, cached
+    pair = ClipPair("x/happy/001_001", "x", "neutral", "happy", str(video), str(video), None, None,
+                    (0, 1, 2), (0, 1, 2))
+    item = PairWindowDataset([pair], source, context=1, pose_align=True)[0]
+    assert item["generated"].shape == (3, 3, 64, 64)
+    assert torch_allclose(item["generated"], item["target"])      # same clip: pose alignment is ~identity
+
+
+def torch_allclose(a, b) -> bool:
+    return float((a - b).abs().mean()) < 0.02

@@ -136,7 +136,10 @@ def train_metric(cfg: MetricTrainConfig, *, source: CropSource | None = None, pr
                                   progress=progress), run_config=asdict(cfg))
     model = trainer.add_module("metric", build_metric(cfg))
     trainer.add_optimizer("adam", torch.optim.Adam(trainer.raw("metric").parameters(), lr=cfg.lr))
-    loader = trainer.make_loader(dataset, cfg.batch, num_workers=cfg.num_workers)
+    try:
+        loader = trainer.make_loader(dataset, cfg.batch, num_workers=cfg.num_workers)
+    except ValueError as exc:
+        raise SpfemError(f"{exc}: use a smaller --batch or more pairs") from exc
 
     def step(batch: dict[str, torch.Tensor], tr: Trainer) -> dict[str, float]:
         batch = tr.to_device(batch)
