@@ -122,3 +122,15 @@ def test_cli_preprocess_and_defaults(short_clip, tmp_path):
     assert (tmp_path / "cli" / "track.npz").is_file()
     bad = runner.invoke(app, ["preprocess", str(short_clip.path), "-o", str(tmp_path / "x"), "--tracker", "dlib"])
     assert bad.exit_code != 0 and "unknown tracker" in str(bad.exception)
+
+
+def test_fan_without_weights_fails_before_writing_anything(tmp_path):
+    from spfem_cli.weights import WeightsError
+
+    clip = write_clip(tmp_path / "none.mp4", no_face_frames(2))
+    entries_before = set(pp.cache_root().glob("*")) if pp.cache_root().is_dir() else set()
+    with pytest.raises(WeightsError, match="spfem weights fetch fan_2d68"):
+        pp.preprocess(clip, tmp_path / "out", pp.PreprocessConfig(tracker="fan"), progress=False)
+    assert not (tmp_path / "out").exists()
+    entries_after = set(pp.cache_root().glob("*")) if pp.cache_root().is_dir() else set()
+    assert entries_after == entries_before
