@@ -100,6 +100,10 @@ def paste_back(frame: np.ndarray, aligned_face: np.ndarray, M: np.ndarray, mask:
         raise ValueError("aligned_face must be square")
     if mask is None:
         mask = template_mask(size)
+    if mask.shape[:2] != (size, size):
+        raise ValueError(f"mask {mask.shape[:2]} does not match the aligned face {size}x{size}")
+    if not np.isfinite(M).all():
+        raise ValueError("no transform for this frame (invalid track frame): pass the frame through unchanged")
     m_inv = invert_affine(M)
     x0, y0, x1, y1 = _region(m_inv, mask, frame.shape[:2], pad=2 ** LEVELS)
     out = frame.copy()

@@ -103,3 +103,21 @@ def test_paste_back_handles_a_face_at_the_frame_border(astronaut_face):
     out = paste_back(frame, warp_to_aligned(frame, m), m)
     assert out.shape == frame.shape
     assert psnr(out, frame) >= 40.0
+
+
+def test_paste_back_rejects_mismatched_mask_and_invalid_frames(astronaut_face):
+    image, landmarks = astronaut_face
+    m = alignment_transform(landmarks)
+    face = warp_to_aligned(image, m)
+    with pytest.raises(ValueError, match="does not match"):
+        paste_back(image, face, m, mask=np.ones((128, 128), np.float32))
+    with pytest.raises(ValueError, match="invalid track frame"):
+        paste_back(image, face, np.full((2, 3), np.nan))
+
+
+def test_supersampled_face_and_mask(astronaut_face):
+    """A 512² crop made with 2·M (sharper render) pastes back like the 256² one."""
+    image, landmarks = astronaut_face
+    m2 = alignment_transform(landmarks) * 2.0
+    out = paste_back(image, warp_to_aligned(image, m2, size=512), m2)
+    assert psnr(out, image) >= 40.0
