@@ -138,3 +138,22 @@ def test_ddp_two_ranks_gloo(tmp_path: Path) -> None:
     assert [p.name for p in checkpoint_paths(tmp_path)] == ["step_00000003.pt", "step_00000006.pt"]
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [3, 6]                  # only rank 0 wrote
+
+
+def test_interrupt_saves_the_last_completed_step(tmp_path: Path) -> None:
+    cfg = TrainConfig(out_dir=tmp_path, max_steps=10, ckpt_every=100, device="cpu", progress=False)
+    trainer = Trainer(cfg)
+    model = trainer.add_module("net", nn.Linear(4, 1))
+    trainer.add_optimizer("sgd", torch.optim.SGD(trainer.raw("net").parameters(), lr=0.1))
+
+    def step(batch, tr: Trainer) -> dict[str, float]:
+        if tr.step == 3:
+            raise KeyboardInterrupt
+        x, y = batch
+        loss = nn.functional.mse_loss(model(x), y)
+        tr.backward_step(loss, "sgd")
+        return {"loss": loss.item()}
+
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(step, trainer.make_loader(_dataset(), batch_size=8))
+    assert [p.name for p in checkpoint_paths(tmp_path)] == ["step_00000003.pt"]

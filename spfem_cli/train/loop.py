@@ -34,7 +34,9 @@ import importlib.metadata as md
 import json
 import os
 import random
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -169,6 +171,17 @@ def checkpoint_paths(out_dir: Path) -> list[Path]:
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint written by :class:`Trainer` (plain tensors and builtins: weights_only is safe)."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _sigterm_as_interrupt() -> Any:
+    """Treat SIGTERM (schedulers, torchrun tearing down) like Ctrl-C so the last step is saved."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 # --------------------------------------------------------------------------- the trainer
@@ -448,6 +461,7 @@ class Trainer:
             task = progress.add_task("train", total=cfg.max_steps, completed=self.step, info="")
         batches = self._batches(data)
         t0 = time.time()
+        previous_term = _sigterm_as_interrupt()
         try:
             while self.step < cfg.max_steps:
                 batch = next(batches)
@@ -468,11 +482,13 @@ class Trainer:
                 if self.step % cfg.ckpt_every == 0 or self.step == cfg.max_steps:
                     self.save_checkpoint()
         except KeyboardInterrupt:
-            # Ctrl-C: keep the last completed step so the next run resumes there.
+            # Ctrl-C / SIGTERM: keep the last completed step so the next run resumes there.
             if self.step and not checkpoint_paths(self.out_dir)[-1:] == [self._ckpt_name()]:
                 self.save_checkpoint()
             raise
         finally:
+            if previous_term is not None:
+                signal.signal(signal.SIGTERM, previous_term)
             if progress is not None:
                 progress.stop()
             if self._tb is not None:
