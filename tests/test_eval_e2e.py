@@ -106,17 +106,19 @@ def eval_weights(tmp_path_factory):
 
 
 def _make_generated(dataset: str, root: Path, out: Path, actors: tuple[str, ...]) -> int:
-    """Stand-in edits in the documented layout: the source frames, slightly changed, with the source audio."""
+    """Stand-in edits in the documented layout: the source frames, slightly changed, with the source audio
+    (except the first, which has none)."""
     from spfem_cli.video import read_frames
 
     plan = build_plan(dataset, root, actors=actors)
-    for job in plan.jobs:
+    for i, job in enumerate(plan.jobs):
         frames, _ = read_frames(job.source.video)
         shift = 8 if job.protocol == "inter-id" else 20
         edited = np.clip(frames.astype(int) + shift, 0, 255).astype(np.uint8)
         target = out / job.relpath
         target.parent.mkdir(parents=True, exist_ok=True)
-        write_video(target, edited, FPS, audio_from=job.source.video)
+        # the first edit is written without sound: LSE must fall back to the source's audio
+        write_video(target, edited, FPS, audio_from=None if i == 0 else job.source.video)
     return len(plan.jobs)
 
 

@@ -79,6 +79,7 @@ class EvalModels:
     csim: Embedder
     sync: torch.nn.Module
     device: torch.device
+    identity: str = ""        # which weight files (name, size, mtime): part of the per-video cache key
 
 
 def resolve_weight(name: str) -> Path:
@@ -103,4 +104,5 @@ def load_eval_models(device: torch.device | str = "cpu", *, need: tuple[str, ...
     fad = load_resnet_face18(paths["fad"]).to(device) if "fad" in paths else None
     csim = load_efficientface(paths["csim"]).to(device) if "csim" in paths else None
     sync = load_syncnet(paths["sync"]).to(device) if "sync" in paths else None
-    return EvalModels(Embedder(fad, "fad", device), Embedder(csim, "csim", device), sync, device)
+    identity = ";".join(f"{k}:{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for k, p in sorted(paths.items()))
+    return EvalModels(Embedder(fad, "fad", device), Embedder(csim, "csim", device), sync, device, identity)

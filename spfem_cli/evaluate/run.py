@@ -74,7 +74,7 @@ def video_features(video: Path, models: EvalModels, *, preset: str = "spfem-ned"
     from spfem_cli.video import AtomicOutput, probe, read_audio
 
     video = Path(video)
-    settings = {"preset": preset, "crop": crop, "lse": want_lse, "audio": str(audio_from)}
+    settings = {"preset": preset, "crop": crop, "lse": want_lse, "audio": str(audio_from), "models": models.identity}
     cached = cache_dir / f"{_cache_key(video, settings)}.npz" if cache_dir is not None else None
     if cached is not None and cached.is_file():
         with np.load(cached, allow_pickle=False) as data:
@@ -142,6 +142,11 @@ def generate_missing(plan: Plan, generated: Path, backend: str) -> list[Path]:
     return made
 
 
+def _source_audio(job: Job) -> Path:
+    """Sound for an edit written without audio: the source's separate track (MEAD) or its video."""
+    return job.source.audio or job.source.video
+
+
 def _mean(values: list[float]) -> float | None:
     values = [v for v in values if v is not None and np.isfinite(v)]
     return float(np.mean(values)) if values else None
@@ -200,6 +205,8 @@ def evaluate_dataset(cfg: EvalConfig, models: EvalModels | None = None, *, progr
     """Run the whole protocol; returns (results, written report paths)."""
     from rich.progress import Progress
 
+    from spfem_cli.video import probe
+
     if (cfg.generated is None) == (cfg.backend is None):
         raise SpfemError("pass exactly one of --generated DIR (evaluate existing edits) or --backend warp|ned")
     plan = build_plan(cfg.dataset, cfg.root, actors=cfg.actors, max_sources=cfg.max_sources, seed=cfg.seed)
@@ -230,8 +237,9 @@ def evaluate_dataset(cfg: EvalConfig, models: EvalModels | None = None, *, progr
                                             want_lse=False, cache_dir=cache))
             bar.advance(task)
         for job in present:
-            generated[job] = video_features(generated_dir / job.relpath, models, preset=cfg.lse_preset,
-                                            crop=cfg.crop, cache_dir=cache)
+            path = generated_dir / job.relpath
+            generated[job] = video_features(path, models, preset=cfg.lse_preset, crop=cfg.crop, cache_dir=cache,
+                                            audio_from=None if probe(path).has_audio else _source_audio(job))
             bar.advance(task)
     real_merged = {k: VideoFeatures(_stack([v.fad for v in vs], 512), _stack([v.csim for v in vs], 1024), None)
                    for k, vs in real.items()}
