@@ -180,6 +180,9 @@ class AtomicOutput:
                                    dir=self.target.parent if str(self.target.parent) else ".")
         os.close(fd)
         self.tmp = Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o666 & ~umask)   # mkstemp makes 0600; outputs get the user's usual mode
 
     def commit(self) -> Path:
         os.replace(self.tmp, self.target)
