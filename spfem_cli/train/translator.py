@@ -15,7 +15,6 @@ source render is the detached target.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,6 +59,7 @@ def adv_loss(logits: Tensor, target: float) -> Tensor:
 
 def pearson_time(a: Tensor, b: Tensor, eps: float = 1e-6) -> Tensor:
     """Mean over the batch of the Pearson correlation over time of two ``B×T`` signals (NED's mouth term)."""
+    a, b = a.float(), b.float()             # correlation in fp32 even under bf16/fp16 autocast
     va = a - a.mean(dim=1, keepdim=True)
     vb = b - b.mean(dim=1, keepdim=True)
     cov = (va * vb).mean(dim=1)
@@ -238,14 +238,15 @@ def train_translator(dataset, cfg: TranslatorTrainConfig, run: TranslatorRun,
 
     ``dataset`` yields ``(x_src, y_src, x_ref, y_ref)`` windows (see ``spfem_cli.datasets.coeffs``).
     """
-    from spfem_cli.train.loop import TrainConfig, Trainer
+    from spfem_cli.train.loop import TrainConfig, Trainer, dist_env
 
     if cfg.stccl and stccl is None:
         raise SpfemError("--stccl needs the template renderer and the trained metric (or pass --no-stccl)")
     torch.manual_seed(run.seed)
     nets = init_nets(cfg, run.finetune)
     cfg.model = nets.cfg
-    steps_per_epoch = max(1, len(dataset) // cfg.batch_size)
+    world = dist_env()[2]
+    steps_per_epoch = max(1, -(-len(dataset) // world) // cfg.batch_size)   # per rank, drop_last
     max_steps = run.max_steps or cfg.niter * steps_per_epoch
     trainer = Trainer(TrainConfig(out_dir=run.out_dir, max_steps=max_steps, ckpt_every=run.ckpt_every,
                                   log_every=run.log_every, seed=run.seed, device=run.device, amp=run.amp,
@@ -324,11 +325,6 @@ def template_stccl_term(cfg: TranslatorTrainConfig, device: torch.device, metric
     metric = load_metric(metric_path or resolve("stccl_metric"), device)
     return StcclTerm(TemplateShapeRenderer(flame.to(device).eval()), metric.loss, weight=cfg.lambda_stccl,
                      frames=cfg.stccl_frames, clips=cfg.stccl_frames > 1)
-
-
-def steps_for(n_windows: int, cfg: TranslatorTrainConfig) -> int:
-    """Steps of a full NED schedule over ``n_windows`` training windows."""
-    return cfg.niter * max(1, math.floor(n_windows / cfg.batch_size))
 
 
 def train_translator_on(root: Path, out: Path, cfg: TranslatorTrainConfig, run: TranslatorRun, *,
