@@ -158,10 +158,15 @@ def preprocess(
                                      "(needs `spfem weights fetch fan_2d68 s3fd`)."),
     face: int = typer.Option(0, "--face", help="Which face: 0 = largest, N = N-th largest."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    with_3d: bool = typer.Option(False, "--3d/--no-3d", help="Also reconstruct per-frame DECA/FLAME coefficients (gated FLAME + DECA files)."),
+    detail: bool = typer.Option(True, "--3d-detail/--no-3d-detail", help="Detailed shape (DECA detail normals) in the 3D debug video."),
+    batch: int = typer.Option(16, "--3d-batch", help="Frames per DECA batch."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (3D reconstruction)."),
 ) -> None:
     """Track, align and crop the face of VIDEO into OUT: track.npz/json, aligned.mp4, debug.mp4.
 
-    Cached by content hash: running it again on the same video and options is instant.
+    Cached by content hash: running it again on the same video and options is instant. With --3d,
+    also OUT/reconstruct-<hash>.npz (DECA codes per frame) and OUT/debug3d.mp4 (mesh, NMFC, shape, gaze).
     """
     from spfem_cli.preprocess import PreprocessConfig
     from spfem_cli.preprocess import preprocess as run_preprocess
@@ -172,6 +177,15 @@ def preprocess(
     result = run_preprocess(video, out, PreprocessConfig(tracker=tracker, face_index=face), progress=progress)
     state = "cached" if result.cached else "done"
     console.print(f"{state}: {result.valid_frames}/{result.frames} frames with a face -> {result.out_dir}")
+    if with_3d:
+        from spfem_cli.preprocess import cached_track
+        from spfem_cli.reconstruct import reconstruct_video
+        from spfem_cli.render3d import write_3d_debug_video
+
+        track = cached_track(video, tracker, face_index=face, progress=progress)
+        recon = reconstruct_video(video, track, out, device, batch_size=batch, progress=progress)
+        write_3d_debug_video(video, track, recon, out / "debug3d.mp4", device=device, detail=detail)
+        console.print(f"3D: {recon} and {out / 'debug3d.mp4'}")
 
 
 @app.command()

@@ -70,3 +70,11 @@ def test_bad_input_videos_give_one_line_and_write_nothing(kind, tmp_path):
     assert "Traceback" not in result.stderr
     assert len([line for line in result.stderr.strip().splitlines() if line.strip()]) <= 3  # one message (may wrap)
     assert not out.exists()
+
+
+def test_preprocess_3d_without_gated_weights_names_them(short_clip, tmp_path):
+    result = _spfem("preprocess", str(short_clip.path), "-o", str(tmp_path / "pre"), "--3d", "--no-progress")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "deca" in result.stderr.lower() or "flame" in result.stderr.lower()
+    assert (tmp_path / "pre" / "track.npz").exists()   # the 2D part is done and kept
