@@ -276,6 +276,10 @@ def train_metric(
         pose_align=pose_align, device=device, amp=amp, seed=seed, ckpt_every=ckpt_every, log_every=log_every,
         num_workers=num_workers, cache_dir=str(cache_dir) if cache_dir else None)
     path = run(cfg)
+    import os
+
+    if os.environ.get("RANK", "0") != "0":     # torchrun: only rank 0 reports and installs
+        return
     console.print(f"metric written to {path}")
     if install:
         from spfem_cli import weights
