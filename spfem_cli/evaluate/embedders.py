@@ -100,7 +100,14 @@ def load_eval_models(device: torch.device | str = "cpu", *, need: tuple[str, ...
 
     device = torch.device(device)
     names = {"fad": FAD_WEIGHT, "csim": CSIM_WEIGHT, "sync": SYNC_WEIGHT}
-    paths = {key: resolve_weight(names[key]) for key in need}
+    paths, problems = {}, []
+    for key in need:
+        try:
+            paths[key] = resolve_weight(names[key])
+        except SpfemError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise SpfemError("; ".join(problems))
     fad = load_resnet_face18(paths["fad"]).to(device) if "fad" in paths else None
     csim = load_efficientface(paths["csim"]).to(device) if "csim" in paths else None
     sync = load_syncnet(paths["sync"]).to(device) if "sync" in paths else None
