@@ -70,9 +70,9 @@ def test_published_layouts_load(tmp_path):
     model = load_efficientface(tmp_path / "EfficientFace_Trained_on_AffectNet7.pth.tar")
     assert torch.equal(model.state_dict()["fc.weight"], state["fc.weight"])
     assert model.features(torch.zeros(1, 3, 224, 224)).shape == (1, 1024)
-    # syncnet_v2.model: bare state dict without BatchNorm step counters (old PyTorch)
+    # syncnet_v2.model: bare state dict without BatchNorm step counters, in the pre-1.6 (non-zip) format
     state = _state_from_manifest("syncnet_v2")
-    torch.save(state, tmp_path / "syncnet_v2.model")
+    torch.save(state, tmp_path / "syncnet_v2.model", _use_new_zipfile_serialization=False)
     model = load_syncnet(tmp_path / "syncnet_v2.model")
     assert torch.equal(model.state_dict()["netcnnlip.0.weight"], state["netcnnlip.0.weight"])
     assert model.forward_aud(torch.zeros(2, 1, 13, 20)).shape == (2, 1024)
