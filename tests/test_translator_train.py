@@ -178,3 +178,24 @@ def test_coefficient_cache_round_trip(tmp_path):
     assert len(ds) == 12                             # 6 windows per 15-frame clip; the NaN clip gives none
     x, y, xr, yr = ds[0]
     assert x.shape == (10, 51) and y.dtype == torch.int64 and xr.shape == (10, 51)
+
+
+def test_finetune_starts_from_a_ned_checkpoint_without_discriminator(tmp_path):
+    from spfem_cli.train.translator import init_nets
+
+    cfg = _tiny_cfg()
+    torch.manual_seed(1)
+    src = NedTranslator(cfg.model, with_discriminator=False)
+    path = tmp_path / "20_nets_finetuned.pth"
+    torch.save(src.ned_state_dict(), path)
+    nets = init_nets(TranslatorTrainConfig(), path)      # sizes come from the file, not the default config
+    assert nets.cfg == cfg.model and nets.discriminator is not None
+    for name in ("generator", "mapping_network", "style_encoder"):
+        for k, v in getattr(src, name).state_dict().items():
+            assert torch.equal(getattr(nets, name).state_dict()[k], v)
+    bad = tmp_path / "bad.pth"
+    torch.save({"weights": torch.zeros(1)}, bad)
+    from spfem_cli.errors import SpfemError
+
+    with pytest.raises(SpfemError):
+        init_nets(cfg, bad)
