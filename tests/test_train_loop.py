@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,8 @@ class _Killed(RuntimeError):
     pass
 
 
-def _run(out: Path, *, max_steps: int = 12, kill_at: int | None = None, keep_last: int = 3) -> Trainer:
+def _run(out: Path, *, max_steps: int = 12, kill_at: int | None = None, keep_last: int = 3,
+         slow_after: int | None = None) -> Trainer:
     cfg = TrainConfig(out_dir=out, max_steps=max_steps, ckpt_every=4, log_every=2, keep_last=keep_last,
                       seed=3, device="cpu", progress=False)
     trainer = Trainer(cfg, run_config={"lr": 0.05})
@@ -38,6 +41,8 @@ def _run(out: Path, *, max_steps: int = 12, kill_at: int | None = None, keep_las
     def step(batch, tr: Trainer) -> dict[str, float]:
         if kill_at is not None and tr.step == kill_at:
             raise _Killed("simulated kill")
+        if slow_after is not None and tr.step >= slow_after:
+            time.sleep(0.5)                      # leaves time for the test to SIGKILL this process
         x, y = tr.to_device(batch)
         loss = nn.functional.mse_loss(model(x), y)
         tr.backward_step(loss, "adam")
@@ -64,6 +69,28 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path: Path) -> None:
         assert torch.equal(sa[key]["exp_avg"], sb[key]["exp_avg"])
     log = [json.loads(line) for line in (tmp_path / "killed" / "log.jsonl").read_text().splitlines()]
     assert any(r.get("event") == "resumed from step_00000004.pt" for r in log)
+
+
+def _killable(out: str) -> None:
+    torch.set_num_threads(1)
+    _run(Path(out), slow_after=4)
+
+
+def test_sigkill_mid_run_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
+    proc = multiprocessing.get_context("spawn").Process(target=_killable, args=(str(tmp_path / "killed"),))
+    proc.start()
+    deadline = time.time() + 60
+    while not checkpoint_paths(tmp_path / "killed") and time.time() < deadline:
+        time.sleep(0.05)
+    proc.kill()                                          # SIGKILL: no handler, no final save
+    proc.join()
+    assert proc.exitcode == -9
+    assert [p.name for p in checkpoint_paths(tmp_path / "killed")] == ["step_00000004.pt"]
+    resumed = _run(tmp_path / "killed")
+    full = _run(tmp_path / "full")
+    assert resumed.step == 12
+    for a, b in zip(full.raw("net").state_dict().values(), resumed.raw("net").state_dict().values(), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_checkpoint_contents_and_retention(tmp_path: Path) -> None:
