@@ -291,9 +291,11 @@ class TemplateShapeRenderer:
     convention): FLAME with zero shape (the mean identity), zero global pose, the jaw opening as the
     first jaw axis-angle value, a fixed frontal orthographic camera. Differentiable in the
     coefficients through the vertex positions and normals (the rasteriser's face choice is discrete).
+    Camera (s, tx, ty) = (6, 0, 0) and 224² as NED's own coefficient renders (``manipulator/util/
+    visualization.py``, via DECA's decode).
     """
 
-    def __init__(self, flame, *, size: int = 224, cam: tuple[float, float, float] = (9.0, 0.0, 0.0)):
+    def __init__(self, flame, *, size: int = 224, cam: tuple[float, float, float] = (6.0, 0.0, 0.0)):
         self.flame = flame
         self.size = size
         self.cam = torch.tensor([cam], dtype=torch.float32)
