@@ -16,6 +16,7 @@ from rich.table import Table
 
 from spfem_cli.edit.targets import DEFAULT_INTENSITY
 from spfem_cli.errors import NotImplementedYet, SpfemError
+from spfem_cli.train.metric_config import CHOICES, AnalysisConfig, MetricTrainConfig
 
 console = Console(stderr=True)
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -226,6 +227,10 @@ def edit(
         console.print(f"mouth-opening plot: {result.plot}  (source vs output r = {result.mouth_correlation:.3f})")
 
 
+_MT = MetricTrainConfig()   # the single source of train-metric defaults
+_MA = AnalysisConfig()      # ... and of analyze-metric defaults
+
+
 def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
     if value not in allowed:
         raise SpfemError(f"{option} must be one of {', '.join(allowed)} (got {value!r})")
@@ -234,29 +239,29 @@ def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
 
 @app.command("train-metric")
 def train_metric(
-    dataset: str = typer.Option("mead", "--dataset", help="mead | ravdess"),
+    dataset: str = typer.Option(_MT.dataset, "--dataset", help="mead | ravdess"),
     root: Path = typer.Option(..., "--root", help="Data-set root (MEAD: <actor>/video/front/...; RAVDESS: Actor_XX/...)."),
-    out: Path = typer.Option(Path("runs/stccl"), "--out", help="Run folder: checkpoints, logs, stccl_metric.pt."),
-    mode: str = typer.Option("joint", "--mode", help="spatial | temporal | joint"),
-    steps: int = typer.Option(20000, "--steps", help="Optimiser steps in total (a resumed run continues to this)."),
-    batch: int = typer.Option(8, "--batch", help="Pairs per step (per process under torchrun)."),
-    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate (all parameters incl. the backbone)."),
-    tau: float = typer.Option(0.07, "--tau", help="InfoNCE temperature."),
-    context: int = typer.Option(2, "--context", help="n: temporal windows of 2n+1 DTW-matched frames."),
-    temporal_pairs: str = typer.Option("all", "--temporal-pairs", help="all | adjacent frame pairs."),
-    daas: bool = typer.Option(True, "--daas/--no-daas", help="Disparity-aware per-row weights (ablation switch)."),
-    arch: str = typer.Option("r50", "--arch", help="IResNet depth: r18 | r34 | r50 | r100."),
-    input_size: int = typer.Option(224, "--input-size", help="Crop size fed to the backbone."),
-    backbone_weights: str = typer.Option("auto", "--backbone-weights",
+    out: Path = typer.Option(Path(_MT.out), "--out", help="Run folder: checkpoints, logs, stccl_metric.pt."),
+    mode: str = typer.Option(_MT.mode, "--mode", help="spatial | temporal | joint"),
+    steps: int = typer.Option(_MT.steps, "--steps", help="Optimiser steps in total (a resumed run continues to this)."),
+    batch: int = typer.Option(_MT.batch, "--batch", help="Pairs per step (per process under torchrun)."),
+    lr: float = typer.Option(_MT.lr, "--lr", help="Adam learning rate (all parameters incl. the backbone)."),
+    tau: float = typer.Option(_MT.tau, "--tau", help="InfoNCE temperature."),
+    context: int = typer.Option(_MT.context, "--context", help="n: temporal windows of 2n+1 DTW-matched frames."),
+    temporal_pairs: str = typer.Option(_MT.temporal_pairs, "--temporal-pairs", help="all | adjacent frame pairs."),
+    daas: bool = typer.Option(_MT.daas, "--daas/--no-daas", help="Disparity-aware per-row weights (ablation switch)."),
+    arch: str = typer.Option(_MT.arch, "--arch", help="IResNet depth: r18 | r34 | r50 | r100."),
+    input_size: int = typer.Option(_MT.input_size, "--input-size", help="Crop size fed to the backbone."),
+    backbone_weights: str = typer.Option(_MT.backbone_weights, "--backbone-weights",
                                          help="auto (ArcFace r50 from the registry) | none | a backbone.pth path."),
-    crops: str = typer.Option("tracked", "--crops", help="tracked (track + align faces) | centre (pre-aligned data)."),
-    pose_align: bool = typer.Option(False, "--pose-align/--no-pose-align", help="Warp each emotional crop onto the neutral pose."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]."),
-    amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16/fp16 autocast on GPU."),
-    seed: int = typer.Option(0, "--seed"),
-    ckpt_every: int = typer.Option(1000, "--ckpt-every", help="Checkpoint period in steps."),
-    log_every: int = typer.Option(20, "--log-every", help="Log period in steps (log.jsonl)."),
-    num_workers: int = typer.Option(0, "--num-workers", help="DataLoader workers."),
+    crops: str = typer.Option(_MT.crops, "--crops", help="tracked (track + align faces) | centre (pre-aligned data)."),
+    pose_align: bool = typer.Option(_MT.pose_align, "--pose-align/--no-pose-align", help="Warp each emotional crop onto the neutral pose."),
+    device: str = typer.Option(_MT.device, "--device", help="auto | cpu | cuda[:N]."),
+    amp: bool = typer.Option(_MT.amp, "--amp/--no-amp", help="bf16/fp16 autocast on GPU."),
+    seed: int = typer.Option(_MT.seed, "--seed"),
+    ckpt_every: int = typer.Option(_MT.ckpt_every, "--ckpt-every", help="Checkpoint period in steps."),
+    log_every: int = typer.Option(_MT.log_every, "--log-every", help="Log period in steps (log.jsonl)."),
+    num_workers: int = typer.Option(_MT.num_workers, "--num-workers", help="DataLoader workers."),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Pair lists and face crops (default <out>/cache)."),
     install: bool = typer.Option(False, "--install/--no-install", help="Install the result as weight 'stccl_metric'."),
 ) -> None:
@@ -264,15 +269,14 @@ def train_metric(
 
     Multi-GPU: `torchrun --nproc_per_node N -m spfem_cli.app train-metric ...`.
     """
-    from spfem_cli.train.metric import MetricTrainConfig
     from spfem_cli.train.metric import train_metric as run
 
     cfg = MetricTrainConfig(
-        dataset=_choice(dataset, ("mead", "ravdess"), "--dataset"), root=str(root), out=str(out),
-        mode=_choice(mode, ("spatial", "temporal", "joint"), "--mode"), steps=steps, batch=batch, lr=lr, tau=tau,
-        context=context, temporal_pairs=_choice(temporal_pairs, ("all", "adjacent"), "--temporal-pairs"), daas=daas,
-        arch=_choice(arch, ("r18", "r34", "r50", "r100"), "--arch"), input_size=input_size,
-        backbone_weights=backbone_weights, crops=_choice(crops, ("tracked", "centre"), "--crops"),
+        dataset=_choice(dataset, CHOICES["dataset"], "--dataset"), root=str(root), out=str(out),
+        mode=_choice(mode, CHOICES["mode"], "--mode"), steps=steps, batch=batch, lr=lr, tau=tau,
+        context=context, temporal_pairs=_choice(temporal_pairs, CHOICES["temporal_pairs"], "--temporal-pairs"), daas=daas,
+        arch=_choice(arch, CHOICES["arch"], "--arch"), input_size=input_size,
+        backbone_weights=backbone_weights, crops=_choice(crops, CHOICES["crops"], "--crops"),
         pose_align=pose_align, device=device, amp=amp, seed=seed, ckpt_every=ckpt_every, log_every=log_every,
         num_workers=num_workers, cache_dir=str(cache_dir) if cache_dir else None)
     path = run(cfg)
@@ -291,26 +295,25 @@ def train_metric(
 
 @app.command("analyze-metric")
 def analyze_metric(
-    dataset: str = typer.Option("mead", "--dataset", help="mead | ravdess"),
+    dataset: str = typer.Option(_MA.dataset, "--dataset", help="mead | ravdess"),
     root: Path = typer.Option(..., "--root", help="Data-set root."),
-    metric: str = typer.Option("stccl_metric", "--metric", help="Registry name or a metric file (stccl_metric.pt)."),
-    split: str = typer.Option("val", "--split", help="val (held-out W021 / Actor_24) | train | all."),
-    frames: int = typer.Option(64, "--frames", help="Frame pairs per emotion."),
-    batch: int = typer.Option(16, "--batch"),
-    crops: str = typer.Option("tracked", "--crops", help="tracked | centre (must match training)."),
-    out: Path = typer.Option(Path("metric_analysis"), "--out", help="Folder for metric_analysis.json/.png."),
-    device: str = typer.Option("auto", "--device"),
-    seed: int = typer.Option(0, "--seed"),
-    untrained_backbone: str = typer.Option("auto", "--untrained-backbone",
+    metric: str = typer.Option(_MA.metric, "--metric", help="Registry name or a metric file (stccl_metric.pt)."),
+    split: str = typer.Option(_MA.split, "--split", help="val (held-out W021 / Actor_24) | train | all."),
+    frames: int = typer.Option(_MA.frames, "--frames", help="Frame pairs per emotion."),
+    batch: int = typer.Option(_MA.batch, "--batch"),
+    crops: str = typer.Option(_MA.crops, "--crops", help="tracked | centre (must match training)."),
+    out: Path = typer.Option(Path(_MA.out), "--out", help="Folder for metric_analysis.json/.png."),
+    device: str = typer.Option(_MA.device, "--device"),
+    seed: int = typer.Option(_MA.seed, "--seed"),
+    untrained_backbone: str = typer.Option(_MA.untrained_backbone, "--untrained-backbone",
                                            help="Backbone of the untrained baseline: auto | none | a backbone.pth."),
 ) -> None:
     """Positive vs negative disparity similarity (cosine, Pearson) per emotion, untrained vs trained metric."""
-    from spfem_cli.metric_analysis import AnalysisConfig
     from spfem_cli.metric_analysis import analyze_metric as run
 
-    cfg = AnalysisConfig(dataset=_choice(dataset, ("mead", "ravdess"), "--dataset"), root=str(root), metric=metric,
-                         split=_choice(split, ("val", "train", "all"), "--split"), frames=frames, batch=batch,
-                         crops=_choice(crops, ("tracked", "centre"), "--crops"), out=str(out), device=device, seed=seed,
+    cfg = AnalysisConfig(dataset=_choice(dataset, CHOICES["dataset"], "--dataset"), root=str(root), metric=metric,
+                         split=_choice(split, CHOICES["split"], "--split"), frames=frames, batch=batch,
+                         crops=_choice(crops, CHOICES["crops"], "--crops"), out=str(out), device=device, seed=seed,
                          untrained_backbone=untrained_backbone)
     report = run(cfg)
     table = Table(title="STCCL metric: positive vs negative disparities")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 
 from models.stccl import STCCL, neighbour_pairs, sample_centres
 from spfem_cli.errors import SpfemError
+from spfem_cli.train.metric_config import AnalysisConfig
 
 STATS = ("pos_cos", "neg_cos", "pos_r", "neg_r")
 
@@ -50,23 +50,6 @@ def separation_stats(metric: STCCL, generated: torch.Tensor, target: torch.Tenso
         out[f"stage{s + 1}"] = row
     out["all"] = {k: float(np.mean([out[s][k] for s in out])) for k in STATS}
     return out
-
-
-@dataclass
-class AnalysisConfig:
-    """Settings of one analysis run (saved into the JSON)."""
-
-    dataset: str = "mead"
-    root: str = ""
-    metric: str = "stccl_metric"      # registry name or a file
-    split: str = "val"
-    frames: int = 64                  # frame pairs per emotion
-    batch: int = 16
-    crops: str = "tracked"
-    out: str = "metric_analysis"
-    device: str = "auto"
-    seed: int = 0
-    untrained_backbone: str = "auto"  # auto: ArcFace r50 from the registry when the metric is r50, else random
 
 
 def _metric_path(name: str) -> Path:

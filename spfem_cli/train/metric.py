@@ -11,9 +11,8 @@ gradient (``grad="both"``). The run is a :class:`~spfem_cli.train.loop.Trainer` 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -22,37 +21,9 @@ from torch.utils.data import Dataset
 from models.stccl import STCCL, STCCLConfig
 from spfem_cli.datasets.pairs import ClipPair, CropSource, PairsError, pose_align_frames
 from spfem_cli.errors import SpfemError
+from spfem_cli.train.metric_config import MetricTrainConfig
 
 METRIC_FILE = "stccl_metric.pt"
-
-
-@dataclass
-class MetricTrainConfig:
-    """Every setting of a metric run (the CLI options take their defaults from here)."""
-
-    dataset: Literal["mead", "ravdess"] = "mead"
-    root: str = ""
-    out: str = "runs/stccl"
-    mode: Literal["spatial", "temporal", "joint"] = "joint"
-    steps: int = 20000
-    batch: int = 8
-    lr: float = 1e-3
-    tau: float = 0.07
-    context: int = 2                   # n: windows of 2n+1 frames
-    temporal_pairs: Literal["all", "adjacent"] = "all"
-    daas: bool = True
-    arch: str = "r50"
-    input_size: int = 224
-    backbone_weights: str = "auto"     # auto: registry 'arcface_r50' for r50 | none | a file path
-    crops: Literal["tracked", "centre"] = "tracked"
-    pose_align: bool = False
-    device: str = "auto"
-    amp: bool = True
-    seed: int = 0
-    ckpt_every: int = 1000
-    log_every: int = 20
-    num_workers: int = 0
-    cache_dir: str | None = None       # pair lists and aligned crops; default <out>/cache
 
 
 def to_tensor(frames: np.ndarray) -> torch.Tensor:
