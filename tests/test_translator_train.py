@@ -218,3 +218,41 @@ def test_one_ned_step_with_the_real_term_parts():
     logs = ned_step(losses, build_optimizers(nets, cfg), batch, latent_dim=4)
     assert np.isfinite(logs["G/ref_stccl"]) and logs["G/ref_stccl"] > 0
     assert any(not torch.equal(a, b) for a, b in zip(before, nets.generator.parameters(), strict=True))
+
+
+def test_extract_mead_coeffs_uses_the_reconstruct_stage(tmp_path, monkeypatch):
+    """Plumbing only (DECA is gated): tracking and reconstruction are replaced by fakes that write a real
+    Reconstruction file; the per-clip arrays, the NaN rows and the actor cache must come out right."""
+    from fractions import Fraction
+
+    import spfem_cli.preprocess as preprocess
+    import spfem_cli.reconstruct as reconstruct
+    from spfem_cli.datasets.coeffs import extract_mead_coeffs, is_mead_video_root
+
+    mead = tmp_path / "MEAD"
+    for emo, lvl in (("happy", 3), ("contempt", 3), ("neutral", 1)):
+        d = mead / "M005" / "video" / "front" / emo / f"level_{lvl}"
+        d.mkdir(parents=True)
+        (d / "001.mp4").write_bytes(b"not decoded by the fakes")
+    assert is_mead_video_root(mead) and not is_mead_video_root(tmp_path)
+    calls = []
+
+    def fake_reconstruct(video, track, out_dir, device, **kw):
+        calls.append(video)
+        codes = np.random.default_rng(len(calls)).normal(size=(20, 364)).astype(np.float32)
+        codes[3] = np.nan
+        valid = np.isfinite(codes).all(1)
+        return reconstruct.Reconstruction(codes, valid, np.zeros((20, 2, 3)), Fraction(30)).save(
+            tmp_path / f"r{len(calls)}.npz")
+
+    monkeypatch.setattr(preprocess, "cached_track", lambda video, tracker="fan", progress=False: object())
+    monkeypatch.setattr(reconstruct, "reconstruct_video", fake_reconstruct)
+    out = tmp_path / "coeffs"
+    assert extract_mead_coeffs(mead, out, device="cpu") == ["M005"]
+    assert len(calls) == 2                                   # contempt is not a NED class: skipped
+    clips = load_clips(out)
+    assert sorted(c.key for c in clips) == ["happy/level_3/001", "neutral/level_1/001"]
+    assert all(c.coeffs.shape == (20, 51) and np.isnan(c.coeffs[3]).all() for c in clips)
+    extract_mead_coeffs(mead, out, device="cpu")             # second run: cached, nothing reconstructed
+    assert len(calls) == 2
+    assert len(CoeffWindows(clips)) == 2 * 7                 # windows touching the NaN frame are dropped
