@@ -1,0 +1,151 @@
+"""The neural (`ned`) edit backend: DECA → NED translator → conditioning images → actor renderer.
+
+NOT WIRED into :mod:`spfem_cli.edit.pipeline` (the integrator owns it); written by the renderer area so
+the integration only has to call three methods. Stages:
+
+* :meth:`NedBackend.encode` — DECA codes per frame (cached by ``spfem_cli.reconstruct``) and NED's 51
+  expression values (jaw opening + 50 FLAME expression);
+* :meth:`NedBackend.manipulate` — :func:`spfem_cli.translate.translate` to a label / reference / timeline;
+* :meth:`NedBackend.render_video` — per chunk: FLAME with the *edited* jaw + expression and the source's
+  shape / pose / camera → NMFC, shape and eye-gaze images in the aligned 256² frame → the actor's
+  renderer (:class:`spfem_cli.neural_render.NeuralRenderer`, sequential with a batched conditioning
+  encoder) → the shared Laplacian paste-back → H.264 with the source audio.
+
+The renderer's temporal state is reset at shot cuts and after frames without a face, as NED starts a
+new sequence there. Frames without a face pass through unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spfem_cli.errors import SpfemError
+
+NED_WEIGHTS = ("deca_model", "flame_generic", "flame_landmark_embedding", "ned_translator")
+
+
+def missing_weights(renderer_dir: Path | None) -> list[str]:
+    """What the ned backend lacks on this machine (empty = it can run); used by ``--backend auto``."""
+    from spfem_cli import weights
+
+    missing = [n for n in NED_WEIGHTS if weights.status(n) in ("missing", "user file missing")]
+    if renderer_dir is None or not (Path(renderer_dir) / "latest_net_G.pth").is_file():
+        missing.append("actor renderer (spfem train-renderer VIDEO --out DIR, then --renderer DIR)")
+    return missing
+
+
+def sequence_runs(sel: np.ndarray, cuts: np.ndarray, last_ok: int) -> list[tuple[int, int, bool]]:
+    """Split frame indices ``sel`` into runs ``(start, end, reset)``: a gap (no face) or a shot cut starts a new
+    renderer sequence (reset); a run continuing from ``last_ok`` (the previous chunk's last frame) keeps the state."""
+    starts = [k for k in range(len(sel)) if cuts[sel[k]] or sel[k] != (sel[k - 1] if k else last_ok) + 1]
+    bounds = sorted({0, *starts, len(sel)})
+    return [(s, e, s in starts) for s, e in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+class NedBackend:
+    """One object per edit; holds the device, the renderer folder and the translator checkpoint name."""
+
+    name = "ned"
+
+    def __init__(self, renderer_dir: Path, *, device: str = "auto", translator: str = "ned_translator",
+                 batch_frames: int = 16, cache_dir: Path | None = None, progress: bool = True) -> None:
+        from spfem_cli.device import pick_device
+
+        missing = missing_weights(renderer_dir)
+        if missing:
+            raise SpfemError(f"the ned backend needs: {'; '.join(missing)} (`spfem weights list` says how to get them)")
+        self.renderer_dir = Path(renderer_dir)
+        self.device = pick_device(device)
+        self.translator = translator
+        self.batch_frames = batch_frames
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.progress = progress
+
+    def encode(self, video: Path, track):
+        """(Reconstruction, ExpressionSeq) of ``video``; DECA runs once per video content (cached)."""
+        from spfem_cli.preprocess import cache_root
+        from spfem_cli.reconstruct import Reconstruction, reconstruct_video
+        from spfem_cli.translate import ExpressionSeq
+
+        folder = self.cache_dir or cache_root() / "reconstruct"
+        recon = Reconstruction.load(reconstruct_video(Path(video), track, folder, self.device, progress=self.progress))
+        return recon, ExpressionSeq.from_reconstruction(recon)
+
+    def manipulate(self, source, target, reference=None, *, seed: int = 0):
+        """Edited ExpressionSeq for an ``EditTarget`` (label, reference ExpressionSeq, or timeline)."""
+        from spfem_cli.translate import target_from_edit, translate
+
+        tgt = target_from_edit(target, source.fps, reference)
+        return translate(source, tgt, float(getattr(target, "intensity", 1.0)), self.translator, seed=seed,
+                         device=self.device)
+
+    def render_video(self, video: Path, output: Path, track, recon, edited, *, crf: int = 18,
+                     overwrite: bool = False, chunk_size: int = 32) -> int:
+        """Render every frame, paste back, write ``output`` with the source audio; returns the frame count."""
+        from models.flame import FLAME
+        from spfem_cli.blend import paste_back
+        from spfem_cli.neural_render import NeuralRenderer
+        from spfem_cli.render3d import nmfc_colours
+        from spfem_cli.video import VideoWriter, iter_chunks, probe
+
+        info = probe(Path(video))
+        flame = FLAME.from_registry().to(self.device).eval()
+        colours = nmfc_colours(flame.v_template)
+        renderer = NeuralRenderer.from_dir(self.renderer_dir, self.device, batch_frames=self.batch_frames)
+        pose_edit, exp_edit = edited.to_deca()
+        n = len(recon)
+        ok_all = recon.valid[:n] & track.valid[:n] & np.isfinite(track.transforms[:n]).all(axis=(1, 2))
+        cuts = np.asarray(getattr(track, "cuts", np.zeros(n, bool)), bool)
+        done, last_ok = 0, -2
+        with VideoWriter(Path(output), info.fps, audio_from=Path(video), crf=crf, overwrite=overwrite) as writer:
+            for chunk in iter_chunks(Path(video), chunk_size):
+                out = chunk.frames.copy()
+                idx = np.arange(chunk.start, chunk.start + len(chunk.frames))
+                sel = idx[idx < n]
+                sel = sel[ok_all[sel]]
+                if len(sel):
+                    faces, masks = self._faces(sel, track, recon, pose_edit, exp_edit, flame, colours, renderer,
+                                               cuts, last_ok)
+                    for k, i in enumerate(sel):
+                        out[i - chunk.start] = paste_back(chunk.frames[i - chunk.start], faces[k],
+                                                          track.transforms[i], mask=masks[k])
+                    last_ok = int(sel[-1])
+                writer.write(out)
+                done += len(out)
+        return done
+
+    def _faces(self, sel: np.ndarray, track, recon, pose_edit: np.ndarray, exp_edit: np.ndarray, flame, colours,
+               renderer, cuts: np.ndarray, last_ok: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Aligned 256² faces and soft paste-back masks for the frames ``sel`` (runs keep the temporal state)."""
+        import cv2
+
+        from spfem_cli.align import apply_affine
+        from spfem_cli.neural_render import pack_conditioning, to_uint8
+        from spfem_cli.render3d import crop_to_aligned, render_conditioning
+
+        codes = recon.deca_codes(sel)
+        exp = torch.from_numpy(exp_edit[sel]).float().to(self.device)
+        pose = codes.pose.clone().to(self.device)
+        pose[:, 3] = torch.from_numpy(pose_edit[sel, 3]).float().to(self.device)   # edited jaw opening
+        with torch.no_grad():
+            verts = flame(codes.shape.to(self.device), exp, pose).vertices
+            mats = torch.from_numpy(crop_to_aligned(recon.crop_mats[sel], track.transforms[sel])).float()
+            eyes_lm = np.stack([apply_affine(track.transforms[i], track.landmarks[i][36:48]) for i in sel])
+            pupils = np.stack([apply_affine(track.transforms[i], track.pupils[i]) for i in sel])
+            imgs = render_conditioning(verts, codes.cam.to(self.device), flame.faces, colours, mats.to(self.device),
+                                       eyes_lm, pupils)
+        to8 = [(x.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+               for x in (imgs.nmfc, imgs.eyes, imgs.shape)]
+        mask = (imgs.mask[:, 0].cpu().numpy() > 0.5).astype(np.uint8)
+        cond = pack_conditioning(to8[0], to8[1], to8[2], mask)
+        faces = []
+        for s, e, reset in sequence_runs(sel, cuts, last_ok):
+            if reset:
+                renderer.reset()
+            faces.append(renderer.render(cond[s:e]))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
+        soft = [cv2.GaussianBlur(cv2.erode(m * 255, kernel).astype(np.float32) / 255, (0, 0), 3) for m in mask]
+        return to_uint8(torch.cat(faces)), soft
