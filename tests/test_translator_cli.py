@@ -42,3 +42,19 @@ def test_train_translator_stccl_without_metric_is_one_clear_error(tmp_path, monk
 
     assert res.exit_code != 0 and isinstance(res.exception, SpfemError)
     assert "STCCL metric file not found" in str(res.exception) and "--no-stccl" in str(res.exception)
+
+
+def test_cli_defaults_are_neds_config_defaults():
+    """The command may not import torch at `--help` time, so it repeats the defaults: keep them equal."""
+    import typer
+
+    from spfem_cli.train.translator import TranslatorRun, TranslatorTrainConfig
+
+    cmd = typer.main.get_command(app).commands["train-translator"]
+    d = {p.name: p.default for p in cmd.params}
+    cfg, run = TranslatorTrainConfig(), TranslatorRun(out_dir=".")
+    assert (d["lr"], d["batch"], d["epochs"], d["decay_epochs"]) == (cfg.lr, cfg.batch_size, cfg.niter, cfg.niter_decay)
+    assert cfg.lr == cfg.f_lr and cfg.d_lr is None and cfg.betas == (0.0, 0.99)
+    assert (d["stccl_weight"], d["stccl_frames"]) == (cfg.lambda_stccl, cfg.stccl_frames)
+    assert (d["seed"], d["ckpt_every"], d["device"], d["amp"], d["resume"]) == (
+        run.seed, run.ckpt_every, run.device, run.amp, run.resume)
