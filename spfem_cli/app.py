@@ -264,6 +264,8 @@ def train_metric(
     num_workers: int = typer.Option(_MT.num_workers, "--num-workers", help="DataLoader workers."),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Pair lists and face crops (default <out>/cache)."),
     install: bool = typer.Option(False, "--install/--no-install", help="Install the result as weight 'stccl_metric'."),
+    prepare_only: bool = typer.Option(False, "--prepare-only", help="Only build the pair list and face-crop caches "
+                                      "(run once, single process, before a torchrun job)."),
 ) -> None:
     """Train the STCCL correlation metric on MEAD/RAVDESS neutral-vs-emotion pairs (resumes in --out).
 
@@ -279,7 +281,10 @@ def train_metric(
         backbone_weights=backbone_weights, crops=_choice(crops, CHOICES["crops"], "--crops"),
         pose_align=pose_align, device=device, amp=amp, seed=seed, ckpt_every=ckpt_every, log_every=log_every,
         num_workers=num_workers, cache_dir=str(cache_dir) if cache_dir else None)
-    path = run(cfg)
+    path = run(cfg, prepare_only=prepare_only)
+    if prepare_only:
+        console.print(f"pairs and crops cached in {path}")
+        return
     import os
 
     if os.environ.get("RANK", "0") != "0":     # torchrun: only rank 0 reports and installs

@@ -87,6 +87,9 @@ def test_train_metric_cli_resume_and_analyze(tiny_mead: Path, tmp_path: Path) ->
     args = ["train-metric", "--root", str(tiny_mead), "--out", str(out), "--batch", "2", "--arch", "r18",
             "--input-size", str(SIZE), "--crops", "centre", "--backbone-weights", "none", "--ckpt-every", "1",
             "--log-every", "1", "--device", "cpu", "--context", "1", "--mode", "joint"]
+    prep = runner.invoke(app, [*args, "--prepare-only"])
+    assert prep.exit_code == 0, prep.output
+    assert len(list((out / "cache").glob("pairs_mead_train_*.json"))) == 1 and not (out / "checkpoints").exists()
     first = runner.invoke(app, [*args, "--steps", "2"])
     assert first.exit_code == 0, first.output
     metric_file = out / "stccl_metric.pt"

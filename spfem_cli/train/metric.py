@@ -92,19 +92,54 @@ def make_source(cfg: MetricTrainConfig, cache: Path) -> CropSource:
     return TrackedCropSource(cache / "crops", cfg.input_size)
 
 
-def train_metric(cfg: MetricTrainConfig, *, source: CropSource | None = None, progress: bool = True) -> Path:
-    """Run (or resume) a metric training; returns the path of the metric file written at the end."""
+def prepare_data(cfg: MetricTrainConfig, source: CropSource, *, progress: bool = True) -> list[ClipPair]:
+    """Pairs (DTW, cached JSON) and, for the tracked source, every clip's aligned crops (cached).
+
+    Run it once in a single process (``--prepare-only``) before a multi-GPU run: tracking all of MEAD
+    takes far longer than a process-group barrier waits.
+    """
     from spfem_cli.datasets.pairs import build_pairs
+
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out) / "cache"
+    pairs = build_pairs(cfg.dataset, Path(cfg.root), split="train", cache_dir=cache, progress=progress)
+    prepare = getattr(source, "prepare", None)
+    if prepare is not None:
+        videos = sorted({v for p in pairs for v in (p.video_a, p.video_b)})
+        if progress:
+            from rich.progress import track
+
+            videos = track(videos, description="tracking + aligning faces")
+        for video in videos:
+            prepare(video)
+    return pairs
+
+
+def train_metric(cfg: MetricTrainConfig, *, source: CropSource | None = None, progress: bool = True,
+                 prepare_only: bool = False) -> Path:
+    """Run (or resume) a metric training; returns the path of the metric file written at the end
+    (with ``prepare_only``: build the pair list and crop caches, then return the cache folder)."""
+    import torch.distributed as dist
+
     from spfem_cli.train.loop import TrainConfig, Trainer
 
     out = Path(cfg.out)
     cache = Path(cfg.cache_dir) if cfg.cache_dir else out / "cache"
-    pairs = build_pairs(cfg.dataset, Path(cfg.root), split="train", cache_dir=cache, progress=progress)
-    dataset = PairWindowDataset(pairs, source or make_source(cfg, cache), context=cfg.context,
-                                single_frame=cfg.mode == "spatial", pose_align=cfg.pose_align)
+    source = source or make_source(cfg, cache)
+    if prepare_only:
+        prepare_data(cfg, source, progress=progress)
+        return cache
     trainer = Trainer(TrainConfig(out_dir=out, max_steps=cfg.steps, ckpt_every=cfg.ckpt_every,
                                   log_every=cfg.log_every, seed=cfg.seed, device=cfg.device, amp=cfg.amp,
                                   progress=progress), run_config=asdict(cfg))
+    # Rank 0 builds the caches first; the other ranks then read them instead of racing to write them.
+    if trainer.is_main:
+        pairs = prepare_data(cfg, source, progress=progress)
+    if trainer.distributed:
+        dist.barrier()
+    if not trainer.is_main:
+        pairs = prepare_data(cfg, source, progress=False)
+    dataset = PairWindowDataset(pairs, source, context=cfg.context, single_frame=cfg.mode == "spatial",
+                                pose_align=cfg.pose_align)
     model = trainer.add_module("metric", build_metric(cfg))
     trainer.add_optimizer("adam", torch.optim.Adam(trainer.raw("metric").parameters(), lr=cfg.lr))
     try:
