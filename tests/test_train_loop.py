@@ -184,3 +184,37 @@ def test_interrupt_saves_the_last_completed_step(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         trainer.fit(step, trainer.make_loader(_dataset(), batch_size=8))
     assert [p.name for p in checkpoint_paths(tmp_path)] == ["step_00000003.pt"]
+
+
+def _clip_and_schedule_run(out: Path, max_steps: int, grad_clip: float | None) -> tuple[Trainer, list[float]]:
+    cfg = TrainConfig(out_dir=out, max_steps=max_steps, ckpt_every=2, device="cpu", progress=False,
+                      grad_clip=grad_clip)
+    trainer = Trainer(cfg)
+    torch.manual_seed(0)
+    model = trainer.add_module("net", nn.Linear(4, 1))
+    opt = torch.optim.SGD(trainer.raw("net").parameters(), lr=0.1)
+    trainer.add_optimizer("sgd", opt, scheduler=torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5))
+    norms: list[float] = []
+
+    def step(batch, tr: Trainer) -> dict[str, float]:
+        x, y = batch
+        loss = nn.functional.mse_loss(model(x), y)
+        norm = tr.backward_step(loss, "sgd")
+        if norm is not None:
+            norms.append(norm)
+        return {"loss": loss.item()}
+
+    trainer.fit(step, trainer.make_loader(_dataset(), batch_size=8))
+    return trainer, norms
+
+
+def test_grad_clip_and_scheduler_state_resume(tmp_path: Path) -> None:
+    clipped, norms = _clip_and_schedule_run(tmp_path / "a", 4, grad_clip=1e-3)
+    free, _ = _clip_and_schedule_run(tmp_path / "b", 4, grad_clip=None)
+    assert len(norms) == 4 and norms[0] > 1e-3                       # pre-clip norm is reported
+    w_clip, w_free = clipped.raw("net").weight, free.raw("net").weight
+    assert not torch.allclose(w_clip, w_free)
+    assert clipped.optimizers["sgd"].param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**4)
+    resumed, _ = _clip_and_schedule_run(tmp_path / "a", 6, grad_clip=1e-3)   # resumes at step 4
+    assert resumed.schedulers["sgd"].last_epoch == 6
+    assert resumed.optimizers["sgd"].param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**6)
