@@ -114,7 +114,9 @@ def projection(c: int) -> nn.Sequential:
 
 def info_nce_rows(q: torch.Tensor, k: torch.Tensor, tau: float) -> torch.Tensor:
     """Per-row InfoNCE of L2-normalised ``q``, ``k`` (G×S×D): row s's positive is k[s], negatives k[t≠s]."""
-    logits = torch.bmm(q, k.transpose(1, 2)) / tau               # G × S × S; diagonal = positives
+    # fp32 even under autocast: logits reach 1/τ ≈ 14, where bf16 steps are 0.06.
+    with torch.autocast(q.device.type, enabled=False):
+        logits = torch.bmm(q.float(), k.float().transpose(1, 2)) / tau   # G × S × S; diagonal = positives
     labels = torch.arange(q.shape[1], device=q.device).expand(q.shape[0], -1)
     return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(q.shape[:2])
 

@@ -184,3 +184,11 @@ def test_vectorised_loss_equals_the_per_patch_loop() -> None:
     fast = model.terms_from_features(fg, ft, generator=torch.Generator().manual_seed(4)).total
     slow = per_patch_loss(model, fg, ft, torch.Generator().manual_seed(4))
     assert torch.allclose(fast, slow, rtol=1e-4, atol=1e-5)
+
+
+def test_info_nce_logits_stay_fp32_under_autocast() -> None:
+    q = F.normalize(torch.randn(2, 16, 8, generator=torch.Generator().manual_seed(0)), dim=-1).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rows = info_nce_rows(q, q, 0.07)
+    assert rows.dtype == torch.float32
+    assert torch.allclose(rows, info_nce_rows(q.float(), q.float(), 0.07))
