@@ -202,3 +202,22 @@ def test_train_renderer_command_names_missing_weights(actor, tmp_path, monkeypat
     result = CliRunner().invoke(app, ["train-renderer", "--data", str(actor), "--out", str(tmp_path / "r")])
     assert isinstance(result.exception, WeightsError)
     assert "ned_meta_renderer" in str(result.exception) and "\n" not in str(result.exception)
+
+
+def test_meta_renderer_folder_and_file_forms(tmp_path):
+    """--meta accepts NED's checkpoint folder or its G file; missing D/Dm files are reported, not fatal."""
+    from spfem_cli.train.renderer import build_networks
+
+    cfg = tiny_cfg()
+    torch.manual_seed(1)
+    g, d, dm = NedGenerator(ngf=16, n_blocks=3), MultiscaleDiscriminator(ndf=16), MultiscaleDiscriminator(ndf=16)
+    torch.save(g.state_dict(), tmp_path / "latest_net_G.pth")
+    torch.save(d.state_dict(), tmp_path / "latest_net_D.pth")
+    notes: list[str] = []
+    g2, d2, dm2 = build_networks(cfg, tmp_path, warn=notes.append)
+    assert torch.equal(g2.model_final_img[1].weight, g.model_final_img[1].weight)
+    assert torch.equal(d2.scale0_layer0[0].weight, d.scale0_layer0[0].weight)
+    assert not torch.equal(dm2.scale0_layer0[0].weight, dm.scale0_layer0[0].weight)
+    assert len(notes) == 1 and "latest_net_Dm.pth" in notes[0]
+    g3, _, _ = build_networks(cfg, tmp_path / "latest_net_G.pth", warn=lambda msg: None)
+    assert torch.equal(g3.model_down_img[1].weight, g.model_down_img[1].weight)
