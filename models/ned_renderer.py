@@ -207,3 +207,28 @@ def load_ned_state(module: nn.Module, path) -> nn.Module:
         state = {k[len("module."):]: v for k, v in state.items()}
     module.load_state_dict(state, strict=True)
     return module
+
+
+def find_ned_file(path, key: str = "G"):
+    """NED checkpoint file of network ``key`` (G, D, Dm) in a folder or next to a given file.
+
+    NED names files ``<epoch>_net_<key>.pth``: ``latest`` for actor renderers, ``15`` for the published
+    meta-renderer (README: ``--which_epoch 15``). A folder prefers ``latest``, else the highest epoch; a
+    given ``<label>_net_G.pth`` file selects the siblings with the same label. Returns None when absent.
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    if path.is_file():
+        label = path.name.split("_net_")[0] if "_net_" in path.name else None
+        if key == "G" or label is None:
+            return path if key == "G" else None
+        sibling = path.with_name(f"{label}_net_{key}.pth")
+        return sibling if sibling.is_file() else None
+    if not path.is_dir():
+        return None
+    latest = path / f"latest_net_{key}.pth"
+    if latest.is_file():
+        return latest
+    numbered = [p for p in path.glob(f"*_net_{key}.pth") if p.name.split("_net_")[0].isdigit()]
+    return max(numbered, key=lambda p: int(p.name.split("_net_")[0])) if numbered else None

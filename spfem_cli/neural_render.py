@@ -20,10 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.ned_renderer import N_FRAMES_G, NedGenerator, load_ned_state
+from models.ned_renderer import N_FRAMES_G, NedGenerator, find_ned_file, load_ned_state
 from spfem_cli.errors import SpfemError
-
-GENERATOR_FILE = "latest_net_G.pth"
 
 
 def pack_conditioning(nmfc: np.ndarray, gaze: np.ndarray, shape: np.ndarray, mask: np.ndarray) -> torch.Tensor:
@@ -82,10 +80,10 @@ class NeuralRenderer:
 
     @classmethod
     def from_dir(cls, folder: Path | str, device: torch.device | str = "cpu", **kwargs) -> NeuralRenderer:
-        """Load ``latest_net_G.pth`` from an actor renderer folder (ours or NED's)."""
-        path = Path(folder) / GENERATOR_FILE if Path(folder).is_dir() else Path(folder)
-        if not path.is_file():
-            raise SpfemError(f"no renderer at {path}: train one with `spfem train-renderer VIDEO --out DIR` "
+        """Load the generator of an actor renderer folder (ours or NED's: ``latest_net_G.pth`` or ``<epoch>_net_G.pth``)."""
+        path = find_ned_file(folder, "G")
+        if path is None:
+            raise SpfemError(f"no renderer generator at {folder}: train one with `spfem train-renderer VIDEO --out DIR` "
                              "or point --renderer at a NED actor checkpoint folder")
         return cls(load_ned_state(NedGenerator(), path), device, **kwargs)
 

@@ -72,6 +72,7 @@ def tiny_cfg(**kw) -> RendererTrainConfig:
 def _recon(g: NedGenerator, data, vgg_loss) -> tuple[float, float]:
     cond = pack_conditioning(data["nmfc"], data["gaze"], data["shape"], data["mask"])
     real = torch.from_numpy(np.array(data["frames"])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    real = real * cond[:, 9:10] - (1 - cond[:, 9:10])  # the training target: the masked face
     with torch.no_grad():
         fake = generate(g, temporal_windows(cond), torch.zeros(2, 3, SIZE, SIZE))
         return float((fake - real).abs().mean()), float(vgg_loss(fake, real))
@@ -92,6 +93,8 @@ def test_actor_folder_roundtrip_and_windows(actor):
     assert item["cond"].shape == (6, 10, SIZE, SIZE) and item["real"].shape == (6, 3, SIZE, SIZE)
     assert set(torch.unique(item["cond"][:, 9]).tolist()) <= {0.0, 1.0}
     assert -1 <= item["real"].min() and item["real"].max() <= 1
+    outside = (item["cond"][:, 9:10] == 0).expand_as(item["real"])
+    assert outside.any() and torch.all(item["real"][outside] == -1)  # target masked like G's output
 
 
 def test_tiny_finetune_lowers_reconstruction_losses(actor, tmp_path):
@@ -211,13 +214,14 @@ def test_meta_renderer_folder_and_file_forms(tmp_path):
     cfg = tiny_cfg()
     torch.manual_seed(1)
     g, d, dm = NedGenerator(ngf=16, n_blocks=3), MultiscaleDiscriminator(ndf=16), MultiscaleDiscriminator(ndf=16)
-    torch.save(g.state_dict(), tmp_path / "latest_net_G.pth")
-    torch.save(d.state_dict(), tmp_path / "latest_net_D.pth")
+    torch.save(g.state_dict(), tmp_path / "15_net_G.pth")  # the published meta-renderer's names (epoch 15)
+    torch.save(d.state_dict(), tmp_path / "15_net_D.pth")
+    torch.save(d.state_dict(), tmp_path / "5_net_G.pth")     # an older epoch: must not be picked
     notes: list[str] = []
     g2, d2, dm2 = build_networks(cfg, tmp_path, warn=notes.append)
     assert torch.equal(g2.model_final_img[1].weight, g.model_final_img[1].weight)
     assert torch.equal(d2.scale0_layer0[0].weight, d.scale0_layer0[0].weight)
     assert not torch.equal(dm2.scale0_layer0[0].weight, dm.scale0_layer0[0].weight)
-    assert len(notes) == 1 and "latest_net_Dm.pth" in notes[0]
-    g3, _, _ = build_networks(cfg, tmp_path / "latest_net_G.pth", warn=lambda msg: None)
+    assert len(notes) == 1 and "15_net_Dm.pth" in notes[0]
+    g3, _, _ = build_networks(cfg, tmp_path / "15_net_G.pth", warn=lambda msg: None)
     assert torch.equal(g3.model_down_img[1].weight, g.model_down_img[1].weight)

@@ -32,7 +32,9 @@ def missing_weights(renderer_dir: Path | None) -> list[str]:
     from spfem_cli import weights
 
     missing = [n for n in NED_WEIGHTS if weights.status(n) in ("missing", "user file missing")]
-    if renderer_dir is None or not (Path(renderer_dir) / "latest_net_G.pth").is_file():
+    from models.ned_renderer import find_ned_file
+
+    if renderer_dir is None or find_ned_file(renderer_dir, "G") is None:
         missing.append("actor renderer (spfem train-renderer VIDEO --out DIR, then --renderer DIR)")
     return missing
 

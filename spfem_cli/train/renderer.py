@@ -37,6 +37,7 @@ from models.ned_renderer import (
     NedGenerator,
     crop_rois,
     feature_matching_loss,
+    find_ned_file,
     load_ned_state,
     lsgan_loss,
     roi_size_for,
@@ -94,7 +95,8 @@ class SequenceWindows(Dataset):
 
     The trainer asks for ``seq_len + 2`` frames: the first two are the past context of the first generated one.
 
-    Returns ``cond`` L×10×H×W in [0, 1], ``real`` L×3×H×W in [-1, 1] and ``mouth`` L×2 (x, y).
+    Returns ``cond`` L×10×H×W in [0, 1], ``real`` L×3×H×W in [-1, 1] (masked: -1 outside the face mask, as
+    NED's segmented ``faces``) and ``mouth`` L×2 (x, y).
     """
 
     def __init__(self, data: Mapping[str, np.ndarray], length: int) -> None:
@@ -116,6 +118,8 @@ class SequenceWindows(Dataset):
         d = self.data
         cond = pack_conditioning(d["nmfc"][sl], d["gaze"][sl], d["shape"][sl], d["mask"][sl])
         real = torch.from_numpy(np.array(d["frames"][sl])).permute(0, 3, 1, 2).float() / 127.5 - 1
+        mask = cond[:, 9:10]
+        real = real * mask - (1 - mask)  # NED trains on segmented faces: black outside the mask, like G's output
         mouth = torch.from_numpy(np.array(d["mouth"][sl])).long()
         return {"cond": cond, "real": real, "mouth": mouth}
 
@@ -159,21 +163,20 @@ def build_networks(cfg: RendererTrainConfig, meta: Path | str | None = None,
             ned_weights_init(net)
     if meta is None:
         return g, d, dm
-    meta = Path(meta)
-    g_file = meta / NED_FILES["G"] if meta.is_dir() else meta
-    folder = meta if meta.is_dir() else meta.parent
-    if not g_file.is_file():
-        raise SpfemError(f"no meta-renderer generator at {g_file}: "
+    g_file = find_ned_file(meta, "G")
+    if g_file is None:
+        raise SpfemError(f"no meta-renderer generator (latest_net_G.pth or <epoch>_net_G.pth) at {meta}: "
                          "`spfem weights fetch ned_meta_renderer` says how to get it")
     load_ned_state(g, g_file)
     for key, net in (("D", d), ("Dm", dm)):
         if net is None:
             continue
-        path = folder / NED_FILES[key]
-        if path.is_file():
+        path = find_ned_file(g_file, key)
+        if path is not None:
             load_ned_state(net, path)
         else:
-            warn(f"{path.name} not found next to the meta-renderer: discriminator {key} starts from NED's init")
+            warn(f"no {key} file next to {g_file.name} (e.g. {g_file.name.replace('_net_G', '_net_' + key)}): "
+                 f"discriminator {key} starts from NED's init")
     return g, d, dm
 
 
