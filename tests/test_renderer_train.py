@@ -113,7 +113,7 @@ def test_tiny_finetune_lowers_reconstruction_losses(actor, tmp_path):
     vgg_loss = VGGPerceptualLoss(vgg)
     l1_before, vgg_before = _recon(g_init, data, vgg_loss)
     l1_after, vgg_after = _recon(g, data, vgg_loss)
-    assert l1_after < 0.95 * l1_before, (l1_before, l1_after)  # measured: 0.874 -> 0.800 in 24 updates
+    assert l1_after < 0.8 * l1_before, (l1_before, l1_after)  # measured: 0.233 -> 0.126 in 24 updates
     assert vgg_after < vgg_before, (vgg_before, vgg_after)
     # training-time logs carry every NED term plus STCCL, and a sample grid PNG was written
     import json
