@@ -20,8 +20,16 @@ from spfem_cli.train.renderer import ACTOR_ARRAYS
 
 
 def prepare_actor_data(video: Path, out: Path, *, tracker: str = "fan", device: str = "auto", chunk_size: int = 16,
-                       progress: bool = True) -> Path:
-    """Write ``out/{frames,nmfc,gaze,shape,mask,mouth}.npy`` for ``video``; returns ``out``."""
+                       progress: bool = True, detail: bool = True, track=None, flame=None, deca=None,
+                       detail_assets=None) -> Path:
+    """Write ``out/{frames,nmfc,gaze,shape,mask,mouth}.npy`` for ``video``; returns ``out``.
+
+    ``detail``: NED's *detailed* shape image (DECA detail normals); False renders coarse shading. ``track``,
+    ``flame``, ``deca``, ``detail_assets`` default to the cached track and the registry's (gated) weights.
+    """
+    from dataclasses import fields, replace
+
+    from models.deca import DECA
     from models.flame import FLAME
     from spfem_cli.align import apply_affine, warp_to_aligned
     from spfem_cli.device import pick_device
@@ -32,9 +40,14 @@ def prepare_actor_data(video: Path, out: Path, *, tracker: str = "fan", device: 
 
     video, out = Path(video), Path(out)
     dev = pick_device(device)
-    track = cached_track(video, tracker=tracker, progress=progress)
-    recon = Reconstruction.load(reconstruct_video(video, track, out / "cache", dev, progress=progress))
-    flame = FLAME.from_registry().to(dev).eval()
+    track = track if track is not None else cached_track(video, tracker=tracker, progress=progress)
+    deca = (deca or DECA.from_registry()).to(dev).eval()
+    recon = Reconstruction.load(reconstruct_video(video, track, out / "cache", dev, deca=deca, progress=progress))
+    flame = (flame or FLAME.from_registry()).to(dev).eval()
+    if detail:
+        from models.detail import DetailAssets
+
+        detail_assets = (detail_assets or DetailAssets.from_registry()).to(dev)
     colours = nmfc_colours(flame.v_template)
     n = len(recon)
     ok_all = recon.valid[:n] & track.valid[:n] & np.isfinite(track.transforms[:n]).all(axis=(1, 2))
@@ -58,7 +71,11 @@ def prepare_actor_data(video: Path, out: Path, *, tracker: str = "fan", device: 
             mats = torch.from_numpy(crop_to_aligned(recon.crop_mats[sel], track.transforms[sel])).float().to(dev)
             eyes_lm = np.stack([apply_affine(track.transforms[i], track.landmarks[i][36:48]) for i in sel])
             pupils = np.stack([apply_affine(track.transforms[i], track.pupils[i]) for i in sel])
-            imgs = render_conditioning(verts, codes.cam.to(dev), flame.faces, colours, mats, eyes_lm, pupils)
+            disp = None
+            if detail:
+                disp = deca.displacement(replace(codes, **{f.name: getattr(codes, f.name).to(dev) for f in fields(codes)}))
+            imgs = render_conditioning(verts, codes.cam.to(dev), flame.faces, colours, mats, eyes_lm, pupils,
+                                       displacement=disp, detail_assets=detail_assets)
         k = len(sel)
         frames = [warp_to_aligned(f, track.transforms[i]) for f, i in zip(chunk.frames[keep], sel, strict=True)]
         arrays["frames"][row:row + k] = np.stack(frames)
@@ -71,5 +88,6 @@ def prepare_actor_data(video: Path, out: Path, *, tracker: str = "fan", device: 
     for arr in arrays.values():
         arr.flush()
     (out / "actor.json").write_text(json.dumps({"frames": total, "size": [ALIGNED, ALIGNED], "video": str(video),
-                                                "tracker": tracker, "mask": "FLAME mesh coverage"}))
+                                                "tracker": tracker, "mask": "FLAME mesh coverage",
+                                                "shape": "detailed" if detail else "coarse"}))
     return out
