@@ -7,7 +7,7 @@ the integration only has to call three methods. Stages:
   expression values (jaw opening + 50 FLAME expression);
 * :meth:`NedBackend.manipulate` — :func:`spfem_cli.translate.translate` to a label / reference / timeline;
 * :meth:`NedBackend.render_video` — per chunk: FLAME with the *edited* jaw + expression and the source's
-  shape / pose / camera → NMFC, shape and eye-gaze images in the aligned 256² frame → the actor's
+  shape / pose / camera → NMFC, detailed shape (DECA detail normals) and eye-gaze images in the aligned 256² frame → the actor's
   renderer (:class:`spfem_cli.neural_render.NeuralRenderer`, sequential with a batched conditioning
   encoder) → the shared Laplacian paste-back → H.264 with the source audio.
 
@@ -24,7 +24,8 @@ import torch
 
 from spfem_cli.errors import SpfemError
 
-NED_WEIGHTS = ("deca_model", "flame_generic", "flame_landmark_embedding", "ned_translator")
+NED_WEIGHTS = ("deca_model", "flame_generic", "flame_landmark_embedding", "deca_head_template",
+               "deca_fixed_displacement", "deca_uv_face_eye_mask", "ned_translator")
 
 
 def missing_weights(renderer_dir: Path | None) -> list[str]:
@@ -53,10 +54,11 @@ class NedBackend:
     name = "ned"
 
     def __init__(self, renderer_dir: Path, *, device: str = "auto", translator: str = "ned_translator",
-                 batch_frames: int = 16, cache_dir: Path | None = None, progress: bool = True) -> None:
+                 batch_frames: int = 16, cache_dir: Path | None = None, progress: bool = True,
+                 check_weights: bool = True) -> None:
         from spfem_cli.device import pick_device
 
-        missing = missing_weights(renderer_dir)
+        missing = missing_weights(renderer_dir) if check_weights else []
         if missing:
             raise SpfemError(f"the ned backend needs: {'; '.join(missing)} (`spfem weights list` says how to get them)")
         self.renderer_dir = Path(renderer_dir)
@@ -85,8 +87,15 @@ class NedBackend:
                          device=self.device)
 
     def render_video(self, video: Path, output: Path, track, recon, edited, *, crf: int = 18,
-                     overwrite: bool = False, chunk_size: int = 32) -> int:
-        """Render every frame, paste back, write ``output`` with the source audio; returns the frame count."""
+                     overwrite: bool = False, chunk_size: int = 32, flame=None, deca=None, detail_assets=None,
+                     renderer=None) -> int:
+        """Render every frame, paste back, write ``output`` with the source audio; returns the frame count.
+
+        ``flame`` / ``deca`` / ``detail_assets`` / ``renderer`` (a NeuralRenderer) default to the registry's
+        weights and the actor renderer folder; tests pass stand-ins.
+        """
+        from models.deca import DECA
+        from models.detail import DetailAssets
         from models.flame import FLAME
         from spfem_cli.blend import paste_back
         from spfem_cli.neural_render import NeuralRenderer
@@ -94,9 +103,11 @@ class NedBackend:
         from spfem_cli.video import VideoWriter, iter_chunks, probe
 
         info = probe(Path(video))
-        flame = FLAME.from_registry().to(self.device).eval()
+        flame = (flame or FLAME.from_registry()).to(self.device).eval()
         colours = nmfc_colours(flame.v_template)
-        renderer = NeuralRenderer.from_dir(self.renderer_dir, self.device, batch_frames=self.batch_frames)
+        self._deca = (deca or DECA.from_registry()).to(self.device).eval()
+        self._detail_assets = (detail_assets or DetailAssets.from_registry()).to(self.device)
+        renderer = renderer or NeuralRenderer.from_dir(self.renderer_dir, self.device, batch_frames=self.batch_frames)
         pose_edit, exp_edit = edited.to_deca()
         n = len(recon)
         ok_all = recon.valid[:n] & track.valid[:n] & np.isfinite(track.transforms[:n]).all(axis=(1, 2))
@@ -122,6 +133,8 @@ class NedBackend:
     def _faces(self, sel: np.ndarray, track, recon, pose_edit: np.ndarray, exp_edit: np.ndarray, flame, colours,
                renderer, cuts: np.ndarray, last_ok: int) -> tuple[np.ndarray, list[np.ndarray]]:
         """Aligned 256² faces and soft paste-back masks for the frames ``sel`` (runs keep the temporal state)."""
+        from dataclasses import fields, replace
+
         import cv2
 
         from spfem_cli.align import apply_affine
@@ -132,13 +145,15 @@ class NedBackend:
         exp = torch.from_numpy(exp_edit[sel]).float().to(self.device)
         pose = codes.pose.clone().to(self.device)
         pose[:, 3] = torch.from_numpy(pose_edit[sel, 3]).float().to(self.device)   # edited jaw opening
+        codes = replace(codes, **{f.name: getattr(codes, f.name).to(self.device) for f in fields(codes)})
+        codes = replace(codes, exp=exp, pose=pose)   # detail displacement follows the edited jaw + expression
         with torch.no_grad():
-            verts = flame(codes.shape.to(self.device), exp, pose).vertices
+            verts = flame(codes.shape, exp, pose).vertices
             mats = torch.from_numpy(crop_to_aligned(recon.crop_mats[sel], track.transforms[sel])).float()
             eyes_lm = np.stack([apply_affine(track.transforms[i], track.landmarks[i][36:48]) for i in sel])
             pupils = np.stack([apply_affine(track.transforms[i], track.pupils[i]) for i in sel])
-            imgs = render_conditioning(verts, codes.cam.to(self.device), flame.faces, colours, mats.to(self.device),
-                                       eyes_lm, pupils)
+            imgs = render_conditioning(verts, codes.cam, flame.faces, colours, mats.to(self.device), eyes_lm, pupils,
+                                       displacement=self._deca.displacement(codes), detail_assets=self._detail_assets)
         to8 = [(x.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
                for x in (imgs.nmfc, imgs.eyes, imgs.shape)]
         mask = (imgs.mask[:, 0].cpu().numpy() > 0.5).astype(np.uint8)
