@@ -28,7 +28,8 @@ def forbid_tracking(monkeypatch):
     monkeypatch.setattr(track_module, "track_video", boom)
 
 
-def test_outputs_and_second_run_from_cache(short_clip, tmp_path, request):
+def test_outputs_and_second_run_from_cache(short_clip, tmp_path, request, monkeypatch):
+    monkeypatch.setenv("SPFEM_HOME", str(tmp_path / "home"))   # a cache no other test has filled
     out = tmp_path / "pre"
     result = pp.preprocess(short_clip.path, out, progress=False)
     assert not result.cached
