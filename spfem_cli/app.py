@@ -197,7 +197,9 @@ def edit(
     reference: Path | None = typer.Option(None, "--reference", help="Take the expression of the face in this clip."),
     timeline: str | None = typer.Option(None, "--timeline", help='Emotions over time in seconds, e.g. "happy@0-3,sad@3-6".'),
     intensity: float = typer.Option(DEFAULT_INTENSITY, "--intensity", help="Edit strength, 0 (none) to 1 (full)."),
-    backend: str = typer.Option("auto", "--backend", help="auto | warp | ned."),
+    backend: str = typer.Option("auto", "--backend", help="auto (ned when its weights and --renderer are present, else warp) | warp | ned."),
+    renderer: Path | None = typer.Option(None, "--renderer", help="Actor renderer folder from `spfem train-renderer` (ned backend)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (ned backend)."),
     tracker: str = typer.Option("mediapipe", "--tracker", help="mediapipe (embedded) | fan (needs weights)."),
     face: int = typer.Option(0, "--face", help="Which face when several: 0 = largest, 1 = next, ..."),
     side_by_side: Path | None = typer.Option(None, "--side-by-side", help="Also write source | edited to this file."),
@@ -215,7 +217,8 @@ def edit(
         suffix = target.emotion or ("reference" if reference else "timeline")
         output = video.with_name(f"{video.stem}.{suffix}.mp4")
     request = EditRequest(video, output, target, backend=backend, tracker=tracker, face_index=face,
-                          side_by_side=side_by_side, plot=plot, overwrite=overwrite, allow_no_face=allow_no_face)
+                          side_by_side=side_by_side, plot=plot, overwrite=overwrite, allow_no_face=allow_no_face,
+                          renderer=renderer, device=device)
     result = edit_video(request)
     console.print(f"[green]wrote[/] {result.output}  ({result.frames} frames, {result.valid_frames} with a face, "
                   f"{float(result.fps):.3f} fps, backend {result.backend})")

@@ -207,3 +207,10 @@ def test_cli_side_by_side_and_plot(short_clip, tmp_path):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = float(result.stderr.split("r = ")[1].split(")")[0])
     assert r >= 0.95
+
+
+def test_auto_backend_falls_back_to_warp_and_says_why(short_clip, tmp_path):
+    result = _cli(str(short_clip.path), "-o", str(tmp_path / "o.mp4"), "--emotion", "happy", "--backend", "auto")
+    assert result.returncode == 0, result.stderr
+    assert "backend warp (auto: the ned backend lacks" in result.stderr
+    assert "backend warp" in result.stderr.splitlines()[-1] or "wrote" in result.stderr

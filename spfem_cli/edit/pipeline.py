@@ -42,6 +42,8 @@ class EditRequest:
     allow_no_face: bool = False
     progress: bool = True
     crf: int = 18
+    renderer: Path | None = None      # actor renderer folder (ned backend)
+    device: str = "auto"
 
 
 @dataclass
@@ -59,15 +61,32 @@ class EditResult:
     note: str = ""
 
 
-def choose_backend(name: BackendName) -> tuple[WarpBackend, str]:
-    """The backend to run and one line saying why."""
-    if name == "ned":
-        raise SpfemError("the ned backend is not available yet (it needs the NED renderer of issue 9); use --backend warp")
-    if name == "auto":
-        return WarpBackend(), "backend warp (auto: the ned backend is not installed)"
+def choose_backend(req: EditRequest):
+    """The backend to run and one line saying which and why."""
+    name = req.backend
+    if name not in ("auto", "warp", "ned"):
+        raise SpfemError(f"unknown backend '{name}': choose auto, warp or ned")
     if name == "warp":
         return WarpBackend(), "backend warp"
-    raise SpfemError(f"unknown backend '{name}': choose auto, warp or ned")
+    from spfem_cli.edit.ned_backend import NedBackend, missing_weights
+
+    if name == "ned":
+        return NedBackend(req.renderer, device=req.device, progress=req.progress), "backend ned"
+    missing = missing_weights(req.renderer)
+    if missing:
+        return WarpBackend(), f"backend warp (auto: the ned backend lacks {len(missing)} item(s): {missing[0]}, ...)"
+    return NedBackend(req.renderer, device=req.device, progress=req.progress), "backend ned (auto: weights and an actor renderer are present)"
+
+
+def write_side_by_side(source: Path, edited: Path, output: Path, *, crf: int = 18, overwrite: bool = False) -> Path:
+    """source | edited, decoded in lockstep (for backends that render the video themselves)."""
+    info = probe(source)
+    with VideoWriter(output, info.fps, audio_from=source, crf=crf, overwrite=overwrite) as writer:
+        for a, b in zip(iter_chunks(source), iter_chunks(edited), strict=False):
+            n = min(len(a.frames), len(b.frames))
+            h, w = a.frames.shape[1:3]
+            writer.write(np.concatenate([a.frames[:n], b.frames[:n, :h, :w]], axis=2))
+    return output
 
 
 def _check_paths(req: EditRequest) -> None:
@@ -137,10 +156,30 @@ def _copy_through(req: EditRequest) -> None:
         shutil.copyfile(req.input, tmp)
 
 
+def _reference_track(req: EditRequest):
+    ref_track = _track(req.target.reference, req)
+    if ref_track.n_valid == 0:
+        raise SpfemError(f"no face found in the reference {req.target.reference}")
+    return ref_track
+
+
+def _edit_ned(req: EditRequest, backend, track) -> EditResult:
+    """DECA → translator → conditioning → actor renderer → paste-back (spfem_cli.edit.ned_backend)."""
+    recon, source = backend.encode(req.input, track)
+    reference = None
+    if req.target.reference is not None:
+        reference = backend.encode(req.target.reference, _reference_track(req))[1]
+    edited = backend.manipulate(source, req.target, reference)
+    n = backend.render_video(req.input, req.output, track, recon, edited, crf=req.crf, overwrite=req.overwrite)
+    if req.side_by_side is not None:
+        write_side_by_side(req.input, req.output, req.side_by_side, crf=req.crf, overwrite=req.overwrite)
+    return EditResult(req.output, backend.name, n, track.fps, track.n_valid, req.side_by_side)
+
+
 def edit_video(req: EditRequest) -> EditResult:
     """Run one edit end to end; see the module docstring for the stages."""
     _check_paths(req)
-    backend, why = choose_backend(req.backend)
+    backend, why = choose_backend(req)
     if req.progress:
         console.print(why)
     track = _track(req.input, req)
@@ -150,17 +189,17 @@ def edit_video(req: EditRequest) -> EditResult:
         _copy_through(req)
         return EditResult(req.output, backend.name, len(track), track.fps, 0, note="no face: copied through")
     reference = None
-    if req.target.reference is not None:
-        ref_track = _track(req.target.reference, req)
-        if ref_track.n_valid == 0:
-            raise SpfemError(f"no face found in the reference {req.target.reference}")
-        reference = backend.encode(ref_track)
-    source = backend.encode(track)
-    plan = backend.plan(source, req.target, float(track.fps), reference)
-    edited = backend.manipulate(source, plan)
-    n = render_edit(req, backend, track, source, edited)
-    result = EditResult(req.output, backend.name, n, track.fps, track.n_valid, req.side_by_side,
-                        source_aus=plan.source_aus, target_aus=plan.target_aus)
+    if req.target.reference is not None and backend.name == "warp":
+        reference = backend.encode(_reference_track(req))
+    if backend.name == "ned":
+        result = _edit_ned(req, backend, track)
+    else:
+        source = backend.encode(track)
+        plan = backend.plan(source, req.target, float(track.fps), reference)
+        edited = backend.manipulate(source, plan)
+        n = render_edit(req, backend, track, source, edited)
+        result = EditResult(req.output, backend.name, n, track.fps, track.n_valid, req.side_by_side,
+                            source_aus=plan.source_aus, target_aus=plan.target_aus)
     if req.plot is not None:
         from spfem_cli.edit.report import mouth_plot
 
