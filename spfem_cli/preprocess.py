@@ -52,11 +52,9 @@ class PreprocessResult:
 
 def content_hash(path: Path, chunk: int = 1 << 22) -> str:
     """sha256 of the file's bytes (the same video under another name hits the cache)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+    from spfem_cli.weights import sha256_of
+
+    return sha256_of(path, chunk)
 
 
 def _resolved_config(config: PreprocessConfig) -> dict:

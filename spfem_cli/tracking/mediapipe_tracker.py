@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from spfem_cli.tracking.base import Detection, Tracker, box_from_landmarks
+from spfem_cli.tracking.base import Detection, Tracker, box_from_landmarks, box_iou
 
 # FaceMesh vertex index for each iBUG-68 point. Derived by semantics on the FaceMesh topology and
 # checked on the astronaut photo (points drawn over the image):
@@ -40,14 +40,6 @@ MP_TO_IBUG68 = np.array([
 MP_IRIS_CENTRES = np.array([468, 473])
 CROP_SIZE = 256        # px side of the per-face crop given to FaceMesh
 CROP_SCALE = 1.9       # crop side / detector box side (keeps the whole head in the crop)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 class MediaPipeTracker(Tracker):
@@ -104,7 +96,7 @@ class MediaPipeTracker(Tracker):
         boxes.sort(key=lambda item: -item[1])
         kept: list[tuple[np.ndarray, float]] = []
         for box, score in boxes:
-            if all(_iou(box, other) < 0.3 for other, _ in kept):
+            if all(box_iou(box, other) < 0.3 for other, _ in kept):
                 kept.append((box, score))
         return kept[: self.max_faces]
 
@@ -140,7 +132,7 @@ class MediaPipeTracker(Tracker):
             if points is None:
                 continue
             det = self._to_detection(points, score)
-            if all(_iou(det.box, other.box) < 0.5 for other in found):
+            if all(box_iou(det.box, other.box) < 0.5 for other in found):
                 found.append(det)
         if not found:
             # Close-ups the full-range detector can miss: mesh the whole frame.

@@ -15,7 +15,7 @@ import numpy as np
 
 from spfem_cli.align import alignment_transform
 from spfem_cli.errors import SpfemError
-from spfem_cli.tracking.base import Detection, FaceTrack, Tracker
+from spfem_cli.tracking.base import Detection, FaceTrack, Tracker, box_iou
 from spfem_cli.tracking.temporal import TemporalConfig, fill_gaps, frame_signature, is_cut, smooth_runs
 from spfem_cli.video import iter_chunks, probe
 
@@ -36,21 +36,13 @@ def get_tracker(name: str, **kwargs) -> Tracker:
     raise SpfemError(f"unknown tracker '{name}'; choose one of: {', '.join(TRACKERS)}")
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def choose_face(detections: list[Detection], previous_box: np.ndarray | None, face_index: int) -> Detection | None:
     """Follow the previous face by overlap; otherwise take the ``face_index``-th largest."""
     if not detections:
         return None
     if previous_box is not None:
-        best = max(detections, key=lambda d: _iou(d.box, previous_box))
-        if _iou(best.box, previous_box) >= FOLLOW_IOU:
+        best = max(detections, key=lambda d: box_iou(d.box, previous_box))
+        if box_iou(best.box, previous_box) >= FOLLOW_IOU:
             return best
     ranked = sorted(detections, key=lambda d: -d.area)
     return ranked[face_index] if face_index < len(ranked) else None
