@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from spfem_cli.edit.targets import DEFAULT_INTENSITY
-from spfem_cli.errors import NotImplementedYet, SpfemError
+from spfem_cli.errors import SpfemError
 from spfem_cli.train.metric_config import CHOICES, AnalysisConfig, MetricTrainConfig
 
 console = Console(stderr=True)
@@ -24,10 +24,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                        "talking face, keep the speech and the audio.")
 weights_app = typer.Typer(no_args_is_help=True, help="Pretrained weights: list, fetch, verify, path.")
 app.add_typer(weights_app, name="weights")
-
-
-def _not_yet(what: str, issue: str) -> None:
-    raise NotImplementedYet(f"`spfem {what}` is not implemented yet ({issue})")
 
 
 # --------------------------------------------------------------------------- weights

@@ -3,7 +3,3 @@
 
 class SpfemError(RuntimeError):
     """Bad input or a missing prerequisite; the message alone must tell the user what to do."""
-
-
-class NotImplementedYet(SpfemError):
-    """A command of the mission that has not been built yet."""
