@@ -30,6 +30,23 @@ class BenchRow:
     note: str = ""
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (MiB) since it started.
+
+    Read from VmHWM, which belongs to the process image: ``ru_maxrss`` survives ``execve`` on Linux,
+    so a fresh child started by a big parent would report the parent's peak instead of its own.
+    """
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def timeit(fn, *, repeat: int = 5, warmup: int = 1) -> float:
     """Median wall seconds of ``fn()`` over ``repeat`` runs after ``warmup`` runs."""
     for _ in range(warmup):

@@ -11,14 +11,15 @@ from spfem_cli.bench import BenchRow, timeit
 AREA = "edit"
 
 _MEMORY_SCRIPT = """
-import resource, sys
+import sys
 from pathlib import Path
+from spfem_cli.bench import peak_rss_mib
 from spfem_cli.edit.pipeline import EditRequest, edit_video
 from spfem_cli.edit.targets import EditTarget
 from spfem_cli.sample import make_talking_clip
 clip = make_talking_clip(Path(sys.argv[1]) / "m.mp4", seconds=float(sys.argv[2]), fps=25, size=(360, 640), face_scale=1.3)
 edit_video(EditRequest(clip.path, Path(sys.argv[1]) / "o.mp4", EditTarget(emotion="happy"), backend="warp", progress=False))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(peak_rss_mib())
 """
 
 
@@ -30,7 +31,7 @@ def peak_memory_mb(seconds: float) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, tmp, str(seconds)], check=True,
                              capture_output=True, text=True)
-    return int(out.stdout.strip().splitlines()[-1]) / 1024
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def run() -> list[BenchRow]:

@@ -11,14 +11,13 @@ each with the peak resident memory of a fresh process running only that measurem
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 
 import torch
 import torch.nn.functional as F
 
-from spfem_cli.bench import BenchRow, timeit
+from spfem_cli.bench import BenchRow, peak_rss_mib, timeit
 
 AREA = "stccl"
 STAGE_SHAPES = ((64, 112), (128, 56), (256, 28), (512, 14))
@@ -83,7 +82,7 @@ def measure(which: str, batch: int = 8, repeat: int = 3) -> dict[str, float]:
                 loss = per_patch_loss(metric, fg, ft, gen)
             loss.backward()
     sec = timeit(step, repeat=repeat, warmup=1)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mib()
     return {"ms": sec * 1000, "peak_mib": peak}
 
 
