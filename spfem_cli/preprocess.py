@@ -171,28 +171,23 @@ def _write_media(video: Path, track: FaceTrack, entry: Path, size: int, progress
     import numpy as np
 
     from spfem_cli.align import warp_to_aligned
-    from spfem_cli.tracking.track import _progress
+    from spfem_cli.progress import frame_progress
     from spfem_cli.video import VideoWriter, iter_chunks
 
-    bar = _progress(progress, len(track), "aligned crops + debug video")
-    try:
-        with VideoWriter(entry / "aligned.mp4", track.fps, audio_from=video, overwrite=True) as aligned, \
-                VideoWriter(entry / "debug.mp4", track.fps, audio_from=video, overwrite=True) as debug:
-            for chunk in iter_chunks(video):
-                crops = np.zeros((len(chunk.frames), size, size, 3), np.uint8)
-                drawn = np.empty_like(chunk.frames)
-                for j, frame in enumerate(chunk.frames):
-                    i = chunk.start + j
-                    if i < len(track) and track.valid[i]:
-                        crops[j] = warp_to_aligned(frame, track.transforms[i] * (size / 256.0), size)
-                    drawn[j] = draw_debug(frame, track, i) if i < len(track) else frame
-                aligned.write(crops)
-                debug.write(drawn)
-                if bar is not None:
-                    bar[0].update(bar[1], advance=len(chunk.frames))
-    finally:
-        if bar is not None:
-            bar[0].stop()
+    with frame_progress(progress, len(track), "aligned crops + debug video") as advance, \
+            VideoWriter(entry / "aligned.mp4", track.fps, audio_from=video, overwrite=True) as aligned, \
+            VideoWriter(entry / "debug.mp4", track.fps, audio_from=video, overwrite=True) as debug:
+        for chunk in iter_chunks(video):
+            crops = np.zeros((len(chunk.frames), size, size, 3), np.uint8)
+            drawn = np.empty_like(chunk.frames)
+            for j, frame in enumerate(chunk.frames):
+                i = chunk.start + j
+                if i < len(track) and track.valid[i]:
+                    crops[j] = warp_to_aligned(frame, track.transforms[i] * (size / 256.0), size)
+                drawn[j] = draw_debug(frame, track, i) if i < len(track) else frame
+            aligned.write(crops)
+            debug.write(drawn)
+            advance(len(chunk.frames))
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:

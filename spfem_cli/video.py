@@ -154,8 +154,6 @@ def check_output_path(output: Path, *, inputs: tuple[Path, ...] = (), overwrite:
     """Refuse to clobber the input or an existing file, and fail early on an unwritable folder."""
     output = Path(output)
     for item in inputs:
-        if Path(item).exists() and output.exists() and output.resolve() == Path(item).resolve():
-            raise VideoError(f"output {output} is the input file; choose another path")
         if output.resolve() == Path(item).resolve():
             raise VideoError(f"output {output} is the input file; choose another path")
     if output.exists() and not overwrite:

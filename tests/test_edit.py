@@ -213,4 +213,4 @@ def test_auto_backend_falls_back_to_warp_and_says_why(short_clip, tmp_path):
     result = _cli(str(short_clip.path), "-o", str(tmp_path / "o.mp4"), "--emotion", "happy", "--backend", "auto")
     assert result.returncode == 0, result.stderr
     assert "backend warp (auto: the ned backend lacks" in result.stderr
-    assert "backend warp" in result.stderr.splitlines()[-1] or "wrote" in result.stderr
+    assert (tmp_path / "o.mp4").is_file()

@@ -51,21 +51,10 @@ def run() -> list[BenchRow]:
         note = f"CPU, synthetic FLAME-sized mesh {n_v} v / {n_f} tris"
         rows.append(BenchRow(AREA, f"rasterise + NMFC 256², batch {batch} (wall)", sec * 1000 / batch, "ms/frame", note))
         rows.append(BenchRow(AREA, f"rasterise + NMFC 256², batch {batch} (process CPU time)",
-                             _cpu_seconds(step) * 1000 / batch, "ms/frame",
+                             timeit(step, clock=time.process_time) * 1000 / batch, "ms/frame",
                              note + "; CPU time is robust to a shared, loaded machine"))
     rows.extend(_reconstruct_rows())
     return rows
-
-
-def _cpu_seconds(fn, repeat: int = 5) -> float:
-    """Median process CPU seconds of ``fn()`` (all threads), after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.process_time()
-        fn()
-        times.append(time.process_time() - start)
-    return sorted(times)[len(times) // 2]
 
 
 def _reconstruct_rows() -> list[BenchRow]:
@@ -86,7 +75,7 @@ def _reconstruct_rows() -> list[BenchRow]:
             return reconstruct_frames(video, track, deca, torch.device("cpu"), batch_size=16)
 
         wall = timeit(step, repeat=3)
-        cpu = _cpu_seconds(step, repeat=3)
+        cpu = timeit(step, repeat=3, clock=time.process_time)
     what = "reconstruct (decode + DECA crop + coarse & detail encoders)"
     note = f"CPU, random DECA weights in the published layout, {n} frames 480×360, batch 16, tracking excluded"
     return [BenchRow(AREA, f"{what} (wall)", n / wall, "frames/s", note),

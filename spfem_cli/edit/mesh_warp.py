@@ -39,10 +39,7 @@ def anchor_points(landmarks: np.ndarray, size: float) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def mesh_triangles() -> np.ndarray:
-    """Triangle indices over [68 landmarks + anchors], from a Delaunay triangulation of the template.
-
-    Triangles made only of inner-lip points are dropped: the mouth interior warps with its frame.
-    """
+    """Triangle indices over [68 landmarks + anchors], from a Delaunay triangulation of the template."""
     points = np.concatenate([TEMPLATE_68, anchor_points(TEMPLATE_68, ALIGNED_SIZE)])
     tris = Delaunay(points).simplices
     return tris.astype(np.int32)

@@ -22,6 +22,7 @@ from spfem_cli.edit.mesh_warp import warp_region_mask
 from spfem_cli.edit.targets import EditTarget
 from spfem_cli.edit.warp_backend import LandmarkSeq, WarpBackend
 from spfem_cli.errors import SpfemError
+from spfem_cli.progress import frame_progress
 from spfem_cli.video import AtomicOutput, VideoWriter, check_output_path, iter_chunks, probe
 
 BackendName = Literal["auto", "warp", "ned"]
@@ -111,29 +112,17 @@ def _track(path: Path, req: EditRequest, *, cache: bool = True):
     return track_video(path, req.tracker, face_index=req.face_index, progress=req.progress)
 
 
-def _progress(enabled: bool, total: int, label: str):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    if not enabled:
-        return contextlib.nullcontext(None), None
-    progress = Progress("[bold]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=console, transient=False)
-    return progress, progress.add_task(label, total=total)
-
-
 def render_edit(req: EditRequest, backend: WarpBackend, track, source: LandmarkSeq, edited: LandmarkSeq) -> int:
-    """Stream the input through the renderer into the output (and side-by-side) writers."""
-    info = probe(req.input)
+    """Stream the input through the renderer into the output (and side-by-side) writers; returns the frame count."""
     frames_done = 0
-    progress, task = _progress(req.progress, len(track), f"rendering ({backend.name})")
     with contextlib.ExitStack() as stack:
-        writer = stack.enter_context(VideoWriter(req.output, info.fps, audio_from=req.input, crf=req.crf,
+        writer = stack.enter_context(VideoWriter(req.output, track.fps, audio_from=req.input, crf=req.crf,
                                                  overwrite=req.overwrite))
         side = None
         if req.side_by_side is not None:
-            side = stack.enter_context(VideoWriter(req.side_by_side, info.fps, audio_from=req.input, crf=req.crf,
+            side = stack.enter_context(VideoWriter(req.side_by_side, track.fps, audio_from=req.input, crf=req.crf,
                                                    overwrite=req.overwrite))
-        stack.enter_context(progress)
+        advance = stack.enter_context(frame_progress(req.progress, len(track), f"rendering ({backend.name})"))
         for chunk in iter_chunks(req.input):
             out = chunk.frames.copy()
             for j, frame in enumerate(chunk.frames):
@@ -146,8 +135,7 @@ def render_edit(req: EditRequest, backend: WarpBackend, track, source: LandmarkS
             if side is not None:
                 side.write(np.concatenate([chunk.frames, out], axis=2))
             frames_done += len(out)
-            if task is not None:
-                progress.update(task, advance=len(out))
+            advance(len(out))
     return frames_done
 
 

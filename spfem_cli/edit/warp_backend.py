@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spfem_cli.align import ALIGNED_SIZE, apply_affine, warp_to_aligned
+from spfem_cli.align import ALIGNED_SIZE, warp_to_aligned
 from spfem_cli.edit import facs
 from spfem_cli.edit.mesh_warp import warp_face
 from spfem_cli.edit.targets import EditTarget, component_weights
@@ -105,9 +105,3 @@ class WarpBackend:
         warped = warp_face(crop, source * k, edited * k)
         return warped, matrix_k
 
-
-def landmarks_in_frame(matrix: np.ndarray, aligned: np.ndarray) -> np.ndarray:
-    """Aligned landmarks back in frame pixels (for drawing and for the mask)."""
-    from spfem_cli.align import invert_affine
-
-    return apply_affine(invert_affine(matrix), aligned)

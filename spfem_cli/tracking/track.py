@@ -15,6 +15,7 @@ import numpy as np
 
 from spfem_cli.align import alignment_transform
 from spfem_cli.errors import SpfemError
+from spfem_cli.progress import frame_progress
 from spfem_cli.tracking.base import Detection, FaceTrack, Tracker, box_iou
 from spfem_cli.tracking.temporal import TemporalConfig, fill_gaps, frame_signature, is_cut, smooth_runs
 from spfem_cli.video import iter_chunks, probe
@@ -61,33 +62,30 @@ def track_video(path: Path, tracker: str | Tracker = "mediapipe", face_index: in
     lms, boxes, pupils, valid, cuts = [], [], [], [], []
     previous_sig = None
     follow_box: np.ndarray | None = None
-    bar = _progress(progress, info.n_frames, f"tracking ({engine.name})")
     try:
-        for chunk in iter_chunks(path, chunk_size, max_frames=max_frames):
-            for frame in chunk.frames:
-                sig = frame_signature(frame)
-                cut = is_cut(previous_sig, sig, config)
-                previous_sig = sig
-                if cut:
-                    follow_box = None
-                det = choose_face(engine.detect(frame), follow_box, face_index)
-                cuts.append(cut)
-                if det is None:
-                    lms.append(np.full((68, 2), np.nan))
-                    boxes.append(np.full(4, np.nan))
-                    pupils.append(np.full((2, 2), np.nan))
-                    valid.append(False)
-                else:
-                    follow_box = det.box
-                    lms.append(det.landmarks)
-                    boxes.append(det.box)
-                    pupils.append(det.pupils)
-                    valid.append(True)
-            if bar is not None:
-                bar[0].update(bar[1], advance=len(chunk.frames))
+        with frame_progress(progress, info.n_frames, f"tracking ({engine.name})") as advance:
+            for chunk in iter_chunks(path, chunk_size, max_frames=max_frames):
+                for frame in chunk.frames:
+                    sig = frame_signature(frame)
+                    cut = is_cut(previous_sig, sig, config)
+                    previous_sig = sig
+                    if cut:
+                        follow_box = None
+                    det = choose_face(engine.detect(frame), follow_box, face_index)
+                    cuts.append(cut)
+                    if det is None:
+                        lms.append(np.full((68, 2), np.nan))
+                        boxes.append(np.full(4, np.nan))
+                        pupils.append(np.full((2, 2), np.nan))
+                        valid.append(False)
+                    else:
+                        follow_box = det.box
+                        lms.append(det.landmarks)
+                        boxes.append(det.box)
+                        pupils.append(det.pupils)
+                        valid.append(True)
+                advance(len(chunk.frames))
     finally:
-        if bar is not None:
-            bar[0].stop()
         if owned:
             engine.close()
     return finish_track(np.array(lms, np.float64), np.array(boxes, np.float64), np.array(pupils, np.float64),
@@ -110,15 +108,3 @@ def finish_track(landmarks: np.ndarray, boxes: np.ndarray, pupils: np.ndarray, v
     return FaceTrack(boxes=boxes, landmarks=landmarks, pupils=pupils, valid=valid, transforms=transforms,
                      interpolated=interpolated, cuts=cuts, fps=fps, frame_size=frame_size, tracker=tracker,
                      meta={"temporal": asdict(config), **(meta or {})})
-
-
-def _progress(enabled: bool, total: int, label: str):
-    if not enabled:
-        return None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    bar = Progress("[bold]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   console=Console(stderr=True), transient=True)
-    bar.start()
-    return bar, bar.add_task(label, total=total or None)
