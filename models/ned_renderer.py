@@ -200,13 +200,45 @@ def crop_rois(images: torch.Tensor, centers: torch.Tensor, size: int) -> torch.T
     return torch.stack(out)
 
 
-def load_ned_state(module: nn.Module, path) -> nn.Module:
-    """Load one NED ``*_net_{G,D,Dm}.pth`` file strictly (a ``module.`` DataParallel prefix is stripped)."""
+def read_ned_state(path) -> dict[str, torch.Tensor]:
+    """The state dict of one NED ``*_net_{G,D,Dm}.pth`` file (a ``module.`` DataParallel prefix is stripped)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and all(k.startswith("module.") for k in state):
+    if isinstance(state, dict) and state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
-    module.load_state_dict(state, strict=True)
+    return state
+
+
+def load_ned_state(module: nn.Module, path) -> nn.Module:
+    """Load one NED ``*_net_{G,D,Dm}.pth`` file strictly."""
+    module.load_state_dict(read_ned_state(path), strict=True)
     return module
+
+
+def generator_config(state: dict[str, torch.Tensor]) -> dict[str, int]:
+    """``NedGenerator`` arguments read off a generator state dict.
+
+    Why: a renderer folder may come from NED (ngf 64, 9 blocks) or from a smaller ``spfem train-renderer``
+    configuration, and NED's ``opt.txt`` is not always shipped with the weights; the tensor shapes always are.
+    """
+    try:
+        first_seg, first_img = state["model_down_seg.1.weight"], state["model_down_img.1.weight"]
+    except KeyError as exc:
+        raise ValueError(f"not a NED generator state dict (no {exc.args[0]})") from None
+    n_frames = first_img.shape[1] // OUTPUT_NC + 1
+    n_down = sum(1 for k, v in state.items() if k.startswith("model_up_img.") and k.endswith(".weight") and v.ndim == 4)
+    enc_blocks = {k.split(".")[1] for k in state if k.startswith("model_down_seg.") and ".conv_block." in k}
+    res_blocks = {k.split(".")[1] for k in state if k.startswith("model_res_img.")}
+    return {"cond_nc": first_seg.shape[1] // n_frames, "output_nc": state["model_final_img.1.weight"].shape[0],
+            "n_frames": n_frames, "ngf": first_seg.shape[0], "n_downsampling": n_down,
+            "n_blocks": len(enc_blocks) + len(res_blocks)}
+
+
+def load_ned_generator(path) -> NedGenerator:
+    """A NED generator file (``*_net_G.pth``) as a module of the configuration it was trained with."""
+    state = read_ned_state(path)
+    generator = NedGenerator(**generator_config(state))
+    generator.load_state_dict(state, strict=True)
+    return generator
 
 
 def find_ned_file(path, key: str = "G"):

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.ned_renderer import N_FRAMES_G, NedGenerator, find_ned_file, load_ned_state
+from models.ned_renderer import N_FRAMES_G, NedGenerator, find_ned_file, load_ned_generator
 from spfem_cli.errors import SpfemError
 
 
@@ -85,7 +85,11 @@ class NeuralRenderer:
         if path is None:
             raise SpfemError(f"no renderer generator at {folder}: train one with `spfem train-renderer VIDEO --out DIR` "
                              "or point --renderer at a NED actor checkpoint folder")
-        return cls(load_ned_state(NedGenerator(), path), device, **kwargs)
+        try:
+            generator = load_ned_generator(path)
+        except Exception as exc:  # a truncated download, a D file renamed G, a foreign checkpoint
+            raise SpfemError(f"{path} is not a NED renderer generator ({type(exc).__name__}: {str(exc)[:120]})") from exc
+        return cls(generator, device, **kwargs)
 
     def reset(self) -> None:
         """Start a new sequence (a new shot): no past conditioning, black previous outputs."""

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
+from fakes import write_detail_assets
 
 from models.detail import DetailAssets, grid_triangles, read_obj_uvs
 from models.flame import FLAME, synthetic_flame
@@ -21,19 +21,9 @@ def flame() -> FLAME:
 
 
 def _assets(flame: FLAME, tmp: Path, mask_value: int = 255) -> DetailAssets:
-    """head_template.obj-like file (UV = frontal projection, v up), a mask PNG and a zero fixed displacement."""
-    v = flame.v_template.numpy()
-    uv = (v[:, :2] - v[:, :2].min(0)) / (v[:, :2].max(0) - v[:, :2].min(0))
-    faces = flame.faces.numpy()
-    lines = [f"v {x} {y} {z}" for x, y, z in v] + [f"vt {a} {b}" for a, b in uv]
-    lines += [f"f {a + 1}/{a + 1} {b + 1}/{b + 1} {c + 1}/{c + 1}" for a, b, c in faces]
-    (tmp / "head_template.obj").write_text("\n".join(lines) + "\n")
-    mask = np.zeros((256, 256, 3), np.uint8)
-    mask[40:216, 40:216] = mask_value
-    cv2.imwrite(str(tmp / "uv_face_eye_mask.png"), mask)
-    np.save(tmp / "fixed_displacement_256.npy", np.zeros((256, 256)))
-    return DetailAssets.from_files(tmp / "head_template.obj", tmp / "uv_face_eye_mask.png",
-                                   tmp / "fixed_displacement_256.npy")
+    paths = write_detail_assets(tmp, flame.v_template.numpy(), flame.faces.numpy(), mask_value=mask_value)
+    return DetailAssets.from_files(paths["deca_head_template"], paths["deca_uv_face_eye_mask"],
+                                   paths["deca_fixed_displacement"])
 
 
 def _render(flame: FLAME, displacement: torch.Tensor | None, assets: DetailAssets | None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from models.ned_renderer import (
@@ -172,3 +173,26 @@ def test_mouth_roi_is_clamped_inside_frame():
     assert crops.shape == (2, 3, 18, 18)
     assert torch.equal(crops[0], imgs[0, :, :18, :18])
     assert torch.equal(crops[1], imgs[1, :, 21:39, 31:49])
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"ngf": 8, "n_blocks": 3}, {"ngf": 16, "n_blocks": 4, "n_downsampling": 2}])
+def test_generator_config_is_read_off_the_checkpoint(tmp_path, kwargs):
+    """NED's published G (64 / 9 blocks) and smaller trained configurations load from the weights alone."""
+    from models.ned_renderer import generator_config, load_ned_generator
+
+    model = NedGenerator(**kwargs)
+    path = tmp_path / "latest_net_G.pth"
+    torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, path)  # DataParallel-saved
+    expected = {"cond_nc": 9, "output_nc": 3, "n_frames": 3, "ngf": 64, "n_downsampling": 3, "n_blocks": 9, **kwargs}
+    assert generator_config(model.state_dict()) == expected
+    loaded = load_ned_generator(path)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values(), strict=True))
+
+
+def test_renderer_folder_with_a_foreign_file_is_a_one_line_error(tmp_path):
+    from spfem_cli.errors import SpfemError
+    from spfem_cli.neural_render import NeuralRenderer
+
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "latest_net_G.pth")
+    with pytest.raises(SpfemError, match="not a NED renderer generator"):
+        NeuralRenderer.from_dir(tmp_path)

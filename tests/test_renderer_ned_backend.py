@@ -1,4 +1,4 @@
-"""NED edit backend (not wired yet): weight check for --backend auto, sequence runs of the renderer state."""
+"""NED edit backend stages: weight check for --backend auto, sequence runs of the renderer state, render_video."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ def test_ned_render_stage_end_to_end_on_sample_clip(tmp_path):
     """Track → DECA (random weights, real layout) → conditioning (detailed shape) → renderer (random, narrow) →
     paste-back → H.264 with the source audio. Random weights: the plumbing is judged, not the picture."""
     import torch
+    from fakes import frontal_deca
 
-    from models.deca import DECA
     from models.detail import DetailAssets
     from models.flame import FLAME, synthetic_flame
     from models.ned_renderer import NedGenerator
@@ -44,12 +44,7 @@ def test_ned_render_stage_end_to_end_on_sample_clip(tmp_path):
     video = tmp_path / "talk.mp4"
     make_talking_clip(video, seconds=0.4, fps=25, size=(240, 320))
     track = track_video(video, "mediapipe", progress=False)
-    torch.manual_seed(0)
-    deca = DECA().eval()
-    with torch.no_grad():  # a frontal mean face with a sensible camera from the random encoder
-        deca.E_flame.layers[2].weight.zero_()
-        deca.E_flame.layers[2].bias.zero_()
-        deca.E_flame.layers[2].bias[206] = 7.0
+    deca = frontal_deca()
     recon = Reconstruction.load(reconstruct_video(video, track, tmp_path / "cache", "cpu", deca=deca, progress=False))
     source = ExpressionSeq.from_reconstruction(recon)
     edited = ExpressionSeq(source.coeffs + np.linspace(0, 0.5, 51, dtype=np.float32), source.fps, source.valid)

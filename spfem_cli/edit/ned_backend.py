@@ -1,7 +1,7 @@
 """The neural (`ned`) edit backend: DECA → NED translator → conditioning images → actor renderer.
 
-NOT WIRED into :mod:`spfem_cli.edit.pipeline` (the integrator owns it); written by the renderer area so
-the integration only has to call three methods. Stages:
+:func:`spfem_cli.edit.pipeline.edit_video` calls the three stages (``--backend ned``, or ``auto`` when
+:func:`missing_weights` is empty):
 
 * :meth:`NedBackend.encode` — DECA codes per frame (cached by ``spfem_cli.reconstruct``) and NED's 51
   expression values (jaw opening + 50 FLAME expression);
