@@ -13,9 +13,13 @@ from spfem_cli.train.renderer import (
     RendererStep,
     RendererTrainConfig,
     SequenceWindows,
+    affine_jitter,
     fine_tune,
+    jitter_pupils,
     load_actor_data,
+    make_sequence_loader,
     save_actor_data,
+    steps_for_epochs,
 )
 
 SIZE = 64
@@ -88,7 +92,7 @@ def actor(tmp_path_factory):
 def test_actor_folder_roundtrip_and_windows(actor):
     data = load_actor_data(actor)
     assert isinstance(data["frames"], np.memmap)
-    ds = SequenceWindows(data, 6)
+    ds = SequenceWindows(data, n_frames_total=4)
     item = ds[0]
     assert item["cond"].shape == (6, 10, SIZE, SIZE) and item["real"].shape == (6, 3, SIZE, SIZE)
     assert set(torch.unique(item["cond"][:, 9]).tolist()) <= {0.0, 1.0}
@@ -100,7 +104,7 @@ def test_actor_folder_roundtrip_and_windows(actor):
 def test_tiny_finetune_lowers_reconstruction_losses(actor, tmp_path):
     torch.manual_seed(0)
     vgg = VGG19Features()
-    cfg = tiny_cfg()
+    cfg = tiny_cfg(seq_len=2)  # NED's schedule over 12 one-sequence epochs: 2 → 4 → 8 generated frames
     metric = StandInPairMetric()
     out = fine_tune(actor, tmp_path / "run", cfg=cfg, max_steps=12, metric=metric, vgg=vgg, device="cpu",
                     ckpt_every=6, log_every=1, progress=False)
@@ -113,7 +117,7 @@ def test_tiny_finetune_lowers_reconstruction_losses(actor, tmp_path):
     vgg_loss = VGGPerceptualLoss(vgg)
     l1_before, vgg_before = _recon(g_init, data, vgg_loss)
     l1_after, vgg_after = _recon(g, data, vgg_loss)
-    assert l1_after < 0.8 * l1_before, (l1_before, l1_after)  # measured: 0.233 -> 0.126 in 24 updates
+    assert l1_after < 0.8 * l1_before, (l1_before, l1_after)  # measured: 0.233 -> 0.128 in 23 updates
     assert vgg_after < vgg_before, (vgg_before, vgg_after)
     # training-time logs carry every NED term plus STCCL, and a sample grid PNG was written
     import json
@@ -121,6 +125,9 @@ def test_tiny_finetune_lowers_reconstruction_losses(actor, tmp_path):
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if "G_VGG" in line]
     assert {"G_VGG", "G_GAN", "G_GAN_Feat", "Gm_GAN", "Gm_GAN_Feat", "G_STCCL", "D", "L1"} <= set(records[-1])
     assert records[-1]["L1"] < records[0]["L1"]
+    # one 10-frame sub-sequence = one step per epoch; n_frames_total doubles every niter_step = 5 epochs and
+    # stops at 10 - 2 = 8 (the window must also hold the 2 past frames)
+    assert [r["frames"] for r in records] == [2.0] * 5 + [4.0] * 5 + [8.0] * 2
     assert sorted(p.name for p in (out / "samples").glob("*.png")) == ["step_00000005.png", "step_00000010.png"]
 
 
@@ -225,3 +232,130 @@ def test_meta_renderer_folder_and_file_forms(tmp_path):
     assert len(notes) == 1 and "15_net_Dm.pth" in notes[0]
     g3, _, _ = build_networks(cfg, tmp_path / "15_net_G.pth", warn=lambda msg: None)
     assert torch.equal(g3.model_down_img[1].weight, g.model_down_img[1].weight)
+
+
+# --------------------------------------------------------------------------- NED's schedule and augmentation
+def indexed_actor(n: int, size: int = 8) -> dict[str, np.ndarray]:
+    """Frame t is the constant image t (and mouth (t, t)), so a window says which frames it took."""
+    frames = np.repeat(np.arange(n, dtype=np.uint8)[:, None, None, None], size * size * 3).reshape(n, size, size, 3)
+    cond = np.zeros((n, size, size, 3), np.uint8)
+    return {"frames": frames, "nmfc": cond, "gaze": cond, "shape": cond, "mask": np.ones((n, size, size), np.uint8),
+            "mouth": np.stack([np.arange(n), np.arange(n)], 1)}
+
+
+def _frame_ids(item) -> list[int]:
+    return torch.round((item["real"][:, 0, 0, 0] + 1) * 127.5).long().tolist()
+
+
+def test_sequence_length_schedule_doubles_every_niter_step_and_caps():
+    """NED defaults: 50-frame sub-sequences, n_frames_total 12 doubled every 5 epochs, at most 50 - 2."""
+    ds = SequenceWindows(indexed_actor(120), **_ned_schedule())
+    assert len(ds) == 2                                   # 120 // 50: the last 20 frames are dropped, as NED
+    loaded = [ds[(0, epoch)]["cond"].shape[0] for epoch in range(20)]
+    # generated 12 (epochs 1-5), 24 (6-10), 48 (11-20, capped), each window + 2 frames of past context
+    assert loaded == [14] * 5 + [26] * 5 + [50] * 10
+    for epoch in (0, 7, 12):
+        for i in range(len(ds)):
+            item = ds[(i, epoch)]
+            ids = _frame_ids(item)
+            assert ids == list(range(ids[0], ids[0] + len(ids)))           # consecutive frames
+            assert 50 * i <= ids[0] and ids[-1] < 50 * (i + 1)              # inside sub-sequence i
+            assert item["mouth"][:, 0].tolist() == ids                      # mouth centres travel with their frames
+    # a clip shorter than a sub-sequence is one sub-sequence; the cap is its length minus the 2 past frames
+    short = SequenceWindows(indexed_actor(30), **_ned_schedule())
+    assert len(short) == 1 and [short[(0, e)]["cond"].shape[0] for e in (0, 5, 10, 19)] == [14, 26, 30, 30]
+    # --epochs counts NED epochs: one step per sub-sequence (per rank under DDP)
+    assert steps_for_epochs(120, 20, 50) == 40 and steps_for_epochs(120, 20, 50, world_size=2) == 20
+
+
+def _ned_schedule() -> dict:
+    cfg = RendererTrainConfig()
+    return {"n_frames_total": cfg.seq_len, "niter_step": cfg.niter_step, "subseq_len": cfg.subseq_len}
+
+
+def test_schedule_follows_trainer_epochs_and_resume(tmp_path):
+    """Through the shared Trainer: the length follows the epoch, and a resumed run loads the same windows."""
+    from spfem_cli.train.loop import TrainConfig, Trainer
+
+    ds = SequenceWindows(indexed_actor(60), n_frames_total=3, niter_step=1, subseq_len=20, augment=False, seed=4)
+
+    def run(out, max_steps, log):
+        tr = Trainer(TrainConfig(out_dir=out, max_steps=max_steps, ckpt_every=1000, device="cpu", progress=False,
+                                 tensorboard=False))
+        tr.fit(lambda batch, t: log.append((t.step, t.epoch, tuple(_frame_ids({"real": batch["real"][0]})))) or {},
+               make_sequence_loader(tr, ds))
+
+    full: list = []
+    run(tmp_path / "a", 12, full)
+    assert [len(ids) for _, _, ids in full] == [5] * 3 + [8] * 3 + [14] * 3 + [20] * 3   # 3, 6, 12, 18 (= cap) + 2
+    assert [e for _, e, _ in full] == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
+    for e in range(4):                                   # every sub-sequence once per epoch
+        assert sorted(ids[0] // 20 for _, ep, ids in full if ep == e) == [0, 1, 2]
+    part: list = []
+    run(tmp_path / "b", 5, part)
+    run(tmp_path / "b", 12, part)
+    assert part == full
+
+
+def test_augmentation_jitters_conditioning_only(actor):
+    """NED augments each NMFC / gaze / shape image on its own; frames, mask and mouth centres stay as they are."""
+    data = load_actor_data(actor)
+    plain = SequenceWindows(data, n_frames_total=8, augment=False, seed=2)[(0, 0)]
+    aug = SequenceWindows(data, n_frames_total=8, augment=True, seed=2)[(0, 0)]
+    assert torch.equal(plain["real"], aug["real"]) and torch.equal(plain["mouth"], aug["mouth"])
+    assert torch.equal(plain["cond"][:, 9], aug["cond"][:, 9])                     # the mask channel
+    shifts = []
+    for t in range(plain["cond"].shape[0]):
+        for c in (0, 6):                                                            # NMFC, shape
+            src, dst = plain["cond"][t, c:c + 3], aug["cond"][t, c:c + 3]
+            # best integer shift (±1 % of 64 px rounds to at most 1 px); the 1 % scale moves edges by < 0.4 px
+            best = min(((dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)),
+                       key=lambda d: float((torch.roll(src, d[::-1], (1, 2)) != dst).float().mean()))
+            moved = torch.roll(src, best[::-1], (1, 2))
+            inner = (slice(None), slice(2, -2), slice(2, -2))
+            assert float((moved[inner] != dst[inner]).float().mean()) < 0.03, (t, c, best)
+            shifts.append(best)
+    assert len(set(shifts)) > 1                          # independent draws per image, not one shift per window
+    assert not torch.equal(plain["cond"][:, 3:6], aug["cond"][:, 3:6])              # gaze jittered too
+
+
+def test_affine_jitter_ranges_match_ned():
+    """±1 % integer shift and 0.99–1.01 scale about the centre (256²: shifts −3…3), measured on two dots."""
+    img = np.zeros((256, 256, 3), np.uint8)
+    img[126:130, 26:30] = img[126:130, 226:230] = 255      # dots 200 px apart, centred on the image
+    rng = np.random.default_rng(0)
+    mids, ratios = [], []
+    for _ in range(300):
+        out = affine_jitter(img, rng)[..., 0] > 0
+        ys, xs = np.nonzero(out)
+        left, right = xs < 128, xs >= 128
+        mids.append(((xs[left].mean() + xs[right].mean()) / 2 - 127.5, ys.mean() - 127.5))
+        ratios.append((xs[right].mean() - xs[left].mean()) / 200)
+    mids = np.array(mids)
+    assert np.abs(mids).max() <= 3.5 and set(np.round(mids[:, 0]).astype(int)) >= {-2, -1, 0, 1, 2}
+    assert np.abs(mids - np.round(mids)).max() <= 0.5 + 1e-9
+    assert 0.99 - 0.005 <= min(ratios) < 0.996 and 1.004 < max(ratios) <= 1.01 + 0.005
+
+
+def test_pupil_noise_moves_disks_sideways():
+    """NED's eye-gaze noise: each pupil disk shifts along x by floor(N(0, 2²)) px, independently, same shape."""
+    import cv2
+
+    img = np.zeros((64, 96, 3), np.uint8)
+    cv2.circle(img, (30, 32), 4, (255, 0, 0), -1)
+    cv2.circle(img, (66, 32), 4, (255, 0, 0), -1)
+    rng = np.random.default_rng(1)
+    shifts = []
+    for _ in range(400):
+        out = jitter_pupils(img, rng)
+        assert out[..., 0].sum() == img[..., 0].sum() and out[..., 1:].max() == 0
+        n, labels = cv2.connectedComponents((out[..., 0] > 0).astype(np.uint8))
+        assert n == 3
+        ys, xs = np.nonzero(out[..., 0])
+        assert ys.mean() == 32
+        d = [xs[xs < 48].mean() - 30, xs[xs >= 48].mean() - 66]
+        assert all(float(v).is_integer() for v in d)
+        shifts.append(d)
+    shifts = np.array(shifts)
+    assert 1.6 < shifts.std() < 2.4 and -0.8 < shifts.mean() < -0.2      # floor of N(0, 4): mean −0.5
+    assert abs(np.corrcoef(shifts.T)[0, 1]) < 0.2

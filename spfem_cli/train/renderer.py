@@ -4,9 +4,13 @@ NED's recipe (renderer/train.py, train_options.py): batch 1 sequence; frames are
 the other, each fed the two previous *generated* frames, detached (``n_frames_backpropagate = 1``);
 every 4 generated frames (``max_frames_per_gpu``) one G step and one D step; losses LSGAN (image
 PatchGAN, 2 scales, and the mouth PatchGAN on 72×72 crops), feature matching ×10, VGG19 ×10; Adam
-2e-4, betas (0.5, 0.999), constant rate for 20 epochs. Added (ASCCL/STCCL paper): ``+ 1 · metric(
-generated, real)`` in the G loss, with the gradient on the generated side (the reference code detached
-it — defect 2 in reference-facts §2).
+2e-4, betas (0.5, 0.999), constant rate for 20 epochs (``niter`` 20, ``niter_decay`` 0). Data (renderer/data/,
+preprocess.sh): the clip is cut into 50-frame sub-sequences; an epoch takes one random window from each; the
+generated frames per window (``n_frames_total``) start at 12 and double every 5 epochs (``niter_step``) up to 48
+(12, 24, 48, 48 over epochs 1–5, 6–10, 11–15, 16–20); every NMFC / gaze / shape input image is jittered on its
+own (±1 % shift and scale, gaze pupils ±2 px), targets, masks and mouth centres are not. Added (ASCCL/STCCL
+paper): ``+ 1 · metric(generated, real)`` in the G loss, with the gradient on the generated side (the reference
+code detached it — defect 2 in reference-facts §2).
 
 Why the generator runs twice per 4 frames: because the previous outputs are detached, the gradient of
 each frame does not depend on how its inputs were produced. So the 4 frames are first generated
@@ -29,7 +33,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from models.ned_renderer import (
     N_FRAMES_G,
@@ -45,6 +49,7 @@ from models.ned_renderer import (
 from models.vgg19 import VGG19Features, VGGPerceptualLoss
 from spfem_cli.errors import SpfemError
 from spfem_cli.neural_render import generate, pack_conditioning, temporal_windows
+from spfem_cli.train.loop import ResumableSampler
 
 ACTOR_ARRAYS = ("frames", "nmfc", "gaze", "shape", "mask", "mouth")
 NED_FILES = {"G": "latest_net_G.pth", "D": "latest_net_D.pth", "Dm": "latest_net_Dm.pth"}
@@ -90,33 +95,121 @@ def load_actor_data(folder: Path | str) -> dict[str, np.ndarray]:
     return {n: np.load(folder / f"{n}.npy", mmap_mode="r") for n in ACTOR_ARRAYS}
 
 
+def sequence_length(epoch: int, n_frames_total: int, niter_step: int, cap: int) -> int:
+    """NED's schedule: generated frames per sequence in (0-based) ``epoch``.
+
+    ``n_frames_total`` doubles every ``niter_step`` epochs, never above ``cap`` (the sub-sequence length
+    minus the two past frames): NED's ``update_sequence_length(epoch // niter_step)`` at the end of each
+    epoch sets ``min(max_seq_len, n_frames_total · 2^ratio)`` — 12, 24, 48, 48 for epochs 1–5, 6–10, 11–15, 16–20.
+    """
+    ratio = max(0, epoch) // max(1, niter_step)
+    return max(1, min(cap, n_frames_total * 2 ** min(ratio, 30)))
+
+
+def affine_jitter(img: np.ndarray, rng: np.random.Generator, translate: float = 0.01,
+                  scale: tuple[float, float] = (0.99, 1.01)) -> np.ndarray:
+    """NED's input augmentation of one conditioning image (H×W×C uint8), a fresh draw per call.
+
+    Same as NED's ``transforms.RandomAffine(degrees=0, translate=(0.01, 0.01), scale=(0.99, 1.01))``:
+    an integer shift ``round(U(−0.01·W, 0.01·W))`` (±3 px at 256²) per axis and a scale U(0.99, 1.01) about
+    the image centre, nearest-neighbour, black outside.
+    """
+    import cv2
+
+    h, w = img.shape[:2]
+    tx = int(round(rng.uniform(-translate * w, translate * w)))
+    ty = int(round(rng.uniform(-translate * h, translate * h)))
+    s = float(rng.uniform(*scale))
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    m = np.array([[s, 0.0, cx - s * cx + tx], [0.0, s, cy - s * cy + ty]], np.float64)
+    out = cv2.warpAffine(np.ascontiguousarray(img), m, (w, h), flags=cv2.INTER_NEAREST,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return out.reshape(img.shape)
+
+
+def jitter_pupils(gaze: np.ndarray, rng: np.random.Generator, sigma: float = 2.0) -> np.ndarray:
+    """NED's eye-gaze noise (``create_eyes_image(add_noise=True)``) on a drawn gaze image (H×W×3 uint8).
+
+    NED moves each eye's points horizontally by N(0, 2²) px before drawing and truncates to int; here each
+    drawn pupil disk (a connected component) moves by ``floor(N(0, σ²))`` px along x, clipped to the image.
+    NED's 2 % scale noise of the eye points is left out: it changes the disk radius and position by ~0.1 px.
+    """
+    import cv2
+
+    on = (gaze.max(axis=-1) > 0).astype(np.uint8)
+    n, labels = cv2.connectedComponents(on, connectivity=8)
+    out = np.zeros_like(gaze)
+    w = gaze.shape[1]
+    for c in range(1, n):
+        yy, xx = np.nonzero(labels == c)
+        dx = int(np.floor(sigma * rng.standard_normal()))
+        out[yy, np.clip(xx + dx, 0, w - 1)] = gaze[yy, xx]
+    return out
+
+
+def augment_conditioning(nmfc: np.ndarray, gaze: np.ndarray, shape: np.ndarray,
+                         rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """NED's training augmentation (video_dataset.py): every NMFC, eye-gaze and shape image of every frame gets
+    its *own* :func:`affine_jitter` draw (gaze images first their pupil noise, :func:`jitter_pupils`).
+
+    The target frames, the masks and the mouth centres are not touched (NED's RGB and mask transforms have no
+    augmentation): the generator learns to tolerate few-pixel misregistration of its conditioning.
+    """
+    out_n, out_g, out_s = (np.empty_like(np.asarray(a)) for a in (nmfc, gaze, shape))
+    for t in range(len(out_n)):
+        out_n[t] = affine_jitter(np.asarray(nmfc[t]), rng)
+        out_s[t] = affine_jitter(np.asarray(shape[t]), rng)
+        out_g[t] = affine_jitter(jitter_pupils(np.asarray(gaze[t]), rng), rng)
+    return out_n, out_g, out_s
+
+
 class SequenceWindows(Dataset):
-    """Item i: ``length`` consecutive frames starting near ``i·length`` (random jitter, like NED's random start).
+    """NED's renderer training set for one actor: one random window per sub-sequence per epoch.
 
-    The trainer asks for ``seq_len + 2`` frames: the first two are the past context of the first generated one.
+    NED trains on the actor's clip cut into sub-sequences of ``subseq_len`` = 50 frames
+    (``preprocess.sh train`` → ``detect.py --split --seq_length 50``; the last, shorter part is dropped); a
+    clip shorter than that is one sub-sequence. Its epoch is one pass over the sub-sequences; item ``i`` is
+    ``n + 2`` consecutive frames at a uniformly random start inside sub-sequence ``i``: 2 frames of past
+    context, then the ``n`` generated ones, ``n = sequence_length(epoch, …)`` (NED ``n_frames_total``, doubled
+    every ``niter_step`` epochs). The epoch comes with the index: ``ds[(i, epoch)]`` (see
+    :class:`EpochSampler`); ``ds[i]`` means epoch 0. The window start and the augmentation draw from an RNG
+    seeded by ``(seed, epoch, i)``, so an item does not depend on global RNG state and a resumed run sees the
+    same data as an uninterrupted one.
 
-    Returns ``cond`` L×10×H×W in [0, 1], ``real`` L×3×H×W in [-1, 1] (masked: -1 outside the face mask, as
+    Returns ``cond`` L×10×H×W in [0, 1] (NMFC, gaze, shape jittered by :func:`augment_conditioning` when
+    ``augment``; mask channel untouched), ``real`` L×3×H×W in [-1, 1] (masked: -1 outside the face mask, as
     NED's segmented ``faces``) and ``mouth`` L×2 (x, y).
     """
 
-    def __init__(self, data: Mapping[str, np.ndarray], length: int) -> None:
+    def __init__(self, data: Mapping[str, np.ndarray], *, n_frames_total: int = 12, niter_step: int = 5,
+                 subseq_len: int = 50, augment: bool = False, seed: int = 0) -> None:
         self.data = data
         self.n = int(data["frames"].shape[0])
         if self.n < 1:
             raise SpfemError("the actor data has no frames")
-        self.length = min(length, self.n)
-        self.count = max(1, self.n // self.length)  # NED: one random window per sequence per epoch
+        self.subseq_len = max(1, min(subseq_len, self.n))
+        self.count = self.n // self.subseq_len
+        self.n_frames_total, self.niter_step, self.augment, self.seed = n_frames_total, niter_step, augment, seed
+        self.cap = max(1, self.subseq_len - (N_FRAMES_G - 1))
 
     def __len__(self) -> int:
         return self.count
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        base = i * self.length
-        jitter = int(np.random.randint(0, self.length)) if self.n > (i + 1) * self.length else 0
-        start = min(base + jitter, self.n - self.length)
-        sl = slice(start, start + self.length)
+    def frames_for_epoch(self, epoch: int) -> int:
+        """Generated frames per sequence in ``epoch`` (the loaded window has 2 more, when the data allows)."""
+        return sequence_length(epoch, self.n_frames_total, self.niter_step, self.cap)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        i, epoch = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), 0)
+        rng = np.random.default_rng([self.seed, max(epoch, 0), i])
+        length = min(self.subseq_len, self.frames_for_epoch(epoch) + N_FRAMES_G - 1)
+        start = i * self.subseq_len + int(rng.integers(0, self.subseq_len - length + 1))  # NED: uniform start
+        sl = slice(start, start + length)
         d = self.data
-        cond = pack_conditioning(d["nmfc"][sl], d["gaze"][sl], d["shape"][sl], d["mask"][sl])
+        nmfc, gaze, shape = d["nmfc"][sl], d["gaze"][sl], d["shape"][sl]
+        if self.augment:
+            nmfc, gaze, shape = augment_conditioning(nmfc, gaze, shape, rng)
+        cond = pack_conditioning(nmfc, gaze, shape, d["mask"][sl])
         real = torch.from_numpy(np.array(d["frames"][sl])).permute(0, 3, 1, 2).float() / 127.5 - 1
         mask = cond[:, 9:10]
         real = real * mask - (1 - mask)  # NED trains on segmented faces: black outside the mask, like G's output
@@ -124,12 +217,27 @@ class SequenceWindows(Dataset):
         return {"cond": cond, "real": real, "mouth": mouth}
 
 
+class EpochSampler(ResumableSampler):
+    """:class:`ResumableSampler` that yields ``(index, epoch)``: NED's sequence length is a function of the epoch.
+
+    The Trainer sets the epoch from the step count (also on resume), so the schedule needs no state of its own
+    and works with loader workers and DDP.
+    """
+
+    def __iter__(self):
+        epoch = self.epoch
+        return iter([(i, epoch) for i in self.indices()[self.start:]])
+
+
 # --------------------------------------------------------------------------- config and models
 @dataclass
 class RendererTrainConfig:
     """NED renderer hyper-parameters (defaults = NED's train_options) plus the STCCL weight."""
 
-    seq_len: int = 12               # n_frames_total: generated frames per sequence (one trainer step)
+    seq_len: int = 12               # n_frames_total: generated frames per sequence (one trainer step) at the start
+    niter_step: int = 5             # niter_step: seq_len doubles every 5 epochs (capped by subseq_len - 2)
+    subseq_len: int = 50            # detect.py --seq_length: the clip is cut into 50-frame training sub-sequences
+    augment: bool = True            # not --no_augment_input: jitter NMFC / gaze / shape images (augment_conditioning)
     frames_per_step: int = 4        # max_frames_per_gpu: frames per G/D update
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
@@ -267,7 +375,7 @@ class RendererStep:
                 logs[k] = logs.get(k, 0.0) + float(v.detach())
         if self.sample_dir is not None and cfg.sample_every and tr.is_main and (tr.step + 1) % cfg.sample_every == 0:
             save_sample_grid(self.sample_dir / f"step_{tr.step + 1:08d}.png", cond[-1], fake[-1].detach(), real[-1])
-        return {k: v / max(n_updates, 1) for k, v in logs.items()}
+        return {**{k: v / max(n_updates, 1) for k, v in logs.items()}, "frames": float(cond_all.shape[0])}
 
 
 def save_sample_grid(path: Path, cond: torch.Tensor, fake: torch.Tensor, real: torch.Tensor) -> Path:
@@ -296,9 +404,21 @@ def export_ned_checkpoint(tr, out_dir: Path) -> None:
             tmp.replace(out_dir / name)
 
 
-def steps_for_epochs(n_frames: int, epochs: float, seq_len: int) -> int:
-    """Trainer steps (sequences) so that every frame is generated ``epochs`` times on average."""
-    return max(1, int(round(epochs * max(1, n_frames // max(1, seq_len)))))
+def steps_for_epochs(n_frames: int, epochs: float, subseq_len: int, world_size: int = 1) -> int:
+    """Trainer steps for ``epochs`` NED epochs: one sequence per ``subseq_len``-frame sub-sequence per epoch.
+
+    Under DDP every rank trains on its own sequence per step, so an epoch has ``ceil(count / world)`` steps.
+    """
+    count = max(1, n_frames // max(1, min(subseq_len, n_frames)))
+    return max(1, int(round(epochs * -(-count // max(1, world_size)))))
+
+
+def make_sequence_loader(trainer, dataset: SequenceWindows) -> DataLoader:
+    """Batch-1 loader over this rank's shard whose sampler hands the epoch to the dataset (NED's schedule)."""
+    sampler = EpochSampler(len(dataset), shuffle=True, seed=trainer.config.seed, rank=trainer.rank,
+                           world=trainer.world_size)
+    return DataLoader(dataset, batch_size=1, sampler=sampler, drop_last=True,
+                      pin_memory=trainer.device.type == "cuda")
 
 
 def fine_tune(data: Mapping[str, np.ndarray] | Path | str, out_dir: Path | str, *,
@@ -336,7 +456,8 @@ def fine_tune(data: Mapping[str, np.ndarray] | Path | str, out_dir: Path | str, 
     vgg_loss = VGGPerceptualLoss(vgg, imagenet_norm=cfg.vgg_imagenet_norm).to(trainer.device)
     if isinstance(metric, torch.nn.Module):
         metric = metric.to(trainer.device).eval().requires_grad_(False)
-    loader = trainer.make_loader(SequenceWindows(data, cfg.seq_len + N_FRAMES_G - 1), batch_size=1)
+    loader = make_sequence_loader(trainer, SequenceWindows(data, n_frames_total=cfg.seq_len, niter_step=cfg.niter_step,
+                                                           subseq_len=cfg.subseq_len, augment=cfg.augment, seed=seed))
     step = RendererStep(cfg, vgg_loss, metric, sample_dir=out_dir / "samples")
     trainer.fit(step, loader)
     export_ned_checkpoint(trainer, out_dir)
@@ -380,6 +501,10 @@ def train_renderer(video: Path | None, out: Path, *, data: Path | None = None, m
             prepare_actor_data(Path(video), data, tracker=tracker, device=device)
     arrays = load_actor_data(data)
     n_frames = int(arrays["frames"].shape[0])
-    max_steps = steps if steps is not None else steps_for_epochs(n_frames, epochs, cfg.seq_len)
+    if steps is None:
+        from spfem_cli.train.loop import dist_env
+
+        steps = steps_for_epochs(n_frames, epochs, cfg.subseq_len, dist_env()[2])
+    max_steps = steps
     return fine_tune(arrays, out, cfg=cfg, max_steps=max_steps, meta=meta_path, metric=metric_model, vgg=vgg,
                      device=device, amp=amp, resume=resume, ckpt_every=ckpt_every, log_every=log_every, seed=seed)
