@@ -387,7 +387,9 @@ def train_renderer_cmd(
     meta: str = typer.Option("ned_meta_renderer", "--meta",
                              help="Meta-renderer: registry name, a NED checkpoint folder / latest_net_G.pth, or none."),
     metric: str = typer.Option("stccl_metric", "--metric", help="STCCL metric: registry name, a file, or none (plain NED)."),
-    epochs: float = typer.Option(20.0, "--epochs", help="Passes over the actor's frames (NED: 20)."),
+    epochs: float = typer.Option(20.0, "--epochs",
+                                 help="NED epochs: one random window from each 50-frame part of the clip, "
+                                      "12 generated frames doubling every 5 epochs up to 48 (NED: 20)."),
     steps: int | None = typer.Option(None, "--steps", help="Sequences to train on (overrides --epochs)."),
     sample_every: int = typer.Option(200, "--sample-every", help="PNG sample grid period in steps (0 = off)."),
     tracker: str = typer.Option("fan", "--tracker", help="fan | mediapipe (landmarks for alignment and eyes)."),
