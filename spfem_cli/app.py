@@ -196,7 +196,7 @@ def edit(
     backend: str = typer.Option("auto", "--backend", help="auto (ned when its weights and --renderer are present, else warp) | warp | ned."),
     renderer: Path | None = typer.Option(None, "--renderer", help="Actor renderer folder from `spfem train-renderer` (ned backend)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (ned backend)."),
-    tracker: str = typer.Option("mediapipe", "--tracker", help="mediapipe (embedded) | fan (needs weights)."),
+    tracker: str = typer.Option("auto", "--tracker", help="auto (fan for ned when its weights are present, else mediapipe) | mediapipe (embedded) | fan."),
     face: int = typer.Option(0, "--face", help="Which face when several: 0 = largest, 1 = next, ..."),
     side_by_side: Path | None = typer.Option(None, "--side-by-side", help="Also write source | edited to this file."),
     plot: Path | None = typer.Option(None, "--plot", help="Write a PNG of source vs output mouth opening (re-tracked)."),

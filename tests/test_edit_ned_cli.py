@@ -94,3 +94,19 @@ def test_auto_without_renderer_says_why_it_falls_back(ned_files, monkeypatch):
     req.renderer = ned_files["renderer"]
     backend, why = choose_backend(req)
     assert backend.name == "ned" and "auto" in why
+
+
+def test_auto_tracker_is_fan_for_ned_only_when_its_weights_are_installed(tmp_path, monkeypatch):
+    from spfem_cli.edit.pipeline import EditRequest, resolve_tracker
+    from spfem_cli.edit.targets import EditTarget
+
+    req = EditRequest(tmp_path / "x.mp4", tmp_path / "y.mp4", EditTarget(emotion="happy"))
+    for name in ("FAN_2D68", "S3FD"):
+        monkeypatch.delenv(f"SPFEM_WEIGHT_{name}", raising=False)
+    assert resolve_tracker(req, "ned") == "mediapipe"
+    for name in ("fan_2d68", "s3fd"):
+        (tmp_path / name).write_bytes(b"w")
+        monkeypatch.setenv(f"SPFEM_WEIGHT_{name.upper()}", str(tmp_path / name))
+    assert (resolve_tracker(req, "ned"), resolve_tracker(req, "warp")) == ("fan", "mediapipe")
+    req.tracker = "mediapipe"
+    assert resolve_tracker(req, "ned") == "mediapipe"   # the user's choice stands

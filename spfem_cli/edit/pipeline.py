@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal
@@ -35,7 +35,7 @@ class EditRequest:
     output: Path
     target: EditTarget
     backend: BackendName = "auto"
-    tracker: str = "mediapipe"
+    tracker: str = "auto"            # auto: fan for the ned backend when its weights are present, else mediapipe
     face_index: int = 0
     side_by_side: Path | None = None
     plot: Path | None = None
@@ -77,6 +77,16 @@ def choose_backend(req: EditRequest):
     if missing:
         return WarpBackend(), f"backend warp (auto: the ned backend lacks {len(missing)} item(s): {missing[0]}, ...)"
     return NedBackend(req.renderer, device=req.device, progress=req.progress), "backend ned (auto: weights and an actor renderer are present)"
+
+
+def resolve_tracker(req: EditRequest, backend_name: str) -> str:
+    """The landmarker of this edit: the user's choice, else FAN for ned (as its renderers are trained with it
+    when available) and the embedded MediaPipe for warp (fast, and what the warp edit is tuned on)."""
+    if req.tracker != "auto":
+        return req.tracker
+    from spfem_cli.tracking.track import auto_tracker
+
+    return auto_tracker() if backend_name == "ned" else "mediapipe"
 
 
 def write_side_by_side(source: Path, edited: Path, output: Path, *, crf: int = 18, overwrite: bool = False) -> Path:
@@ -168,8 +178,9 @@ def edit_video(req: EditRequest) -> EditResult:
     """Run one edit end to end; see the module docstring for the stages."""
     _check_paths(req)
     backend, why = choose_backend(req)
+    req = replace(req, tracker=resolve_tracker(req, backend.name))
     if req.progress:
-        console.print(why)
+        console.print(f"{why}; tracker {req.tracker}")
     track = _track(req.input, req)
     if track.n_valid == 0:
         if not req.allow_no_face:

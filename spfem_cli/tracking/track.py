@@ -24,6 +24,17 @@ TRACKERS = ("mediapipe", "fan")
 FOLLOW_IOU = 0.2      # minimum box overlap to keep following the same face
 
 
+FAN_WEIGHTS = ("fan_2d68", "s3fd")
+
+
+def auto_tracker() -> str:
+    """``fan`` (NED's landmarker, what its renderers are trained on) when its weights are installed, else the
+    embedded ``mediapipe``: the neural path prefers FAN but must not stop for lack of it."""
+    from spfem_cli import weights
+
+    return "fan" if all(weights.status(n) in ("present", "user file") for n in FAN_WEIGHTS) else "mediapipe"
+
+
 def get_tracker(name: str, **kwargs) -> Tracker:
     """A tracker by name (``mediapipe`` embedded default, ``fan`` needs weights)."""
     if name == "mediapipe":
