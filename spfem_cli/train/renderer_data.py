@@ -3,15 +3,18 @@
 Stages (all cached by their owners): track (``spfem_cli.preprocess.cached_track``) → DECA codes
 (``spfem_cli.reconstruct.reconstruct_video``) → FLAME → NMFC / shape / eye-gaze images in the aligned
 256² frame (``spfem_cli.render3d.render_conditioning``). Frames without a valid track or reconstruction
-are left out. Deviation from NED, on purpose: the face mask is the FLAME mesh coverage, not FSGAN's
-segmentation (gated weights); the mouth centre is the median of the aligned iBUG mouth points 48–67,
-as NED's ``get_mouth_center``. Arrays go straight to memory-mapped ``.npy`` files (streaming).
+are left out. The face mask is NED's: FSGAN's face segmentation of the aligned real frames, soft-eroded,
+largest component (``spfem_cli.face_mask``), when the gated ``fsgan_segmentation`` weight is present; without
+it (or on a frame where segmentation finds no face) the mask is the FLAME mesh coverage. ``actor.json`` records
+which. The mouth centre is the median of the aligned iBUG mouth points 48–67, as NED's ``get_mouth_center``.
+Arrays go straight to memory-mapped ``.npy`` files (streaming).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -21,11 +24,15 @@ from spfem_cli.train.renderer import ACTOR_ARRAYS
 
 def prepare_actor_data(video: Path, out: Path, *, tracker: str = "fan", device: str = "auto", chunk_size: int = 16,
                        progress: bool = True, detail: bool = True, track=None, flame=None, deca=None,
-                       detail_assets=None) -> Path:
+                       detail_assets=None, segmenter: torch.nn.Module | Literal["auto"] | None = "auto",
+                       mask_input_range: Literal["fsgan", "ned"] = "fsgan") -> Path:
     """Write ``out/{frames,nmfc,gaze,shape,mask,mouth}.npy`` for ``video``; returns ``out``.
 
     ``detail``: NED's *detailed* shape image (DECA detail normals); False renders coarse shading. ``track``,
     ``flame``, ``deca``, ``detail_assets`` default to the cached track and the registry's (gated) weights.
+    ``segmenter``: "auto" uses FSGAN's U-Net when ``fsgan_segmentation`` resolves, else the mesh coverage;
+    None forces the mesh coverage; a module is used as the segmentation network. ``mask_input_range``: see
+    :mod:`spfem_cli.face_mask`.
     """
     from dataclasses import fields, replace
 
@@ -33,6 +40,7 @@ def prepare_actor_data(video: Path, out: Path, *, tracker: str = "fan", device: 
     from models.flame import FLAME
     from spfem_cli.align import apply_affine, warp_to_aligned
     from spfem_cli.device import pick_device
+    from spfem_cli.face_mask import load_segmenter, mesh_or_segmentation
     from spfem_cli.preprocess import cached_track
     from spfem_cli.reconstruct import Reconstruction, reconstruct_video
     from spfem_cli.render3d import ALIGNED, crop_to_aligned, nmfc_colours, render_conditioning
@@ -48,6 +56,12 @@ def prepare_actor_data(video: Path, out: Path, *, tracker: str = "fan", device: 
         from models.detail import DetailAssets
 
         detail_assets = (detail_assets or DetailAssets.from_registry()).to(dev)
+    if isinstance(segmenter, str):
+        if segmenter != "auto":
+            raise ValueError(f"segmenter must be 'auto', None or a module, got {segmenter!r}")
+        segmenter = load_segmenter()
+    if segmenter is not None:
+        segmenter = segmenter.to(dev).eval()
     colours = nmfc_colours(flame.v_template)
     n = len(recon)
     ok_all = recon.valid[:n] & track.valid[:n] & np.isfinite(track.transforms[:n]).all(axis=(1, 2))
@@ -58,7 +72,7 @@ def prepare_actor_data(video: Path, out: Path, *, tracker: str = "fan", device: 
               "mask": (total, ALIGNED, ALIGNED), "mouth": (total, 2)}
     arrays = {k: np.lib.format.open_memmap(out / f"{k}.npy", mode="w+", dtype=np.int64 if k == "mouth" else np.uint8,
                                            shape=shapes[k]) for k in ACTOR_ARRAYS}
-    row = 0
+    row = segmented = 0
     for chunk in iter_chunks(video, chunk_size, max_frames=n):
         idx = np.arange(chunk.start, chunk.start + len(chunk.frames))
         keep = ok_all[idx]
@@ -81,13 +95,21 @@ def prepare_actor_data(video: Path, out: Path, *, tracker: str = "fan", device: 
         arrays["frames"][row:row + k] = np.stack(frames)
         for name, img in (("nmfc", imgs.nmfc), ("gaze", imgs.eyes), ("shape", imgs.shape)):
             arrays[name][row:row + k] = (img.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round()
-        arrays["mask"][row:row + k] = (imgs.mask[:, 0].cpu().numpy() > 0.5).astype(np.uint8)
+        mesh_mask = (imgs.mask[:, 0].cpu().numpy() > 0.5).astype(np.uint8)
+        mask, seg_ok = mesh_or_segmentation(arrays["frames"][row:row + k], mesh_mask, segmenter, dev,
+                                            input_range=mask_input_range)
+        arrays["mask"][row:row + k] = mask
+        segmented += int(seg_ok.sum())
         mouth = [np.median(apply_affine(track.transforms[i], track.landmarks[i][48:68]), axis=0) for i in sel]
         arrays["mouth"][row:row + k] = np.round(np.stack(mouth)).astype(np.int64)
         row += k
     for arr in arrays.values():
         arr.flush()
+    mask_info = {"mask": "FLAME mesh coverage"}
+    if segmenter is not None:
+        mask_info = {"mask": "FSGAN segmentation", "mask_input_range": mask_input_range,
+                     "mask_mesh_fallback_frames": total - segmented}
     (out / "actor.json").write_text(json.dumps({"frames": total, "size": [ALIGNED, ALIGNED], "video": str(video),
-                                                "tracker": tracker, "mask": "FLAME mesh coverage",
+                                                "tracker": tracker, **mask_info,
                                                 "shape": "detailed" if detail else "coarse"}))
     return out

@@ -1,0 +1,123 @@
+"""NED's face mask: FSGAN segmentation → face class → soft erosion → largest connected component.
+
+As NED's ``preprocessing/segment_face.py``: ``argmax(logits) == 1`` (classes background, face, hair), then
+``SoftErosion(kernel_size=21, threshold=0.6)`` (one pass: convolve the binary mask with a normalised cone
+kernel ``max(dist) − dist`` over a 21×21 window, zero padding, keep ``≥ 0.6``), then the largest 8-connected
+component (skimage ``label`` on an H×W×1 array: full connectivity). NED then warps the 0/255 mask into the
+aligned frame with nearest-neighbour sampling; spfem segments the aligned frames directly.
+
+Deliberate deviation (switchable): NED feeds the network ``x/255`` ∈ [0, 1], but FSGAN trained it on
+``(x/255 − 0.5)/0.5`` ∈ [−1, 1] (``fsgan/train_segmentation.py``); ``input_range="fsgan"`` (default) feeds
+what the weights expect, ``input_range="ned"`` reproduces NED exactly. NED repeats the previous frame's mask
+when no face pixel survives; here such a frame gets an all-zero mask and the caller decides (see
+:func:`spfem_cli.train.renderer_data.prepare_actor_data`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.fsgan_unet import FACE, TRAIN_SIZE
+
+ERODE_KERNEL = 21      # NED segment_face.py: SoftErosion(kernel_size=21, threshold=0.6)
+ERODE_THRESHOLD = 0.6
+InputRange = Literal["fsgan", "ned"]
+
+
+def erosion_kernel(size: int = ERODE_KERNEL) -> torch.Tensor:
+    """FSGAN/NED soft-erosion kernel: ``max(dist) − dist`` from the centre, normalised to sum 1 (1×1×k×k)."""
+    r = size // 2
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
+                            indexing="ij")
+    dist = torch.sqrt((xx - r) ** 2 + (yy - r) ** 2)
+    kernel = dist.max() - dist
+    return (kernel / kernel.sum()).view(1, 1, size, size)
+
+
+def soft_erode(mask: torch.Tensor, size: int = ERODE_KERNEL, threshold: float = ERODE_THRESHOLD) -> torch.Tensor:
+    """Hard output of NED's ``SoftErosion``: ``conv(mask, cone kernel) ≥ threshold``; ``B×H×W`` bool."""
+    kernel = erosion_kernel(size).to(mask.device)
+    smooth = F.conv2d(mask.float().unsqueeze(1), kernel, padding=size // 2)
+    return smooth[:, 0] >= threshold
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """Keep the largest 8-connected component of a binary H×W mask (all zeros stays all zeros)."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return np.zeros_like(mask, dtype=np.uint8)
+    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return (labels == biggest).astype(np.uint8)
+
+
+def face_mask_from_logits(logits: torch.Tensor, *, erode: int = ERODE_KERNEL,
+                          threshold: float = ERODE_THRESHOLD) -> np.ndarray:
+    """``B×3×H×W`` segmentation logits → ``B×H×W`` uint8 {0, 1}: face class, soft-eroded, largest component."""
+    face = logits.argmax(1) == FACE
+    hard = soft_erode(face, erode, threshold).cpu().numpy()
+    return np.stack([largest_component(m) for m in hard]) if len(hard) else np.zeros(hard.shape, np.uint8)
+
+
+def to_network_input(images: np.ndarray, device: torch.device | str, input_range: InputRange = "fsgan") -> torch.Tensor:
+    """uint8 N×H×W×3 RGB → N×3×H×W float on ``device``: [−1, 1] (``fsgan``) or [0, 1] (``ned``)."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float() / 255.0
+    return x * 2.0 - 1.0 if input_range == "fsgan" else x
+
+
+@torch.no_grad()
+def segment_faces(images: np.ndarray, model: torch.nn.Module, device: torch.device | str, *, batch_size: int = 16,
+                  input_range: InputRange = "fsgan") -> np.ndarray:
+    """NED's face mask for uint8 ``N×H×W×3`` RGB images → uint8 ``N×H×W`` in {0, 1}.
+
+    Frames whose size is not 256² are resized to 256² for the network (its training size) and the logits
+    resized back (bilinear) before the argmax. A frame with no face pixel left gets an all-zero mask.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"segment_faces expects uint8 N×H×W×3 RGB, got {images.dtype} {images.shape}")
+    n, h, w = images.shape[:3]
+    out = np.zeros((n, h, w), np.uint8)
+    model = model.to(device).eval()
+    for start in range(0, n, batch_size):
+        x = to_network_input(images[start:start + batch_size], device, input_range)
+        if (h, w) != (TRAIN_SIZE, TRAIN_SIZE):
+            x = F.interpolate(x, size=(TRAIN_SIZE, TRAIN_SIZE), mode="bilinear", align_corners=False)
+        logits = model(x).float()
+        if logits.shape[-2:] != (h, w):
+            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+        out[start:start + len(x)] = face_mask_from_logits(logits)
+    return out
+
+
+def load_segmenter() -> torch.nn.Module | None:
+    """FSGAN's segmentation U-Net when the gated ``fsgan_segmentation`` weight resolves, else None.
+
+    None means "use the fallback mask" (the FLAME mesh coverage); a present but broken file still raises.
+    """
+    from models.fsgan_unet import FSGANUNet
+    from spfem_cli.weights import WeightsError
+
+    try:
+        return FSGANUNet.from_registry()
+    except WeightsError:
+        return None
+
+
+def mesh_or_segmentation(images: np.ndarray, mesh_mask: np.ndarray, model: torch.nn.Module | None,
+                         device: torch.device | str, *, input_range: InputRange = "fsgan") -> tuple[np.ndarray, np.ndarray]:
+    """The mask NED would use, falling back to ``mesh_mask`` (uint8 N×H×W) where segmentation gives nothing.
+
+    Returns ``(mask, segmented)``: the uint8 {0, 1} masks and a bool per frame that is True where the FSGAN
+    mask was used (all False when ``model`` is None).
+    """
+    mesh_mask = (np.asarray(mesh_mask) > 0).astype(np.uint8)
+    if model is None:
+        return mesh_mask, np.zeros(len(mesh_mask), bool)
+    seg = segment_faces(images, model, device, input_range=input_range)
+    segmented = seg.reshape(len(seg), -1).any(axis=1)
+    return np.where(segmented[:, None, None], seg, mesh_mask), segmented
