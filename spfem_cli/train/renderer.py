@@ -201,7 +201,7 @@ class SequenceWindows(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         i, epoch = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), 0)
-        rng = np.random.default_rng([self.seed, max(epoch, 0), i])
+        rng = np.random.default_rng([self.seed % 2**32, max(epoch, 0), i])
         length = min(self.subseq_len, self.frames_for_epoch(epoch) + N_FRAMES_G - 1)
         start = i * self.subseq_len + int(rng.integers(0, self.subseq_len - length + 1))  # NED: uniform start
         sl = slice(start, start + length)
