@@ -17,6 +17,11 @@ from spfem_cli.bench import BenchRow, timeit
 
 SIZE = 256
 FRAMES_PER_UPDATE = 4
+# The written estimate of a 20-epoch actor fine-tune (issue: vs NED's reported 17 h on 2×11 GB, NED issue #6).
+NED_HOURS = 17.0
+NED_SUSTAINED_TFLOPS = 4.5          # 2× GTX 1080 Ti (11.3 TFLOP/s fp32 peak each) at ~20 % utilisation
+H100_BF16_PEAK_TFLOPS = 989.0       # dense bf16, SXM
+H100_UTILISATION = (0.10, 0.25)     # batch-1 256² conv GAN training: well below large-batch utilisation
 
 
 def _cond(n: int, size: int = SIZE) -> torch.Tensor:
@@ -126,4 +131,24 @@ def run() -> list[BenchRow]:
     sec = timeit(update, repeat=1 if device.type == "cpu" else 10, warmup=0)
     rows.append(BenchRow("renderer", f"training update time ({where})", sec, "s/update",
                          f"4 frames at 256², fp32 on CPU / bf16 autocast on GPU; {flops_update / sec / 1e12:.3g} TFLOP/s"))
+    return rows + finetune_estimate(flops_update / FRAMES_PER_UPDATE, plain / FRAMES_PER_UPDATE, sec / FRAMES_PER_UPDATE,
+                                    where)
+
+
+def finetune_estimate(flops_frame: float, flops_frame_ned: float, sec_frame: float, where: str) -> list[BenchRow]:
+    """How long NED's 20-epoch actor fine-tune takes with our update, from the measured FLOPs and step time.
+
+    NED's 17 h gives the workload: frames = 17 h · sustained FLOP/s / NED's FLOPs per frame. The same frames
+    with our update (STCCL term included) on one H100 at an assumed utilisation, and on the machine measured.
+    """
+    frames = NED_HOURS * 3600 * NED_SUSTAINED_TFLOPS * 1e12 / flops_frame_ned
+    rows = [BenchRow("renderer", "20-epoch fine-tune workload implied by NED's 17 h on 2×11 GB", frames / 1e3,
+                     "k frames", f"at {NED_SUSTAINED_TFLOPS} TFLOP/s sustained, {flops_frame_ned / 1e9:.0f} GFLOP/frame")]
+    for util in H100_UTILISATION:
+        hours = frames * flops_frame / (H100_BF16_PEAK_TFLOPS * 1e12 * util) / 3600
+        rows.append(BenchRow("renderer", f"estimate: same fine-tune with STCCL, one H100 bf16 at {util:.0%} of peak",
+                             hours, "h", f"{flops_frame / 1e9:.0f} GFLOP/frame; GPU run: "
+                             "SPFEM_BENCH_DEVICE=cuda python -m spfem_cli.bench renderer"))
+    rows.append(BenchRow("renderer", f"estimate: same fine-tune, measured update time ({where})",
+                         frames * sec_frame / 86400, "days", "from the timed update above"))
     return rows
