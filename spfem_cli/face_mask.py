@@ -4,7 +4,8 @@ As NED's ``preprocessing/segment_face.py``: ``argmax(logits) == 1`` (classes bac
 ``SoftErosion(kernel_size=21, threshold=0.6)`` (one pass: convolve the binary mask with a normalised cone
 kernel ``max(dist) − dist`` over a 21×21 window, zero padding, keep ``≥ 0.6``), then the largest 8-connected
 component (skimage ``label`` on an H×W×1 array: full connectivity). NED then warps the 0/255 mask into the
-aligned frame with nearest-neighbour sampling; spfem segments the aligned frames directly.
+aligned frame with nearest-neighbour sampling; spfem segments the aligned frames directly. For pasting a
+generated face back NED softens the *source* frame's mask once more: :func:`ned_blend_mask`.
 
 Deliberate deviation (switchable): NED feeds the network ``x/255`` ∈ [0, 1], but FSGAN trained it on
 ``(x/255 − 0.5)/0.5`` ∈ [−1, 1] (``fsgan/train_segmentation.py``); ``input_range="fsgan"`` (default) feeds
@@ -44,6 +45,22 @@ def soft_erode(mask: torch.Tensor, size: int = ERODE_KERNEL, threshold: float = 
     kernel = erosion_kernel(size).to(mask.device)
     smooth = F.conv2d(mask.float().unsqueeze(1), kernel, padding=size // 2)
     return smooth[:, 0] >= threshold
+
+
+def ned_blend_mask(masks: np.ndarray) -> np.ndarray:
+    """NED's paste-back alpha (``postprocessing/image_blending/image_blender.py``, pyramid mode) from binary
+    ``N×H×W`` face masks: ``SoftErosion(kernel_size=int(33·H/256) made odd, threshold=0.8)``, soft output —
+    1 where the cone-filtered mask reaches 0.8, elsewhere the filtered value divided by its maximum there.
+    Returns float32 ``N×H×W`` in [0, 1].
+    """
+    masks = np.asarray(masks)
+    size = int(33 * masks.shape[1] / 256)
+    size += 1 - size % 2
+    kernel = erosion_kernel(size)
+    x = F.conv2d(torch.from_numpy((masks > 0).astype(np.float32)).unsqueeze(1), kernel, padding=size // 2)[:, 0]
+    hard = x >= 0.8
+    rest = torch.where(hard, torch.zeros_like(x), x).amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+    return torch.where(hard, torch.ones_like(x), x / rest).numpy()
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from spfem_cli.face_mask import (
     face_mask_from_logits,
     load_segmenter,
     mesh_or_segmentation,
+    ned_blend_mask,
     segment_faces,
 )
 
@@ -158,6 +159,20 @@ def test_postprocessing_keeps_the_largest_eroded_face_blob():
     assert np.array_equal(eroded.astype(bool), _brute_force_erosion(face)) and 0 < eroded.sum() < face.sum()
     # nothing classed as face: an empty mask, not an error
     assert face_mask_from_logits(_logits(np.zeros((h, w), bool))).sum() == 0
+
+
+def test_blend_alpha_is_the_soft_erosion_ned_pastes_with():
+    face = np.zeros((1, 256, 256), np.uint8)
+    face[0, 40:220, 60:200] = 1
+    alpha = ned_blend_mask(face)[0]
+    assert alpha.dtype == np.float32 and alpha.min() == 0.0 and alpha.max() == 1.0
+    assert alpha[130, 130] == 1.0 and alpha[5, 5] == 0.0
+    row = alpha[130, 40:140]                                      # across the left edge: rises monotonically
+    assert np.all(np.diff(row) >= 0) and 0 < row[20] < 1          # soft at the edge itself (x = 60)
+    # the hard core is the 0.8-threshold erosion with the 33 px kernel: deeper than the 0.6/21 px mask's
+    core = np.flatnonzero(alpha[130] == 1.0)[0] - 60
+    assert core > _expected_edge_shrink() and core == _expected_edge_shrink(33, 0.8)
+    assert alpha[130, 60 + core - 1] < 1.0
 
 
 class RedIsFace(nn.Module):
