@@ -392,7 +392,7 @@ def train_renderer_cmd(
                                       "12 generated frames doubling every 5 epochs up to 48 (NED: 20)."),
     steps: int | None = typer.Option(None, "--steps", help="Sequences to train on (overrides --epochs)."),
     sample_every: int = typer.Option(200, "--sample-every", help="PNG sample grid period in steps (0 = off)."),
-    tracker: str = typer.Option("fan", "--tracker", help="fan | mediapipe (landmarks for alignment and eyes)."),
+    tracker: str = typer.Option("auto", "--tracker", help="auto (fan when its weights are installed, as NED; else mediapipe) | fan | mediapipe."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]."),
     amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16/fp16 autocast on GPU."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the newest checkpoint in --out."),
@@ -406,7 +406,7 @@ def train_renderer_cmd(
 
     path = train_renderer(video, out, data=data, meta=meta, metric=metric, epochs=epochs, steps=steps,
                           cfg=RendererTrainConfig(sample_every=sample_every),
-                          tracker=_choice(tracker, ("fan", "mediapipe"), "--tracker"), device=device, amp=amp,
+                          tracker=_choice(tracker, ("auto", "fan", "mediapipe"), "--tracker"), device=device, amp=amp,
                           resume=resume, seed=seed)
     console.print(f"renderer written to {path} (use it with: spfem edit VIDEO --backend ned --renderer {path})")
 

@@ -108,5 +108,9 @@ def test_auto_tracker_is_fan_for_ned_only_when_its_weights_are_installed(tmp_pat
         (tmp_path / name).write_bytes(b"w")
         monkeypatch.setenv(f"SPFEM_WEIGHT_{name.upper()}", str(tmp_path / name))
     assert (resolve_tracker(req, "ned"), resolve_tracker(req, "warp")) == ("fan", "mediapipe")
-    req.tracker = "mediapipe"
+    (tmp_path / "renderer" / "actor").mkdir(parents=True)
+    (tmp_path / "renderer" / "actor" / "actor.json").write_text('{"tracker": "mediapipe"}')
+    req.renderer = tmp_path / "renderer"
+    assert resolve_tracker(req, "ned") == "mediapipe"   # the landmarker the renderer was trained with
+    req.renderer, req.tracker = None, "mediapipe"
     assert resolve_tracker(req, "ned") == "mediapipe"   # the user's choice stands

@@ -80,13 +80,23 @@ def choose_backend(req: EditRequest):
 
 
 def resolve_tracker(req: EditRequest, backend_name: str) -> str:
-    """The landmarker of this edit: the user's choice, else FAN for ned (as its renderers are trained with it
-    when available) and the embedded MediaPipe for warp (fast, and what the warp edit is tuned on)."""
+    """The landmarker of this edit: the user's choice; for ned the one its renderer was trained with (the
+    conditioning must be aligned the same way), else FAN when installed (NED's); MediaPipe for warp (embedded,
+    and what the warp edit is tuned on)."""
     if req.tracker != "auto":
         return req.tracker
-    from spfem_cli.tracking.track import auto_tracker
+    if backend_name != "ned":
+        return "mediapipe"
+    import json
 
-    return auto_tracker() if backend_name == "ned" else "mediapipe"
+    from spfem_cli.tracking.track import TRACKERS, auto_tracker
+
+    info = Path(req.renderer or "") / "actor" / "actor.json"   # written by `spfem train-renderer`
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        trained_with = json.loads(info.read_text()).get("tracker")
+        if trained_with in TRACKERS:
+            return trained_with
+    return auto_tracker()
 
 
 def write_side_by_side(source: Path, edited: Path, output: Path, *, crf: int = 18, overwrite: bool = False) -> Path:

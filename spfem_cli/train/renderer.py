@@ -479,7 +479,7 @@ def _registry_or_path(value: str) -> Path:
 
 def train_renderer(video: Path | None, out: Path, *, data: Path | None = None, meta: str = "ned_meta_renderer",
                    metric: str | None = "stccl_metric", epochs: float = 20.0, steps: int | None = None,
-                   cfg: RendererTrainConfig | None = None, tracker: str = "fan", device: str = "auto", amp: bool = True,
+                   cfg: RendererTrainConfig | None = None, tracker: str = "auto", device: str = "auto", amp: bool = True,
                    resume: bool = True, seed: int = 0, ckpt_every: int = 500, log_every: int = 10) -> Path:
     """`spfem train-renderer`: prepare (or reuse) the actor folder, then :func:`fine_tune` from the meta-renderer."""
     cfg = cfg or RendererTrainConfig()
@@ -498,6 +498,10 @@ def train_renderer(video: Path | None, out: Path, *, data: Path | None = None, m
 
         data = out / "actor"
         if not (data / "actor.json").is_file():
+            if tracker == "auto":
+                from spfem_cli.tracking.track import auto_tracker
+
+                tracker = auto_tracker()
             prepare_actor_data(Path(video), data, tracker=tracker, device=device)
     arrays = load_actor_data(data)
     n_frames = int(arrays["frames"].shape[0])
