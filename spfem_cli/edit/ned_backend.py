@@ -88,11 +88,12 @@ class NedBackend:
 
     def render_video(self, video: Path, output: Path, track, recon, edited, *, crf: int = 18,
                      overwrite: bool = False, chunk_size: int = 32, flame=None, deca=None, detail_assets=None,
-                     renderer=None) -> int:
+                     renderer=None, segmenter="auto") -> int:
         """Render every frame, paste back, write ``output`` with the source audio; returns the frame count.
 
         ``flame`` / ``deca`` / ``detail_assets`` / ``renderer`` (a NeuralRenderer) default to the registry's
-        weights and the actor renderer folder; tests pass stand-ins.
+        weights and the actor renderer folder; tests pass stand-ins. ``segmenter``: FSGAN's face segmentation
+        ("auto": when ``fsgan_segmentation`` is installed, as NED) or None for the FLAME mesh coverage mask.
         """
         from models.deca import DECA
         from models.detail import DetailAssets
@@ -108,6 +109,11 @@ class NedBackend:
         self._deca = (deca or DECA.from_registry()).to(self.device).eval()
         self._detail_assets = (detail_assets or DetailAssets.from_registry()).to(self.device)
         renderer = renderer or NeuralRenderer.from_dir(self.renderer_dir, self.device, batch_frames=self.batch_frames)
+        if isinstance(segmenter, str):
+            from spfem_cli.face_mask import load_segmenter
+
+            segmenter = load_segmenter()
+        self._segmenter = segmenter.to(self.device).eval() if segmenter is not None else None
         pose_edit, exp_edit = edited.to_deca()
         n = len(recon)
         ok_all = recon.valid[:n] & track.valid[:n] & np.isfinite(track.transforms[:n]).all(axis=(1, 2))
@@ -120,8 +126,8 @@ class NedBackend:
                 sel = idx[idx < n]
                 sel = sel[ok_all[sel]]
                 if len(sel):
-                    faces, masks = self._faces(sel, track, recon, pose_edit, exp_edit, flame, colours, renderer,
-                                               cuts, last_ok)
+                    faces, masks = self._faces(chunk.frames[sel - chunk.start], sel, track, recon, pose_edit,
+                                               exp_edit, flame, colours, renderer, cuts, last_ok)
                     for k, i in enumerate(sel):
                         out[i - chunk.start] = paste_back(chunk.frames[i - chunk.start], faces[k],
                                                           track.transforms[i], mask=masks[k])
@@ -130,14 +136,19 @@ class NedBackend:
                 done += len(out)
         return done
 
-    def _faces(self, sel: np.ndarray, track, recon, pose_edit: np.ndarray, exp_edit: np.ndarray, flame, colours,
-               renderer, cuts: np.ndarray, last_ok: int) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Aligned 256² faces and soft paste-back masks for the frames ``sel`` (runs keep the temporal state)."""
+    def _faces(self, frames: np.ndarray, sel: np.ndarray, track, recon, pose_edit: np.ndarray, exp_edit: np.ndarray,
+               flame, colours, renderer, cuts: np.ndarray, last_ok: int) -> tuple[np.ndarray, np.ndarray]:
+        """Aligned 256² faces and soft paste-back masks for the source ``frames`` at indices ``sel`` (runs keep
+        the temporal state).
+
+        The face mask is the renderer's mask input and the base of the paste-back alpha, as in NED: FSGAN's
+        segmentation of the aligned source frame when installed (what the actor renderer was trained with),
+        else the FLAME mesh coverage; NED's soft erosion makes the alpha.
+        """
         from dataclasses import fields, replace
 
-        import cv2
-
-        from spfem_cli.align import apply_affine
+        from spfem_cli.align import apply_affine, warp_to_aligned
+        from spfem_cli.face_mask import mesh_or_segmentation, ned_blend_mask
         from spfem_cli.neural_render import pack_conditioning, to_uint8
         from spfem_cli.render3d import crop_to_aligned, render_conditioning
 
@@ -157,12 +168,16 @@ class NedBackend:
         to8 = [(x.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
                for x in (imgs.nmfc, imgs.eyes, imgs.shape)]
         mask = (imgs.mask[:, 0].cpu().numpy() > 0.5).astype(np.uint8)
+        aligned = np.stack([warp_to_aligned(f, track.transforms[i]) for f, i in zip(frames, sel, strict=True)])
+        if self._segmenter is not None:
+            mask, _ = mesh_or_segmentation(aligned, mask, self._segmenter, self.device)
         cond = pack_conditioning(to8[0], to8[1], to8[2], mask)
         faces = []
         for s, e, reset in sequence_runs(sel, cuts, last_ok):
             if reset:
                 renderer.reset()
             faces.append(renderer.render(cond[s:e]))
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
-        soft = [cv2.GaussianBlur(cv2.erode(m * 255, kernel).astype(np.float32) / 255, (0, 0), 3) for m in mask]
-        return to_uint8(torch.cat(faces)), soft
+        # The generator paints black outside the mask; the soft alpha and the coarse pyramid levels reach a little
+        # beyond it, so the source shows there instead of a dark halo.
+        rendered = np.where(mask[..., None] > 0, to_uint8(torch.cat(faces)), aligned)
+        return rendered, ned_blend_mask(mask)
