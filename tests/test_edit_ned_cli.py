@@ -114,3 +114,24 @@ def test_auto_tracker_is_fan_for_ned_only_when_its_weights_are_installed(tmp_pat
     assert resolve_tracker(req, "ned") == "mediapipe"   # the landmarker the renderer was trained with
     req.renderer, req.tracker = None, "mediapipe"
     assert resolve_tracker(req, "ned") == "mediapipe"   # the user's choice stands
+
+
+@pytest.mark.slow
+def test_ned_reference_edit_passes_faceless_frames_through(ned_files, short_clip, tmp_path):
+    """--reference through the ned backend (reference tracked and encoded by DECA, style = geometric median of the
+    translator's style encoder), on a clip whose middle frames have no face: those frames come out unchanged."""
+    from spfem_cli.video import write_video
+
+    frames, info = read_frames(short_clip.path)
+    frames[10:15] = 128
+    clip = write_video(tmp_path / "gap.mp4", frames, info.fps, audio_from=short_clip.path)
+    out = tmp_path / "ref.mp4"
+    result = _spfem(ned_files, "edit", str(clip), "--reference", str(short_clip.path), "--intensity", "0.5",
+                    "--backend", "ned", "--renderer", str(ned_files["renderer"]), "-o", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    src, _ = read_frames(clip)
+    got, _ = read_frames(out)
+    assert len(got) == len(src)
+    diff = np.abs(got.astype(int) - src.astype(int)).mean(-1)
+    assert diff[10:15].max() < 3                        # no face: the frame itself (codec noise only)
+    assert diff[:10].max() > 40 and diff[15:].max() > 40  # faces on both sides of the gap were rendered
