@@ -139,6 +139,14 @@ def doctor() -> None:
     if others:
         table.add_row("[red]conflicting OpenCV[/]", ", ".join(others))
     table.add_row("device (auto)", str(pick_device("auto")))
+    from spfem_cli.edit.ned_backend import missing_model_weights
+    from spfem_cli.tracking.track import auto_tracker
+
+    missing = missing_model_weights()
+    table.add_row("backend warp", "ready (embedded)")
+    table.add_row("backend ned", "ready: give --renderer DIR (spfem train-renderer)" if not missing
+                  else f"[yellow]needs {', '.join(missing)}[/]")
+    table.add_row("tracker auto (ned)", auto_tracker())
     table.add_row("SPFEM_HOME", str(weights.spfem_home()))
     for name in weights.load_registry():
         table.add_row(f"weight {name}", weights.status(name))

@@ -42,6 +42,7 @@ def test_doctor_reports_device_and_weights():
     result = _spfem("doctor")
     assert result.returncode == 0
     assert "device (auto)" in result.stdout and "cpu" in result.stdout
+    assert "backend ned" in result.stdout and "deca_model" in result.stdout   # nothing gated in the test home
 
 
 def _bad_inputs(tmp_path):

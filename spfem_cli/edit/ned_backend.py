@@ -28,12 +28,18 @@ NED_WEIGHTS = ("deca_model", "flame_generic", "flame_landmark_embedding", "deca_
                "deca_fixed_displacement", "deca_uv_face_eye_mask", "ned_translator")
 
 
-def missing_weights(renderer_dir: Path | None) -> list[str]:
-    """What the ned backend lacks on this machine (empty = it can run); used by ``--backend auto``."""
+def missing_model_weights() -> list[str]:
+    """Registry weights of the ned backend not installed here (the actor renderer aside)."""
     from spfem_cli import weights
 
-    missing = [n for n in NED_WEIGHTS if weights.status(n) in ("missing", "user file missing")]
+    return [n for n in NED_WEIGHTS if weights.status(n) in ("missing", "user file missing")]
+
+
+def missing_weights(renderer_dir: Path | None) -> list[str]:
+    """What the ned backend lacks on this machine (empty = it can run); used by ``--backend auto``."""
     from models.ned_renderer import find_ned_file
+
+    missing = missing_model_weights()
 
     if renderer_dir is None or find_ned_file(renderer_dir, "G") is None:
         missing.append("actor renderer (spfem train-renderer VIDEO --out DIR, then --renderer DIR)")
