@@ -347,6 +347,7 @@ def evaluate(
         help="Existing edits: DIR/{inter-id,cross-id}/<actor>/<target emotion>/<source key>.mp4 "
              "(source key: MEAD <emotion>_level_<k>_<clip>, RAVDESS the file stem)."),
     backend: str | None = typer.Option(None, "--backend", help="warp | ned: generate the edits first (into OUT/generated)."),
+    renderers: Path | None = typer.Option(None, "--renderers", help="--backend ned: DIR/<actor>/ actor renderers (spfem train-renderer)."),
     pair: tuple[Path, Path] | None = typer.Option(None, "--pair", help="SOURCE EDITED: evaluate one edit."),
     out: Path = typer.Option(Path("spfem_eval"), "--out", "-o", help="Reports, cache and generated edits go here."),
     crop: str = typer.Option("track", "--crop", help="track: track and align faces; none: videos are face crops."),
@@ -377,7 +378,7 @@ def evaluate(
     from spfem_cli.evaluate.run import EvalConfig, evaluate_dataset
 
     cfg = EvalConfig(dataset=dataset, root=root, out=out, generated=generated, backend=backend, crop=crop,
-                     lse_preset=lse_preset, device=device, max_sources=max_sources,
+                     lse_preset=lse_preset, device=device, max_sources=max_sources, renderers=renderers,
                      actors=tuple(a.strip() for a in actors.split(",")) if actors else None)
     results, paths = evaluate_dataset(cfg)
     print(markdown_table(results))

@@ -215,3 +215,19 @@ def test_pair_mode_on_identical_videos(mead_root, eval_weights, monkeypatch):
     result = evaluate_pair(clip, clip, crop="none", device="cpu")
     assert result["source"] == result["edited"] and result["source"]["n_windows"] == N_FRAMES - 2 - 5
     assert result["psnr"] == float("inf") and result["ssim"] == pytest.approx(1.0)
+
+
+def test_ned_generation_needs_a_renderer_per_actor_before_any_edit(mead_root, tmp_path):
+    import torch
+
+    from models.ned_renderer import NedGenerator
+
+    plan = build_plan("mead", mead_root, actors=("M003",))
+    with pytest.raises(SpfemError, match="--renderers DIR"):
+        run_mod.generate_missing(plan, tmp_path / "gen", "ned")
+    with pytest.raises(SpfemError, match="M003"):
+        run_mod.generate_missing(plan, tmp_path / "gen", "ned", renderers=tmp_path / "renderers")
+    assert not (tmp_path / "gen").exists()
+    (tmp_path / "renderers" / "M003").mkdir(parents=True)
+    torch.save(NedGenerator(ngf=4, n_blocks=2).state_dict(), tmp_path / "renderers" / "M003" / "latest_net_G.pth")
+    assert run_mod.actor_renderers(plan, tmp_path / "renderers") == {"M003": tmp_path / "renderers" / "M003"}

@@ -51,6 +51,7 @@ class EvalConfig:
     actors: tuple[str, ...] | None = None
     max_sources: int | None = None
     seed: int = SPLIT_SEED
+    renderers: Path | None = None   # ned backend: one actor renderer per test actor, DIR/<actor>/
 
 
 @dataclass
@@ -121,7 +122,24 @@ def _stack(rows: list[np.ndarray], dim: int) -> np.ndarray:
     return np.concatenate(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
 
 
-def generate_missing(plan: Plan, generated: Path, backend: str) -> list[Path]:
+def actor_renderers(plan: Plan, renderers: Path | None) -> dict[str, Path]:
+    """The ned backend's person-specific renderer of every source actor (``renderers/<actor>/``), checked
+    before any edit runs so a long generation does not stop half-way for a missing actor."""
+    from models.ned_renderer import find_ned_file
+
+    actors = sorted({job.source.actor for job in plan.jobs})
+    if renderers is None:
+        raise SpfemError("--backend ned needs --renderers DIR with one actor renderer per test actor "
+                         f"(DIR/<actor>/latest_net_G.pth from `spfem train-renderer`): {', '.join(actors)}")
+    lacking = [a for a in actors if find_ned_file(Path(renderers) / a, "G") is None]
+    if lacking:
+        raise SpfemError(f"no actor renderer in {renderers} for {', '.join(lacking)} "
+                         "(train one per actor: spfem train-renderer VIDEO --out DIR/<actor>)")
+    return {a: Path(renderers) / a for a in actors}
+
+
+def generate_missing(plan: Plan, generated: Path, backend: str, *, renderers: Path | None = None,
+                     device: str = "auto") -> list[Path]:
     """Run the edit pipeline for every job whose output is not there yet (resumable)."""
     try:
         from spfem_cli.edit.pipeline import EditRequest, edit_video
@@ -129,6 +147,7 @@ def generate_missing(plan: Plan, generated: Path, backend: str) -> list[Path]:
     except ImportError as exc:
         raise SpfemError(f"--backend {backend} needs the edit pipeline (spfem_cli.edit.pipeline), "
                          f"which is not available here ({exc}); pass --generated DIR instead") from None
+    per_actor = actor_renderers(plan, renderers) if backend == "ned" else {}
     made = []
     for job in plan.jobs:
         target = generated / job.relpath
@@ -137,7 +156,7 @@ def generate_missing(plan: Plan, generated: Path, backend: str) -> list[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         # Reference-guided edit: the reference clip of the target emotion carries the expression (§3 protocol).
         edit_video(EditRequest(job.source.video, target, EditTarget(reference=job.reference.video), backend=backend,
-                               progress=False))
+                               progress=False, renderer=per_actor.get(job.source.actor), device=device))
         made.append(target)
     return made
 
@@ -212,7 +231,7 @@ def evaluate_dataset(cfg: EvalConfig, models: EvalModels | None = None, *, progr
     plan = build_plan(cfg.dataset, cfg.root, actors=cfg.actors, max_sources=cfg.max_sources, seed=cfg.seed)
     generated_dir = Path(cfg.generated) if cfg.generated is not None else Path(cfg.out) / "generated"
     if cfg.backend is not None:
-        generate_missing(plan, generated_dir, cfg.backend)
+        generate_missing(plan, generated_dir, cfg.backend, renderers=cfg.renderers, device=cfg.device)
     present = [j for j in plan.jobs if (generated_dir / j.relpath).is_file()]
     missing = len(plan.jobs) - len(present)
     if not present:
