@@ -210,6 +210,8 @@ def edit(
     plot: Path | None = typer.Option(None, "--plot", help="Write a PNG of source vs output mouth opening (re-tracked)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     allow_no_face: bool = typer.Option(False, "--allow-no-face", help="Copy the video through when no face is found."),
+    crf: int = typer.Option(18, "--crf", help="H.264 quality: 0 lossless … 51 worst; 18 is visually lossless."),
+    preset: str = typer.Option("medium", "--preset", help="x264 speed/size: ultrafast … veryslow (veryfast ≈ 2× faster encode, larger file)."),
 ) -> None:
     """Change the emotion of the talking face in VIDEO, keeping the speech and the audio."""
     from spfem_cli.edit.pipeline import EditRequest, edit_video
@@ -222,7 +224,7 @@ def edit(
         output = video.with_name(f"{video.stem}.{suffix}.mp4")
     request = EditRequest(video, output, target, backend=backend, tracker=tracker, face_index=face,
                           side_by_side=side_by_side, plot=plot, overwrite=overwrite, allow_no_face=allow_no_face,
-                          renderer=renderer, device=device)
+                          renderer=renderer, device=device, crf=crf, preset=preset)
     result = edit_video(request)
     console.print(f"[green]wrote[/] {result.output}  ({result.frames} frames, {result.valid_frames} with a face, "
                   f"{float(result.fps):.3f} fps, backend {result.backend})")

@@ -260,6 +260,17 @@ class _AudioCarrier:
         self.input.close()
 
 
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+
+def check_encoder(crf: int, preset: str) -> None:
+    """Refuse encoder settings libx264 would reject, before any work is done."""
+    if not 0 <= crf <= 51:
+        raise VideoError(f"--crf {crf} is out of range: 0 (lossless) to 51 (worst); 18 is visually lossless")
+    if preset not in X264_PRESETS:
+        raise VideoError(f"unknown --preset '{preset}': one of {', '.join(X264_PRESETS)}")
+
+
 class VideoWriter:
     """H.264 (yuv420p) MP4 writer with the source audio carried over, written atomically.
 
@@ -271,6 +282,7 @@ class VideoWriter:
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise VideoError(f"output {self.path} already exists (pass --overwrite to replace it)")
+        check_encoder(crf, preset)
         self.fps = Fraction(fps).limit_denominator(1001 * 1000) if not isinstance(fps, Fraction) else fps
         self.crf, self.preset = crf, preset
         self.audio_from = audio_from

@@ -143,6 +143,8 @@ def _cli(*args):
     (["--emotion", "ecstatic"], "unknown emotion"),
     (["--emotion", "happy", "--intensity", "1.5"], "intensity"),
     (["--emotion", "happy", "--backend", "ned"], "ned backend"),
+    (["--emotion", "happy", "--crf", "60"], "--crf 60"),
+    (["--emotion", "happy", "--preset", "turbo"], "unknown --preset"),
     ([], "exactly one of"),
 ])
 def test_bad_options_fail_with_one_line(args, message, short_clip, tmp_path):

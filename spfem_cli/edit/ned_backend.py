@@ -92,7 +92,7 @@ class NedBackend:
         return translate(source, tgt, float(getattr(target, "intensity", 1.0)), self.translator, seed=seed,
                          device=self.device)
 
-    def render_video(self, video: Path, output: Path, track, recon, edited, *, crf: int = 18,
+    def render_video(self, video: Path, output: Path, track, recon, edited, *, crf: int = 18, preset: str = "medium",
                      overwrite: bool = False, chunk_size: int = 32, flame=None, deca=None, detail_assets=None,
                      renderer=None, segmenter="auto") -> int:
         """Render every frame, paste back, write ``output`` with the source audio; returns the frame count.
@@ -125,7 +125,8 @@ class NedBackend:
         ok_all = recon.valid[:n] & track.valid[:n] & np.isfinite(track.transforms[:n]).all(axis=(1, 2))
         cuts = np.asarray(getattr(track, "cuts", np.zeros(n, bool)), bool)
         done, last_ok = 0, -2
-        with VideoWriter(Path(output), info.fps, audio_from=Path(video), crf=crf, overwrite=overwrite) as writer:
+        with VideoWriter(Path(output), info.fps, audio_from=Path(video), crf=crf, preset=preset,
+                         overwrite=overwrite) as writer:
             for chunk in iter_chunks(Path(video), chunk_size):
                 out = chunk.frames.copy()
                 idx = np.arange(chunk.start, chunk.start + len(chunk.frames))

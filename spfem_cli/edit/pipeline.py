@@ -23,7 +23,7 @@ from spfem_cli.edit.targets import EditTarget
 from spfem_cli.edit.warp_backend import LandmarkSeq, WarpBackend
 from spfem_cli.errors import SpfemError
 from spfem_cli.progress import frame_progress
-from spfem_cli.video import AtomicOutput, VideoWriter, check_output_path, iter_chunks, probe
+from spfem_cli.video import AtomicOutput, VideoWriter, check_encoder, check_output_path, iter_chunks, probe
 
 BackendName = Literal["auto", "warp", "ned"]
 console = Console(stderr=True)
@@ -42,7 +42,8 @@ class EditRequest:
     overwrite: bool = False
     allow_no_face: bool = False
     progress: bool = True
-    crf: int = 18
+    crf: int = 18                     # x264 quality (lower = better, larger)
+    preset: str = "medium"            # x264 speed/size trade-off: ultrafast … veryslow
     renderer: Path | None = None      # actor renderer folder (ned backend)
     device: str = "auto"
 
@@ -99,10 +100,11 @@ def resolve_tracker(req: EditRequest, backend_name: str) -> str:
     return auto_tracker()
 
 
-def write_side_by_side(source: Path, edited: Path, output: Path, *, crf: int = 18, overwrite: bool = False) -> Path:
+def write_side_by_side(source: Path, edited: Path, output: Path, *, crf: int = 18, preset: str = "medium",
+                       overwrite: bool = False) -> Path:
     """source | edited, decoded in lockstep (for backends that render the video themselves)."""
     info = probe(source)
-    with VideoWriter(output, info.fps, audio_from=source, crf=crf, overwrite=overwrite) as writer:
+    with VideoWriter(output, info.fps, audio_from=source, crf=crf, preset=preset, overwrite=overwrite) as writer:
         for a, b in zip(iter_chunks(source), iter_chunks(edited), strict=False):
             n = min(len(a.frames), len(b.frames))
             h, w = a.frames.shape[1:3]
@@ -111,6 +113,7 @@ def write_side_by_side(source: Path, edited: Path, output: Path, *, crf: int = 1
 
 
 def _check_paths(req: EditRequest) -> None:
+    check_encoder(req.crf, req.preset)
     inputs = tuple(p for p in (req.input, req.target.reference) if p is not None)
     probe(req.input)   # unreadable input fails here, before anything is written
     outputs = [p for p in (req.output, req.side_by_side, req.plot) if p is not None]
@@ -136,11 +139,11 @@ def render_edit(req: EditRequest, backend: WarpBackend, track, source: LandmarkS
     """Stream the input through the renderer into the output (and side-by-side) writers; returns the frame count."""
     frames_done = 0
     with contextlib.ExitStack() as stack:
-        writer = stack.enter_context(VideoWriter(req.output, track.fps, audio_from=req.input, crf=req.crf,
+        writer = stack.enter_context(VideoWriter(req.output, track.fps, audio_from=req.input, crf=req.crf, preset=req.preset,
                                                  overwrite=req.overwrite))
         side = None
         if req.side_by_side is not None:
-            side = stack.enter_context(VideoWriter(req.side_by_side, track.fps, audio_from=req.input, crf=req.crf,
+            side = stack.enter_context(VideoWriter(req.side_by_side, track.fps, audio_from=req.input, crf=req.crf, preset=req.preset,
                                                    overwrite=req.overwrite))
         advance = stack.enter_context(frame_progress(req.progress, len(track), f"rendering ({backend.name})"))
         for chunk in iter_chunks(req.input):
@@ -178,9 +181,10 @@ def _edit_ned(req: EditRequest, backend, track) -> EditResult:
     if req.target.reference is not None:
         reference = backend.encode(req.target.reference, _reference_track(req))[1]
     edited = backend.manipulate(source, req.target, reference)
-    n = backend.render_video(req.input, req.output, track, recon, edited, crf=req.crf, overwrite=req.overwrite)
+    n = backend.render_video(req.input, req.output, track, recon, edited, crf=req.crf, preset=req.preset,
+                             overwrite=req.overwrite)
     if req.side_by_side is not None:
-        write_side_by_side(req.input, req.output, req.side_by_side, crf=req.crf, overwrite=req.overwrite)
+        write_side_by_side(req.input, req.output, req.side_by_side, crf=req.crf, preset=req.preset, overwrite=req.overwrite)
     return EditResult(req.output, backend.name, n, track.fps, track.n_valid, req.side_by_side)
 
 
