@@ -40,11 +40,15 @@ def erosion_kernel(size: int = ERODE_KERNEL) -> torch.Tensor:
     return (kernel / kernel.sum()).view(1, 1, size, size)
 
 
+def cone_filter(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """``B×H×W`` mask convolved with the soft-erosion kernel (zero padding), as NED's ``SoftErosion``."""
+    kernel = erosion_kernel(size).to(mask.device)
+    return F.conv2d(mask.float().unsqueeze(1), kernel, padding=size // 2)[:, 0]
+
+
 def soft_erode(mask: torch.Tensor, size: int = ERODE_KERNEL, threshold: float = ERODE_THRESHOLD) -> torch.Tensor:
     """Hard output of NED's ``SoftErosion``: ``conv(mask, cone kernel) ≥ threshold``; ``B×H×W`` bool."""
-    kernel = erosion_kernel(size).to(mask.device)
-    smooth = F.conv2d(mask.float().unsqueeze(1), kernel, padding=size // 2)
-    return smooth[:, 0] >= threshold
+    return cone_filter(mask, size) >= threshold
 
 
 def ned_blend_mask(masks: np.ndarray) -> np.ndarray:
@@ -56,8 +60,7 @@ def ned_blend_mask(masks: np.ndarray) -> np.ndarray:
     masks = np.asarray(masks)
     size = int(33 * masks.shape[1] / 256)
     size += 1 - size % 2
-    kernel = erosion_kernel(size)
-    x = F.conv2d(torch.from_numpy((masks > 0).astype(np.float32)).unsqueeze(1), kernel, padding=size // 2)[:, 0]
+    x = cone_filter(torch.from_numpy(masks > 0), size)
     hard = x >= 0.8
     rest = torch.where(hard, torch.zeros_like(x), x).amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
     return torch.where(hard, torch.ones_like(x), x / rest).numpy()
@@ -123,6 +126,16 @@ def load_segmenter() -> torch.nn.Module | None:
         return FSGANUNet.from_registry()
     except WeightsError:
         return None
+
+
+def resolve_segmenter(segmenter: torch.nn.Module | Literal["auto"] | None,
+                      device: torch.device | str) -> torch.nn.Module | None:
+    """"auto" → :func:`load_segmenter`; None → None (mesh-coverage masks); a module is used as given; on ``device``."""
+    if isinstance(segmenter, str):
+        if segmenter != "auto":
+            raise ValueError(f"segmenter must be 'auto', None or a module, got {segmenter!r}")
+        segmenter = load_segmenter()
+    return segmenter.to(device).eval() if segmenter is not None else None
 
 
 def mesh_or_segmentation(images: np.ndarray, mesh_mask: np.ndarray, model: torch.nn.Module | None,

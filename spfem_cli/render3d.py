@@ -117,6 +117,12 @@ class ConditioningImages:
         """NED's per-frame input order: NMFC, eye gaze, shape (B×9×H×W)."""
         return torch.cat([self.nmfc, self.eyes, self.shape], dim=1)
 
+    def to_uint8(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(NMFC, eye gaze, shape) as uint8 B×H×W×3 and the mesh coverage as uint8 B×H×W {0, 1} (actor files)."""
+        nmfc, eyes, shape = ((x.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+                             for x in (self.nmfc, self.eyes, self.shape))
+        return nmfc, eyes, shape, (self.mask[:, 0].cpu().numpy() > 0.5).astype(np.uint8)
+
 
 def render_conditioning(vertices: torch.Tensor, cam: torch.Tensor, faces: torch.Tensor, colours: torch.Tensor,
                         crop_to_aligned_mats: torch.Tensor, eye_landmarks: np.ndarray, pupils: np.ndarray,
@@ -148,6 +154,39 @@ def _to(codes, device):
     return replace(codes, **{f.name: getattr(codes, f.name).to(device) for f in fields(codes)})
 
 
+@torch.no_grad()
+def render_tracked_frames(sel: np.ndarray, track, recon, flame, *, deca=None, detail_assets=None,
+                          exp: np.ndarray | None = None, jaw_opening: np.ndarray | None = None) -> ConditioningImages:
+    """Conditioning images of the tracked, reconstructed frames ``sel``, each in its aligned 256² frame.
+
+    One path for the 3D debug video, the renderer's training data and the ned edit, so what the renderer is
+    trained on and what it is fed are made the same way. ``exp`` (len(sel)×50) and ``jaw_opening`` (len(sel))
+    replace the reconstructed expression and jaw (an edit; the detail displacement follows them). The shape
+    image uses DECA's detail normals when ``deca`` and ``detail_assets`` are given, else coarse shading.
+    Runs on ``flame``'s device.
+    """
+    from dataclasses import replace
+
+    from spfem_cli.align import apply_affine as align_points
+
+    device = flame.v_template.device
+    codes = _to(recon.deca_codes(sel), device)
+    if exp is not None:
+        codes = replace(codes, exp=torch.as_tensor(exp, dtype=torch.float32, device=device))
+    if jaw_opening is not None:
+        pose = codes.pose.clone()
+        pose[:, 3] = torch.as_tensor(jaw_opening, dtype=pose.dtype, device=device)
+        codes = replace(codes, pose=pose)
+    verts = flame(codes.shape, codes.exp, codes.pose).vertices
+    mats = torch.from_numpy(crop_to_aligned(recon.crop_mats[sel], track.transforms[sel])).float().to(device)
+    eyes_lm = np.stack([align_points(track.transforms[i], track.landmarks[i][36:48]) for i in sel])
+    pupils = np.stack([align_points(track.transforms[i], track.pupils[i]) for i in sel])
+    detailed = deca is not None and detail_assets is not None
+    return render_conditioning(verts, codes.cam, flame.faces, nmfc_colours(flame.v_template), mats, eyes_lm, pupils,
+                               displacement=deca.displacement(codes) if detailed else None,
+                               detail_assets=detail_assets if detailed else None)
+
+
 def _overlay(aligned: np.ndarray, shape_img: np.ndarray, mask: np.ndarray, alpha: float = 0.6) -> np.ndarray:
     """Shaded mesh blended over the aligned frame where the mesh covers it (uint8 H×W×3)."""
     m = mask[..., None] * alpha
@@ -168,7 +207,6 @@ def write_3d_debug_video(video, track, reconstruction, out_path, *, flame=None, 
     from pathlib import Path
 
     from models.flame import FLAME
-    from spfem_cli.align import apply_affine as align_points
     from spfem_cli.align import warp_to_aligned
     from spfem_cli.device import pick_device
     from spfem_cli.reconstruct import Reconstruction
@@ -177,7 +215,6 @@ def write_3d_debug_video(video, track, reconstruction, out_path, *, flame=None, 
     device = pick_device(device) if isinstance(device, str) else device
     recon = reconstruction if isinstance(reconstruction, Reconstruction) else Reconstruction.load(Path(reconstruction))
     flame = (flame or FLAME.from_registry()).to(device).eval()
-    colours = nmfc_colours(flame.v_template)
     if detail:
         from models.deca import DECA
         from models.detail import DetailAssets
@@ -196,16 +233,8 @@ def write_3d_debug_video(video, track, reconstruction, out_path, *, flame=None, 
                     panels[k, :, :ALIGNED] = warp_to_aligned(chunk.frames[k], track.transforms[i])
             sel = idx[ok]
             if len(sel):
-                codes = recon.deca_codes(sel)
-                with torch.no_grad():
-                    out = flame(codes.shape.to(device), codes.exp.to(device), codes.pose.to(device))
-                    mats = torch.from_numpy(crop_to_aligned(recon.crop_mats[sel], track.transforms[sel])).float()
-                    eyes_lm = np.stack([align_points(track.transforms[i], track.landmarks[i][36:48]) for i in sel])
-                    pupils = np.stack([align_points(track.transforms[i], track.pupils[i]) for i in sel])
-                    disp = deca.displacement(_to(codes, device)) if detail else None
-                    imgs = render_conditioning(out.vertices, codes.cam.to(device), flame.faces, colours,
-                                               mats.to(device), eyes_lm, pupils, displacement=disp,
-                                               detail_assets=detail_assets)
+                imgs = render_tracked_frames(sel, track, recon, flame, deca=deca if detail else None,
+                                             detail_assets=detail_assets if detail else None)
                 nmfc = imgs.nmfc.permute(0, 2, 3, 1).cpu().numpy()
                 shape_img = imgs.shape.permute(0, 2, 3, 1).cpu().numpy()
                 eyes = imgs.eyes.permute(0, 2, 3, 1).cpu().numpy()

@@ -15,7 +15,7 @@ import shutil
 import tomllib
 import urllib.request
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -174,6 +174,11 @@ def status(name: str) -> str:
     if user_override(name) is not None:
         return "user file" if user_override(name).is_file() else "user file missing"
     return "present" if default_path(spec).is_file() else "missing"
+
+
+def missing(names: Iterable[str]) -> list[str]:
+    """The names among ``names`` with no usable file here (bundled and user-pointed existing files count)."""
+    return [n for n in names if status(n) in ("missing", "user file missing")]
 
 
 ProgressHook = Callable[[int, int | None], None]

@@ -10,6 +10,7 @@ from models.ned_renderer import MultiscaleDiscriminator, NedGenerator, load_ned_
 from models.vgg19 import VGG19Features, VGGPerceptualLoss
 from spfem_cli.neural_render import NeuralRenderer, generate, pack_conditioning, temporal_windows, to_uint8
 from spfem_cli.train.renderer import (
+    EpochSampler,
     RendererStep,
     RendererTrainConfig,
     SequenceWindows,
@@ -17,7 +18,6 @@ from spfem_cli.train.renderer import (
     fine_tune,
     jitter_pupils,
     load_actor_data,
-    make_sequence_loader,
     save_actor_data,
     steps_for_epochs,
 )
@@ -283,7 +283,7 @@ def test_schedule_follows_trainer_epochs_and_resume(tmp_path):
         tr = Trainer(TrainConfig(out_dir=out, max_steps=max_steps, ckpt_every=1000, device="cpu", progress=False,
                                  tensorboard=False))
         tr.fit(lambda batch, t: log.append((t.step, t.epoch, tuple(_frame_ids({"real": batch["real"][0]})))) or {},
-               make_sequence_loader(tr, ds))
+               tr.make_loader(ds, batch_size=1, sampler_cls=EpochSampler))
 
     full: list = []
     run(tmp_path / "a", 12, full)

@@ -32,7 +32,7 @@ def missing_model_weights() -> list[str]:
     """Registry weights of the ned backend not installed here (the actor renderer aside)."""
     from spfem_cli import weights
 
-    return [n for n in NED_WEIGHTS if weights.status(n) in ("missing", "user file missing")]
+    return weights.missing(NED_WEIGHTS)
 
 
 def missing_weights(renderer_dir: Path | None) -> list[str]:
@@ -105,21 +105,16 @@ class NedBackend:
         from models.detail import DetailAssets
         from models.flame import FLAME
         from spfem_cli.blend import paste_back
+        from spfem_cli.face_mask import resolve_segmenter
         from spfem_cli.neural_render import NeuralRenderer
-        from spfem_cli.render3d import nmfc_colours
         from spfem_cli.video import VideoWriter, iter_chunks, probe
 
         info = probe(Path(video))
         flame = (flame or FLAME.from_registry()).to(self.device).eval()
-        colours = nmfc_colours(flame.v_template)
         self._deca = (deca or DECA.from_registry()).to(self.device).eval()
         self._detail_assets = (detail_assets or DetailAssets.from_registry()).to(self.device)
         renderer = renderer or NeuralRenderer.from_dir(self.renderer_dir, self.device, batch_frames=self.batch_frames)
-        if isinstance(segmenter, str):
-            from spfem_cli.face_mask import load_segmenter
-
-            segmenter = load_segmenter()
-        self._segmenter = segmenter.to(self.device).eval() if segmenter is not None else None
+        self._segmenter = resolve_segmenter(segmenter, self.device)
         pose_edit, exp_edit = edited.to_deca()
         n = len(recon)
         ok_all = recon.valid[:n] & track.valid[:n] & np.isfinite(track.transforms[:n]).all(axis=(1, 2))
@@ -134,7 +129,7 @@ class NedBackend:
                 sel = sel[ok_all[sel]]
                 if len(sel):
                     faces, masks = self._faces(chunk.frames[sel - chunk.start], sel, track, recon, pose_edit,
-                                               exp_edit, flame, colours, renderer, cuts, last_ok)
+                                               exp_edit, flame, renderer, cuts, last_ok)
                     for k, i in enumerate(sel):
                         out[i - chunk.start] = paste_back(chunk.frames[i - chunk.start], faces[k],
                                                           track.transforms[i], mask=masks[k])
@@ -144,7 +139,7 @@ class NedBackend:
         return done
 
     def _faces(self, frames: np.ndarray, sel: np.ndarray, track, recon, pose_edit: np.ndarray, exp_edit: np.ndarray,
-               flame, colours, renderer, cuts: np.ndarray, last_ok: int) -> tuple[np.ndarray, np.ndarray]:
+               flame, renderer, cuts: np.ndarray, last_ok: int) -> tuple[np.ndarray, np.ndarray]:
         """Aligned 256² faces and soft paste-back masks for the source ``frames`` at indices ``sel`` (runs keep
         the temporal state).
 
@@ -152,33 +147,18 @@ class NedBackend:
         segmentation of the aligned source frame when installed (what the actor renderer was trained with),
         else the FLAME mesh coverage; NED's soft erosion makes the alpha.
         """
-        from dataclasses import fields, replace
-
-        from spfem_cli.align import apply_affine, warp_to_aligned
+        from spfem_cli.align import warp_to_aligned
         from spfem_cli.face_mask import mesh_or_segmentation, ned_blend_mask
         from spfem_cli.neural_render import pack_conditioning, to_uint8
-        from spfem_cli.render3d import crop_to_aligned, render_conditioning
+        from spfem_cli.render3d import render_tracked_frames
 
-        codes = recon.deca_codes(sel)
-        exp = torch.from_numpy(exp_edit[sel]).float().to(self.device)
-        pose = codes.pose.clone().to(self.device)
-        pose[:, 3] = torch.from_numpy(pose_edit[sel, 3]).float().to(self.device)   # edited jaw opening
-        codes = replace(codes, **{f.name: getattr(codes, f.name).to(self.device) for f in fields(codes)})
-        codes = replace(codes, exp=exp, pose=pose)   # detail displacement follows the edited jaw + expression
-        with torch.no_grad():
-            verts = flame(codes.shape, exp, pose).vertices
-            mats = torch.from_numpy(crop_to_aligned(recon.crop_mats[sel], track.transforms[sel])).float()
-            eyes_lm = np.stack([apply_affine(track.transforms[i], track.landmarks[i][36:48]) for i in sel])
-            pupils = np.stack([apply_affine(track.transforms[i], track.pupils[i]) for i in sel])
-            imgs = render_conditioning(verts, codes.cam, flame.faces, colours, mats.to(self.device), eyes_lm, pupils,
-                                       displacement=self._deca.displacement(codes), detail_assets=self._detail_assets)
-        to8 = [(x.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
-               for x in (imgs.nmfc, imgs.eyes, imgs.shape)]
-        mask = (imgs.mask[:, 0].cpu().numpy() > 0.5).astype(np.uint8)
+        imgs = render_tracked_frames(sel, track, recon, flame, deca=self._deca, detail_assets=self._detail_assets,
+                                     exp=exp_edit[sel], jaw_opening=pose_edit[sel, 3])
+        nmfc, gaze, shape, mask = imgs.to_uint8()
         aligned = np.stack([warp_to_aligned(f, track.transforms[i]) for f, i in zip(frames, sel, strict=True)])
         if self._segmenter is not None:
             mask, _ = mesh_or_segmentation(aligned, mask, self._segmenter, self.device)
-        cond = pack_conditioning(to8[0], to8[1], to8[2], mask)
+        cond = pack_conditioning(nmfc, gaze, shape, mask)
         faces = []
         for s, e, reset in sequence_runs(sel, cuts, last_ok):
             if reset:

@@ -32,7 +32,7 @@ def auto_tracker() -> str:
     embedded ``mediapipe``: the neural path prefers FAN but must not stop for lack of it."""
     from spfem_cli import weights
 
-    return "fan" if all(weights.status(n) in ("present", "user file") for n in FAN_WEIGHTS) else "mediapipe"
+    return "mediapipe" if weights.missing(FAN_WEIGHTS) else "fan"
 
 
 def get_tracker(name: str, **kwargs) -> Tracker:

@@ -298,10 +298,11 @@ class Trainer:
         return norm
 
     def make_loader(self, dataset: Dataset, batch_size: int, *, shuffle: bool = True, num_workers: int = 0,
-                    collate_fn: Callable | None = None) -> DataLoader:
-        """A DataLoader over this rank's shard with a :class:`ResumableSampler` (drop_last)."""
-        sampler = ResumableSampler(len(dataset), shuffle=shuffle, seed=self.config.seed, rank=self.rank,
-                                   world=self.world_size)
+                    collate_fn: Callable | None = None,
+                    sampler_cls: type[ResumableSampler] | None = None) -> DataLoader:
+        """A DataLoader over this rank's shard with a :class:`ResumableSampler` (or a subclass) (drop_last)."""
+        sampler = (sampler_cls or ResumableSampler)(len(dataset), shuffle=shuffle, seed=self.config.seed,
+                                                    rank=self.rank, world=self.world_size)
         if sampler.per_rank < batch_size:
             raise ValueError(f"{len(dataset)} samples over {self.world_size} rank(s) do not fill one batch of {batch_size}")
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,

@@ -33,7 +33,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from models.ned_renderer import (
     N_FRAMES_G,
@@ -163,6 +163,11 @@ def augment_conditioning(nmfc: np.ndarray, gaze: np.ndarray, shape: np.ndarray,
     return out_n, out_g, out_s
 
 
+def subsequence_count(n_frames: int, subseq_len: int) -> int:
+    """NED's training items per epoch: whole ``subseq_len``-frame parts (a shorter clip is one part)."""
+    return max(1, n_frames // max(1, min(subseq_len, n_frames)))
+
+
 class SequenceWindows(Dataset):
     """NED's renderer training set for one actor: one random window per sub-sequence per epoch.
 
@@ -188,7 +193,7 @@ class SequenceWindows(Dataset):
         if self.n < 1:
             raise SpfemError("the actor data has no frames")
         self.subseq_len = max(1, min(subseq_len, self.n))
-        self.count = self.n // self.subseq_len
+        self.count = subsequence_count(self.n, self.subseq_len)
         self.n_frames_total, self.niter_step, self.augment, self.seed = n_frames_total, niter_step, augment, seed
         self.cap = max(1, self.subseq_len - (N_FRAMES_G - 1))
 
@@ -409,16 +414,8 @@ def steps_for_epochs(n_frames: int, epochs: float, subseq_len: int, world_size: 
 
     Under DDP every rank trains on its own sequence per step, so an epoch has ``ceil(count / world)`` steps.
     """
-    count = max(1, n_frames // max(1, min(subseq_len, n_frames)))
+    count = subsequence_count(n_frames, subseq_len)
     return max(1, int(round(epochs * -(-count // max(1, world_size)))))
-
-
-def make_sequence_loader(trainer, dataset: SequenceWindows) -> DataLoader:
-    """Batch-1 loader over this rank's shard whose sampler hands the epoch to the dataset (NED's schedule)."""
-    sampler = EpochSampler(len(dataset), shuffle=True, seed=trainer.config.seed, rank=trainer.rank,
-                           world=trainer.world_size)
-    return DataLoader(dataset, batch_size=1, sampler=sampler, drop_last=True,
-                      pin_memory=trainer.device.type == "cuda")
 
 
 def fine_tune(data: Mapping[str, np.ndarray] | Path | str, out_dir: Path | str, *,
@@ -456,8 +453,9 @@ def fine_tune(data: Mapping[str, np.ndarray] | Path | str, out_dir: Path | str, 
     vgg_loss = VGGPerceptualLoss(vgg, imagenet_norm=cfg.vgg_imagenet_norm).to(trainer.device)
     if isinstance(metric, torch.nn.Module):
         metric = metric.to(trainer.device).eval().requires_grad_(False)
-    loader = make_sequence_loader(trainer, SequenceWindows(data, n_frames_total=cfg.seq_len, niter_step=cfg.niter_step,
-                                                           subseq_len=cfg.subseq_len, augment=cfg.augment, seed=seed))
+    windows = SequenceWindows(data, n_frames_total=cfg.seq_len, niter_step=cfg.niter_step, subseq_len=cfg.subseq_len,
+                              augment=cfg.augment, seed=seed)
+    loader = trainer.make_loader(windows, batch_size=1, sampler_cls=EpochSampler)   # the sampler hands over the epoch
     step = RendererStep(cfg, vgg_loss, metric, sample_dir=out_dir / "samples")
     trainer.fit(step, loader)
     export_ned_checkpoint(trainer, out_dir)
@@ -509,6 +507,5 @@ def train_renderer(video: Path | None, out: Path, *, data: Path | None = None, m
         from spfem_cli.train.loop import dist_env
 
         steps = steps_for_epochs(n_frames, epochs, cfg.subseq_len, dist_env()[2])
-    max_steps = steps
-    return fine_tune(arrays, out, cfg=cfg, max_steps=max_steps, meta=meta_path, metric=metric_model, vgg=vgg,
+    return fine_tune(arrays, out, cfg=cfg, max_steps=steps, meta=meta_path, metric=metric_model, vgg=vgg,
                      device=device, amp=amp, resume=resume, ckpt_every=ckpt_every, log_every=log_every, seed=seed)

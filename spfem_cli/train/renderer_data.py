@@ -34,16 +34,14 @@ def prepare_actor_data(video: Path, out: Path, *, tracker: str = "fan", device: 
     None forces the mesh coverage; a module is used as the segmentation network. ``mask_input_range``: see
     :mod:`spfem_cli.face_mask`.
     """
-    from dataclasses import fields, replace
-
     from models.deca import DECA
     from models.flame import FLAME
     from spfem_cli.align import apply_affine, warp_to_aligned
     from spfem_cli.device import pick_device
-    from spfem_cli.face_mask import load_segmenter, mesh_or_segmentation
+    from spfem_cli.face_mask import mesh_or_segmentation, resolve_segmenter
     from spfem_cli.preprocess import cached_track
     from spfem_cli.reconstruct import Reconstruction, reconstruct_video
-    from spfem_cli.render3d import ALIGNED, crop_to_aligned, nmfc_colours, render_conditioning
+    from spfem_cli.render3d import ALIGNED, render_tracked_frames
     from spfem_cli.video import iter_chunks
 
     video, out = Path(video), Path(out)
@@ -56,13 +54,7 @@ def prepare_actor_data(video: Path, out: Path, *, tracker: str = "fan", device: 
         from models.detail import DetailAssets
 
         detail_assets = (detail_assets or DetailAssets.from_registry()).to(dev)
-    if isinstance(segmenter, str):
-        if segmenter != "auto":
-            raise ValueError(f"segmenter must be 'auto', None or a module, got {segmenter!r}")
-        segmenter = load_segmenter()
-    if segmenter is not None:
-        segmenter = segmenter.to(dev).eval()
-    colours = nmfc_colours(flame.v_template)
+    segmenter = resolve_segmenter(segmenter, dev)
     n = len(recon)
     ok_all = recon.valid[:n] & track.valid[:n] & np.isfinite(track.transforms[:n]).all(axis=(1, 2))
     total = int(ok_all.sum())
@@ -79,24 +71,13 @@ def prepare_actor_data(video: Path, out: Path, *, tracker: str = "fan", device: 
         sel = idx[keep]
         if not len(sel):
             continue
-        codes = recon.deca_codes(sel)
-        with torch.no_grad():
-            verts = flame(codes.shape.to(dev), codes.exp.to(dev), codes.pose.to(dev)).vertices
-            mats = torch.from_numpy(crop_to_aligned(recon.crop_mats[sel], track.transforms[sel])).float().to(dev)
-            eyes_lm = np.stack([apply_affine(track.transforms[i], track.landmarks[i][36:48]) for i in sel])
-            pupils = np.stack([apply_affine(track.transforms[i], track.pupils[i]) for i in sel])
-            disp = None
-            if detail:
-                disp = deca.displacement(replace(codes, **{f.name: getattr(codes, f.name).to(dev) for f in fields(codes)}))
-            imgs = render_conditioning(verts, codes.cam.to(dev), flame.faces, colours, mats, eyes_lm, pupils,
-                                       displacement=disp, detail_assets=detail_assets)
+        imgs = render_tracked_frames(sel, track, recon, flame, deca=deca if detail else None,
+                                     detail_assets=detail_assets if detail else None)
         k = len(sel)
-        frames = [warp_to_aligned(f, track.transforms[i]) for f, i in zip(chunk.frames[keep], sel, strict=True)]
-        arrays["frames"][row:row + k] = np.stack(frames)
-        for name, img in (("nmfc", imgs.nmfc), ("gaze", imgs.eyes), ("shape", imgs.shape)):
-            arrays[name][row:row + k] = (img.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round()
-        mesh_mask = (imgs.mask[:, 0].cpu().numpy() > 0.5).astype(np.uint8)
-        mask, seg_ok = mesh_or_segmentation(arrays["frames"][row:row + k], mesh_mask, segmenter, dev,
+        aligned = np.stack([warp_to_aligned(f, track.transforms[i]) for f, i in zip(chunk.frames[keep], sel, strict=True)])
+        arrays["frames"][row:row + k] = aligned
+        arrays["nmfc"][row:row + k], arrays["gaze"][row:row + k], arrays["shape"][row:row + k], mesh_mask = imgs.to_uint8()
+        mask, seg_ok = mesh_or_segmentation(aligned, mesh_mask, segmenter, dev,
                                             input_range=mask_input_range)
         arrays["mask"][row:row + k] = mask
         segmented += int(seg_ok.sum())
