@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(PY) -m spfem_cli.demo
 
 bench: $(STAMP)
-	$(PY) -m spfem_cli.bench
+	$(PY) -m spfem_cli.benchmarks
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check spfem_cli models tests

@@ -15,7 +15,7 @@ is a 1×1 convolution to the 3 classes.
 
 Input: ``B×3×H×W`` float, **RGB**, normalised as FSGAN trained it: ``(x/255 − 0.5)/0.5`` ∈ [−1, 1]
 (``fsgan/train_segmentation.py``: ``ToTensor`` + ``Normalize(mean=[0.5]*3, std=[0.5]*3)``, images loaded
-BGR→RGB). NED feeds ``x/255`` ∈ [0, 1] without the normalisation (see ``spfem_cli.face_mask``). H and W
+BGR→RGB). NED feeds ``x/255`` ∈ [0, 1] without the normalisation (see ``spfem_cli.face.mask``). H and W
 must be multiples of 16 (four 2×2 max-pools); the weights were trained at 256².
 Output: ``B×3×H×W`` logits, classes :data:`CLASSES` = (background, face, hair); NED's face mask is
 ``argmax == 1``.

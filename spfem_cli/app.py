@@ -139,8 +139,8 @@ def doctor() -> None:
     if others:
         table.add_row("[red]conflicting OpenCV[/]", ", ".join(others))
     table.add_row("device (auto)", str(pick_device("auto")))
-    from spfem_cli.edit.ned_backend import missing_model_weights
-    from spfem_cli.tracking.track import auto_tracker
+    from spfem_cli.backends.ned.backend import missing_model_weights
+    from spfem_cli.face.tracking.track import auto_tracker
 
     missing = missing_model_weights()
     table.add_row("backend warp", "ready (embedded)")
@@ -173,9 +173,9 @@ def preprocess(
     Cached by content hash: running it again on the same video and options is instant. With --3d,
     also OUT/reconstruct-<hash>.npz (DECA codes per frame) and OUT/debug3d.mp4 (mesh, NMFC, shape, gaze).
     """
-    from spfem_cli.preprocess import PreprocessConfig
-    from spfem_cli.preprocess import preprocess as run_preprocess
-    from spfem_cli.tracking.track import TRACKERS
+    from spfem_cli.face.preprocess import PreprocessConfig
+    from spfem_cli.face.preprocess import preprocess as run_preprocess
+    from spfem_cli.face.tracking.track import TRACKERS
 
     if tracker not in TRACKERS:
         raise SpfemError(f"unknown tracker '{tracker}'; choose one of: {', '.join(TRACKERS)}")
@@ -183,9 +183,9 @@ def preprocess(
     state = "cached" if result.cached else "done"
     console.print(f"{state}: {result.valid_frames}/{result.frames} frames with a face -> {result.out_dir}")
     if with_3d:
-        from spfem_cli.preprocess import cached_track
-        from spfem_cli.reconstruct import reconstruct_video
-        from spfem_cli.render3d import write_3d_debug_video
+        from spfem_cli.backends.ned.reconstruct import reconstruct_video
+        from spfem_cli.backends.ned.render3d import write_3d_debug_video
+        from spfem_cli.face.preprocess import cached_track
 
         track = cached_track(video, tracker, face_index=face, progress=progress)
         recon = reconstruct_video(video, track, out, device, batch_size=batch, progress=progress)
@@ -323,7 +323,7 @@ def analyze_metric(
                                            help="Backbone of the untrained baseline: auto | none | a backbone.pth."),
 ) -> None:
     """Positive vs negative disparity similarity (cosine, Pearson) per emotion, untrained vs trained metric."""
-    from spfem_cli.metric_analysis import analyze_metric as run
+    from spfem_cli.train.metric_analysis import analyze_metric as run
 
     cfg = AnalysisConfig(dataset=_choice(dataset, CHOICES["dataset"], "--dataset"), root=str(root), metric=metric,
                          split=_choice(split, CHOICES["split"], "--split"), frames=frames, batch=batch,
@@ -413,7 +413,7 @@ def train_renderer_cmd(
 
     Multi-GPU: `torchrun --nproc_per_node N -m spfem_cli.app train-renderer VIDEO --out DIR`.
     """
-    from spfem_cli.train.renderer import RendererTrainConfig, train_renderer
+    from spfem_cli.backends.ned.train_renderer import RendererTrainConfig, train_renderer
 
     path = train_renderer(video, out, data=data, meta=meta, metric=metric, epochs=epochs, steps=steps,
                           cfg=RendererTrainConfig(sample_every=sample_every),
@@ -453,7 +453,7 @@ def train_translator_cmd(
 
     Multi-GPU: `torchrun --nproc_per_node N -m spfem_cli.app train-translator --root ...`.
     """
-    from spfem_cli.train.translator import TranslatorRun, TranslatorTrainConfig, train_translator_on
+    from spfem_cli.backends.ned.train_translator import TranslatorRun, TranslatorTrainConfig, train_translator_on
 
     _choice(dataset, ("mead",), "--dataset")
     cfg = TranslatorTrainConfig(lr=lr, f_lr=lr, batch_size=batch, niter=epochs, niter_decay=min(decay_epochs, epochs),

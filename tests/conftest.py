@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 @pytest.fixture(scope="session")
 def sample_clip(tmp_path_factory):
     """3 s, 25 fps, 480x640 talking clip of the astronaut photo with AAC audio and its known mouth signal."""
-    from spfem_cli.sample import make_talking_clip
+    from spfem_cli.demo.sample import make_talking_clip
 
     return make_talking_clip(tmp_path_factory.mktemp("sample") / "talking.mp4", seconds=3.0, fps=25)
 
@@ -27,6 +27,6 @@ def sample_clip(tmp_path_factory):
 @pytest.fixture(scope="session")
 def short_clip(tmp_path_factory):
     """1.2 s version of the sample (fast end-to-end runs)."""
-    from spfem_cli.sample import make_talking_clip
+    from spfem_cli.demo.sample import make_talking_clip
 
     return make_talking_clip(tmp_path_factory.mktemp("short") / "short.mp4", seconds=1.2, fps=25, seed=3)

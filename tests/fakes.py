@@ -16,7 +16,7 @@ import torch
 def write_flame_files(folder: Path, *, grid: int = 31) -> dict[str, Path]:
     """``generic_model.pkl`` (protocol-2 pickle of the FLAME arrays) and ``landmark_embedding.npy`` (pickled dict)."""
     from models.flame import synthetic_flame
-    from spfem_cli.align import TEMPLATE_68
+    from spfem_cli.face.align import TEMPLATE_68
 
     model, embedding = synthetic_flame(TEMPLATE_68, grid=grid)
     folder.mkdir(parents=True, exist_ok=True)

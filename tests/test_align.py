@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from spfem_cli.align import (
+from spfem_cli.face.align import (
     ALIGNED_SIZE,
     RIGID_POINTS,
     TEMPLATE_68,

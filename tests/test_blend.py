@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from spfem_cli.align import TEMPLATE_68, alignment_transform, apply_affine, invert_affine, warp_to_aligned
-from spfem_cli.blend import face_mask, paste_back, template_mask
+from spfem_cli.face.align import TEMPLATE_68, alignment_transform, apply_affine, invert_affine, warp_to_aligned
+from spfem_cli.face.blend import face_mask, paste_back, template_mask
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -20,7 +20,7 @@ def astronaut_face():
     """The real photo and its MediaPipe landmarks."""
     from skimage import data
 
-    from spfem_cli.tracking.mediapipe_tracker import MediaPipeTracker
+    from spfem_cli.face.tracking.mediapipe_tracker import MediaPipeTracker
 
     image = data.astronaut()
     with MediaPipeTracker() as tracker:

@@ -11,8 +11,8 @@ from fakes import write_detail_assets
 
 from models.detail import DetailAssets, grid_triangles, read_obj_uvs
 from models.flame import FLAME, synthetic_flame
-from spfem_cli.align import TEMPLATE_68
-from spfem_cli.render3d import crop_to_aligned, nmfc_colours, render_conditioning
+from spfem_cli.backends.ned.render3d import crop_to_aligned, nmfc_colours, render_conditioning
+from spfem_cli.face.align import TEMPLATE_68
 
 
 @pytest.fixture(scope="module")

@@ -9,20 +9,20 @@ import sys
 import numpy as np
 import pytest
 
-from spfem_cli.edit import facs
+from spfem_cli.backends.warp import facs
+from spfem_cli.backends.warp.backend import WarpBackend
 from spfem_cli.edit.pipeline import EditRequest, edit_video
 from spfem_cli.edit.report import mouth_correlation
 from spfem_cli.edit.targets import EditTarget, component_weights, parse_timeline
-from spfem_cli.edit.warp_backend import WarpBackend
 from spfem_cli.emotions import EDIT_EMOTIONS
 from spfem_cli.errors import SpfemError
-from spfem_cli.tracking.track import track_video
+from spfem_cli.face.tracking.track import track_video
 from spfem_cli.video import probe, read_audio, read_frames, write_video
 
 
 @pytest.fixture(scope="module")
 def source_track(short_clip):
-    from spfem_cli.preprocess import cached_track
+    from spfem_cli.face.preprocess import cached_track
 
     return cached_track(short_clip.path, "mediapipe", progress=False)
 
@@ -125,7 +125,7 @@ def test_reference_target_transfers_the_reference_expression(short_clip, source_
     # A reference made by editing the sample to "surprised": its brows are higher than the source's.
     ref = tmp_path / "ref.mp4"
     edit_video(EditRequest(short_clip.path, ref, EditTarget(emotion="surprised", intensity=1.0), backend="warp", progress=False))
-    from spfem_cli.preprocess import cached_track
+    from spfem_cli.face.preprocess import cached_track
 
     backend = WarpBackend()
     seq = backend.encode(source_track)

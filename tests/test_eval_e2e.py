@@ -28,7 +28,7 @@ N_FRAMES = 9
 
 @pytest.fixture(scope="module")
 def frame_bank():
-    from spfem_cli.sample import render_frame
+    from spfem_cli.demo.sample import render_frame
 
     amounts = np.linspace(0, 1, 6)
     return np.stack([render_frame(float(a), i / FPS, size=(128, 128), face_scale=0.55) for i, a in enumerate(amounts)])
@@ -42,7 +42,7 @@ def _clip_frames(bank: np.ndarray, seed: int, tint: int) -> np.ndarray:
 
 
 def _write_clip(path: Path, frames: np.ndarray, tmp: Path, seed: int) -> None:
-    from spfem_cli.sample import speech_like_audio
+    from spfem_cli.demo.sample import speech_like_audio
 
     path.parent.mkdir(parents=True, exist_ok=True)
     wav = write_audio(tmp / f"a{seed}.wav", speech_like_audio(np.linspace(0, 1, N_FRAMES), FPS, seed=seed), 16000)

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 import torch
 
 from models.flame import FLAME, FlamePickleError, load_flame_pickle, load_landmark_embedding, synthetic_flame
-from spfem_cli.align import TEMPLATE_68
+from spfem_cli.face.align import TEMPLATE_68
 from spfem_cli.weights import WeightsError
 
 

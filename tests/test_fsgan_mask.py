@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from models.fsgan_unet import CLASSES, FSGANUNet, load_fsgan_unet
-from spfem_cli.face_mask import (
+from spfem_cli.face.mask import (
     ERODE_KERNEL,
     ERODE_THRESHOLD,
     face_mask_from_logits,
@@ -228,11 +228,11 @@ def _all_face_state() -> dict[str, torch.Tensor]:
 def test_prepare_actor_data_uses_the_segmentation_when_the_weight_is_present(tmp_path, monkeypatch):
     from models.deca import DECA
     from models.flame import FLAME, synthetic_flame
-    from spfem_cli.align import TEMPLATE_68
-    from spfem_cli.sample import make_talking_clip
-    from spfem_cli.tracking import track_video
-    from spfem_cli.train.renderer import load_actor_data
-    from spfem_cli.train.renderer_data import prepare_actor_data
+    from spfem_cli.backends.ned.renderer_data import prepare_actor_data
+    from spfem_cli.backends.ned.train_renderer import load_actor_data
+    from spfem_cli.demo.sample import make_talking_clip
+    from spfem_cli.face.align import TEMPLATE_68
+    from spfem_cli.face.tracking import track_video
 
     video = make_talking_clip(tmp_path / "talk.mp4", seconds=0.12, fps=25, size=(240, 320)).path
     track = track_video(video, "mediapipe", progress=False)

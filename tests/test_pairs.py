@@ -116,8 +116,8 @@ def test_window_dataset_and_pose_switch(mead_tree, tmp_path: Path) -> None:
 
 
 def test_pose_align_frames_undoes_a_known_shift() -> None:
-    from spfem_cli.align import TEMPLATE_68
     from spfem_cli.datasets.pairs_synthetic import face_frame
+    from spfem_cli.face.align import TEMPLATE_68
 
     a = face_frame(128, 0.3)[None]
     shift = np.float32([[1, 0, 5], [0, 1, -3]])

@@ -11,16 +11,16 @@ import pytest
 from test_tracking import no_face_frames, write_clip
 from typer.testing import CliRunner
 
-from spfem_cli import preprocess as pp
 from spfem_cli.errors import SpfemError
-from spfem_cli.tracking.base import FaceTrack
+from spfem_cli.face import preprocess as pp
+from spfem_cli.face.tracking.base import FaceTrack
 from spfem_cli.video import probe, read_frames
 
 
 @pytest.fixture()
 def forbid_tracking(monkeypatch):
     """Make any tracking call fail: proves a run was served from the cache."""
-    import spfem_cli.tracking.track as track_module
+    import spfem_cli.face.tracking.track as track_module
 
     def boom(*args, **kwargs):
         raise AssertionError("tracked again although the cache should have answered")
@@ -43,8 +43,8 @@ def test_outputs_and_second_run_from_cache(short_clip, tmp_path, request, monkey
     debug = probe(out / "debug.mp4")
     assert (debug.height, debug.width) == short_clip.size and debug.n_frames == n
     # the aligned crops hold the face in the template position: landmarks found on a crop sit on the template
-    from spfem_cli.align import TEMPLATE_68
-    from spfem_cli.tracking.mediapipe_tracker import MediaPipeTracker
+    from spfem_cli.face.align import TEMPLATE_68
+    from spfem_cli.face.tracking.mediapipe_tracker import MediaPipeTracker
 
     with MediaPipeTracker() as tracker:
         (det,) = tracker.detect(crops[n // 2])

@@ -11,9 +11,8 @@ import torch
 from models.deca import DECA
 from models.detail import DetailAssets
 from models.flame import FLAME, synthetic_flame
-from spfem_cli.align import TEMPLATE_68
-from spfem_cli.reconstruct import Reconstruction, reconstruct_video
-from spfem_cli.render3d import (
+from spfem_cli.backends.ned.reconstruct import Reconstruction, reconstruct_video
+from spfem_cli.backends.ned.render3d import (
     crop_to_aligned,
     eye_gaze_images,
     nmfc_colours,
@@ -21,6 +20,7 @@ from spfem_cli.render3d import (
     render_conditioning,
     write_3d_debug_video,
 )
+from spfem_cli.face.align import TEMPLATE_68
 from spfem_cli.video import probe
 
 
@@ -88,8 +88,8 @@ def test_nmfc_colours_are_min_max_normalised_per_axis(flame: FLAME) -> None:
 
 @pytest.fixture(scope="module")
 def tracked_clip(tmp_path_factory: pytest.TempPathFactory):
-    from spfem_cli.sample import make_talking_clip
-    from spfem_cli.tracking import track_video
+    from spfem_cli.demo.sample import make_talking_clip
+    from spfem_cli.face.tracking import track_video
 
     path = tmp_path_factory.mktemp("clip") / "talk.mp4"
     make_talking_clip(path, seconds=0.32, fps=25, size=(240, 320))
@@ -111,7 +111,7 @@ def test_reconstruct_end_to_end_random_weights_judges_shapes_and_plumbing_only(
     assert recon.expression_sequence().shape == (len(track), 51)
     assert recon.fps == probe(video).fps
 
-    import spfem_cli.reconstruct as stage
+    import spfem_cli.backends.ned.reconstruct as stage
 
     def fail(*args, **kwargs):
         raise AssertionError("cache miss: the stage ran again")

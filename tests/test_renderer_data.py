@@ -13,15 +13,15 @@ import torch
 from models.deca import DECA
 from models.flame import FLAME, synthetic_flame
 from models.vgg19 import VGG19Features
-from spfem_cli.align import TEMPLATE_68
-from spfem_cli.train.renderer import RendererTrainConfig, fine_tune, load_actor_data
-from spfem_cli.train.renderer_data import prepare_actor_data
+from spfem_cli.backends.ned.renderer_data import prepare_actor_data
+from spfem_cli.backends.ned.train_renderer import RendererTrainConfig, fine_tune, load_actor_data
+from spfem_cli.face.align import TEMPLATE_68
 
 
 @pytest.fixture(scope="module")
 def actor_from_video(tmp_path_factory):
-    from spfem_cli.sample import make_talking_clip
-    from spfem_cli.tracking import track_video
+    from spfem_cli.demo.sample import make_talking_clip
+    from spfem_cli.face.tracking import track_video
 
     root = tmp_path_factory.mktemp("actor_video")
     video = root / "talk.mp4"

@@ -190,8 +190,8 @@ def test_generator_config_is_read_off_the_checkpoint(tmp_path, kwargs):
 
 
 def test_renderer_folder_with_a_foreign_file_is_a_one_line_error(tmp_path):
+    from spfem_cli.backends.ned.neural_render import NeuralRenderer
     from spfem_cli.errors import SpfemError
-    from spfem_cli.neural_render import NeuralRenderer
 
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "latest_net_G.pth")
     with pytest.raises(SpfemError, match="not a NED renderer generator"):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from spfem_cli.edit.ned_backend import missing_weights, sequence_runs
+from spfem_cli.backends.ned.backend import missing_weights, sequence_runs
 
 
 def test_sequence_runs_reset_at_gaps_and_cuts():
@@ -34,11 +34,11 @@ def scene(tmp_path_factory):
 
     from models.detail import DetailAssets
     from models.flame import FLAME, synthetic_flame
-    from spfem_cli.align import TEMPLATE_68
-    from spfem_cli.reconstruct import Reconstruction, reconstruct_video
-    from spfem_cli.sample import make_talking_clip
-    from spfem_cli.tracking import track_video
-    from spfem_cli.translate import ExpressionSeq
+    from spfem_cli.backends.ned.reconstruct import Reconstruction, reconstruct_video
+    from spfem_cli.backends.ned.translate import ExpressionSeq
+    from spfem_cli.demo.sample import make_talking_clip
+    from spfem_cli.face.align import TEMPLATE_68
+    from spfem_cli.face.tracking import track_video
 
     tmp = tmp_path_factory.mktemp("ned_scene")
     video = tmp / "talk.mp4"
@@ -60,8 +60,8 @@ def _render(scene, out, segmenter):
     import torch
 
     from models.ned_renderer import NedGenerator
-    from spfem_cli.edit.ned_backend import NedBackend
-    from spfem_cli.neural_render import NeuralRenderer
+    from spfem_cli.backends.ned.backend import NedBackend
+    from spfem_cli.backends.ned.neural_render import NeuralRenderer
 
     torch.manual_seed(0)
     renderer = NeuralRenderer(NedGenerator(ngf=8, n_blocks=3), "cpu", batch_frames=4)
@@ -106,7 +106,7 @@ class _UpperHalfFace(torch.nn.Module):
 def test_segmentation_mask_limits_what_is_rendered_and_pasted(scene, tmp_path):
     """With a segmenter, its mask of the aligned source frame (not the mesh coverage) is the renderer's mask
     input and the base of the paste-back alpha, as in NED: nothing below the mask's edge may change."""
-    from spfem_cli.align import apply_affine
+    from spfem_cli.face.align import apply_affine
 
     out = tmp_path / "seg.mp4"
     _render(scene, out, segmenter=_UpperHalfFace())

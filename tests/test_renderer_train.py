@@ -8,8 +8,8 @@ import torch
 
 from models.ned_renderer import MultiscaleDiscriminator, NedGenerator, load_ned_state, roi_size_for
 from models.vgg19 import VGG19Features, VGGPerceptualLoss
-from spfem_cli.neural_render import NeuralRenderer, generate, pack_conditioning, temporal_windows, to_uint8
-from spfem_cli.train.renderer import (
+from spfem_cli.backends.ned.neural_render import NeuralRenderer, generate, pack_conditioning, temporal_windows, to_uint8
+from spfem_cli.backends.ned.train_renderer import (
     EpochSampler,
     RendererStep,
     RendererTrainConfig,
@@ -132,7 +132,7 @@ def test_tiny_finetune_lowers_reconstruction_losses(actor, tmp_path):
 
 
 def _initial_generator(cfg: RendererTrainConfig) -> NedGenerator:
-    from spfem_cli.train.renderer import build_networks
+    from spfem_cli.backends.ned.train_renderer import build_networks
 
     torch.manual_seed(0)
     return build_networks(cfg)[0]
@@ -216,7 +216,7 @@ def test_train_renderer_command_names_missing_weights(actor, tmp_path, monkeypat
 
 def test_meta_renderer_folder_and_file_forms(tmp_path):
     """--meta accepts NED's checkpoint folder or its G file; missing D/Dm files are reported, not fatal."""
-    from spfem_cli.train.renderer import build_networks
+    from spfem_cli.backends.ned.train_renderer import build_networks
 
     cfg = tiny_cfg()
     torch.manual_seed(1)

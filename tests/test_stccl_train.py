@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from models.stccl import STCCL, STCCLConfig, load_metric
 from spfem_cli.app import app
 from spfem_cli.datasets.pairs_synthetic import synthetic_clip_pair, write_synthetic_mead
-from spfem_cli.metric_analysis import separation_stats
+from spfem_cli.train.metric_analysis import separation_stats
 
 SIZE = 48
 

@@ -13,11 +13,11 @@ import cv2
 import numpy as np
 import pytest
 
-from spfem_cli.tracking import FaceTrack, TemporalConfig, track_video
-from spfem_cli.tracking.base import Detection
-from spfem_cli.tracking.mediapipe_tracker import MP_TO_IBUG68, MediaPipeTracker
-from spfem_cli.tracking.temporal import fill_gaps, one_euro, one_euro_zero_phase, runs, shots
-from spfem_cli.tracking.track import choose_face
+from spfem_cli.face.tracking import FaceTrack, TemporalConfig, track_video
+from spfem_cli.face.tracking.base import Detection
+from spfem_cli.face.tracking.mediapipe_tracker import MP_TO_IBUG68, MediaPipeTracker
+from spfem_cli.face.tracking.temporal import fill_gaps, one_euro, one_euro_zero_phase, runs, shots
+from spfem_cli.face.tracking.track import choose_face
 from spfem_cli.video import write_video
 
 FPS = 25
@@ -29,7 +29,7 @@ MIRROR_68 = np.array(list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28
 # --------------------------------------------------------------------------- clip helpers
 def talking_frames(n: int, size: tuple[int, int] = (240, 320), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``n`` frames of the real-face sample and the mouth signal that drove them."""
-    from spfem_cli.sample import render_frame, speech_like_signal
+    from spfem_cli.demo.sample import render_frame, speech_like_signal
 
     signal = speech_like_signal(n, FPS, seed=seed)
     frames = np.stack([render_frame(float(a), i / FPS, size=size) for i, a in enumerate(signal)])
@@ -138,7 +138,7 @@ def test_no_face_clip_is_all_invalid(tmp_path):
 
 
 def test_face_that_leaves_and_returns(tmp_path):
-    from spfem_cli.sample import make_talking_clip
+    from spfem_cli.demo.sample import make_talking_clip
 
     clip = make_talking_clip(tmp_path / "leave.mp4", seconds=1.6, size=(240, 320), hidden=(12, 26), audio=False)
     track = track_video(clip.path, progress=False)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from spfem_cli.tracking.fan_tracker import FanTracker, load_fan, pupil_centre
-from spfem_cli.tracking.track import get_tracker
+from spfem_cli.face.tracking.fan_tracker import FanTracker, load_fan, pupil_centre
+from spfem_cli.face.tracking.track import get_tracker
 from spfem_cli.weights import WeightsError
 
 # Layout of the published files (face-alignment 1.5.0: FAN(4) ← 2DFAN4-11f355bf06.pth.tar,
@@ -137,7 +137,7 @@ def test_heatmap_decoding_matches_face_alignment(monkeypatch):
     """
     from face_alignment import utils
 
-    from spfem_cli.tracking.fan_tracker import heatmap_to_points
+    from spfem_cli.face.tracking.fan_tracker import heatmap_to_points
 
     rng = np.random.default_rng(0)
     hm = rng.uniform(0, 0.1, (1, 68, 64, 64)).astype(np.float32)

@@ -8,7 +8,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from spfem_cli.app import app
-from spfem_cli.translate import ExpressionSeq, translate
+from spfem_cli.backends.ned.translate import ExpressionSeq, translate
 
 
 def _root(tmp_path):
@@ -48,7 +48,7 @@ def test_cli_defaults_are_neds_config_defaults():
     """The command may not import torch at `--help` time, so it repeats the defaults: keep them equal."""
     import typer
 
-    from spfem_cli.train.translator import TranslatorRun, TranslatorTrainConfig
+    from spfem_cli.backends.ned.train_translator import TranslatorRun, TranslatorTrainConfig
 
     cmd = typer.main.get_command(app).commands["train-translator"]
     d = {p.name: p.default for p in cmd.params}

@@ -11,8 +11,7 @@ import torch
 from torch import nn
 
 from models.ned_translator import NedTranslator, TranslatorConfig
-from spfem_cli.emotions import EMOTIONS
-from spfem_cli.translate import (
+from spfem_cli.backends.ned.translate import (
     EmotionTimeline,
     ExpressionSeq,
     Segment,
@@ -26,6 +25,7 @@ from spfem_cli.translate import (
     target_from_edit,
     translate,
 )
+from spfem_cli.emotions import EMOTIONS
 
 TINY = TranslatorConfig(gen_hidden=16, enc_lstm=8, mapping_hidden=16)
 
@@ -257,7 +257,7 @@ def test_frames_without_face_do_not_spread_nan():
 def test_from_reconstruction_reads_jaw_and_expression():
     from fractions import Fraction
 
-    from spfem_cli.reconstruct import Reconstruction
+    from spfem_cli.backends.ned.reconstruct import Reconstruction
 
     codes = np.random.default_rng(0).normal(size=(6, 364)).astype(np.float32)
     valid = np.array([1, 1, 0, 1, 1, 1], bool)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from models.ned_translator import NedTranslator, TranslatorConfig, he_init
-from spfem_cli.datasets.coeffs import CoeffWindows, build_actor_cache, load_clips, read_actor_cache
-from spfem_cli.train.translator import (
+from spfem_cli.backends.ned.coeffs import CoeffWindows, build_actor_cache, load_clips, read_actor_cache
+from spfem_cli.backends.ned.train_translator import (
     StcclTerm,
     TemplateShapeRenderer,
     TranslatorLosses,
@@ -23,7 +23,7 @@ from spfem_cli.train.translator import (
     pearson_time,
     train_translator,
 )
-from spfem_cli.translate import ExpressionSeq, translate
+from spfem_cli.backends.ned.translate import ExpressionSeq, translate
 
 PATTERN = np.zeros(51, np.float32)
 PATTERN[1:7] = [1.0, -0.8, 0.6, 1.2, -0.5, 0.9]   # the synthetic "angry" offset on 6 expression channels
@@ -133,7 +133,7 @@ def test_stccl_is_only_in_the_reference_guided_generator_step_and_switchable():
 
 def test_template_renderer_is_differentiable_in_the_coefficients():
     from models.flame import FLAME, synthetic_flame
-    from spfem_cli.align import TEMPLATE_68
+    from spfem_cli.face.align import TEMPLATE_68
 
     flame = FLAME(*synthetic_flame(TEMPLATE_68, grid=21))
     render = TemplateShapeRenderer(flame, size=48, cam=(5.0, 0.0, 0.0))
@@ -181,7 +181,7 @@ def test_coefficient_cache_round_trip(tmp_path):
 
 
 def test_finetune_starts_from_a_ned_checkpoint_without_discriminator(tmp_path):
-    from spfem_cli.train.translator import init_nets
+    from spfem_cli.backends.ned.train_translator import init_nets
 
     cfg = _tiny_cfg()
     torch.manual_seed(1)
@@ -205,7 +205,7 @@ def test_one_ned_step_with_the_real_term_parts():
     """The shipped composition: FLAME template renders (synthetic FLAME layout) + the STCCL metric module."""
     from models.flame import FLAME, synthetic_flame
     from models.stccl import STCCL, STCCLConfig
-    from spfem_cli.align import TEMPLATE_68
+    from spfem_cli.face.align import TEMPLATE_68
 
     torch.manual_seed(0)
     metric = STCCL(STCCLConfig(arch="r18", input_size=64, samples=(4, 4, 2, 1))).eval().requires_grad_(False)
@@ -225,9 +225,9 @@ def test_extract_mead_coeffs_uses_the_reconstruct_stage(tmp_path, monkeypatch):
     Reconstruction file; the per-clip arrays, the NaN rows and the actor cache must come out right."""
     from fractions import Fraction
 
-    import spfem_cli.preprocess as preprocess
-    import spfem_cli.reconstruct as reconstruct
-    from spfem_cli.datasets.coeffs import extract_mead_coeffs, is_mead_video_root
+    import spfem_cli.backends.ned.reconstruct as reconstruct
+    import spfem_cli.face.preprocess as preprocess
+    from spfem_cli.backends.ned.coeffs import extract_mead_coeffs, is_mead_video_root
 
     mead = tmp_path / "MEAD"
     for emo, lvl in (("happy", 3), ("contempt", 3), ("neutral", 1)):

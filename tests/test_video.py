@@ -159,7 +159,7 @@ def test_rotation_metadata_is_applied_on_decode(tmp_path):
 
 
 def test_sample_saves_its_driving_signal(tmp_path):
-    from spfem_cli.sample import load_signal, make_talking_clip
+    from spfem_cli.demo.sample import load_signal, make_talking_clip
 
     clip = make_talking_clip(tmp_path / "s.mp4", seconds=0.4, fps=25, head_motion=False)
     np.testing.assert_allclose(load_signal(clip.path), clip.mouth_signal, atol=1e-6)

@@ -1,1 +1,1 @@
-"""Benchmarks, one module per area; each exposes ``run() -> list[BenchRow]`` (see spfem_cli.bench)."""
+"""Benchmarks, one module per area; each exposes ``run() -> list[BenchRow]`` (see spfem_cli.benchmarks.runner)."""

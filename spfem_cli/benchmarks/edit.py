@@ -6,17 +6,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from spfem_cli.bench import BenchRow, timeit
+from spfem_cli.benchmarks.runner import BenchRow, timeit
 
 AREA = "edit"
 
 _MEMORY_SCRIPT = """
 import sys
 from pathlib import Path
-from spfem_cli.bench import peak_rss_mib
+from spfem_cli.benchmarks.runner import peak_rss_mib
 from spfem_cli.edit.pipeline import EditRequest, edit_video
 from spfem_cli.edit.targets import EditTarget
-from spfem_cli.sample import make_talking_clip
+from spfem_cli.demo.sample import make_talking_clip
 clip = make_talking_clip(Path(sys.argv[1]) / "m.mp4", seconds=float(sys.argv[2]), fps=25, size=(360, 640), face_scale=1.3)
 edit_video(EditRequest(clip.path, Path(sys.argv[1]) / "o.mp4", EditTarget(emotion="happy"), backend="warp", progress=False))
 print(peak_rss_mib())
@@ -35,13 +35,13 @@ def peak_memory_mb(seconds: float) -> float:
 
 
 def run() -> list[BenchRow]:
-    from spfem_cli.blend import paste_back
-    from spfem_cli.edit.mesh_warp import warp_region_mask
+    from spfem_cli.backends.warp.backend import WarpBackend
+    from spfem_cli.backends.warp.mesh_warp import warp_region_mask
+    from spfem_cli.demo.sample import make_talking_clip
     from spfem_cli.edit.pipeline import EditRequest, edit_video
     from spfem_cli.edit.targets import EditTarget
-    from spfem_cli.edit.warp_backend import WarpBackend
-    from spfem_cli.preprocess import cached_track
-    from spfem_cli.sample import make_talking_clip
+    from spfem_cli.face.blend import paste_back
+    from spfem_cli.face.preprocess import cached_track
     from spfem_cli.video import read_frames
 
     rows = []

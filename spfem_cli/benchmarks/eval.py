@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from spfem_cli.bench import BenchRow, timeit
+from spfem_cli.benchmarks.runner import BenchRow, timeit
 
 
 def run() -> list[BenchRow]:

@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spfem_cli.bench import BenchRow, timeit
+from spfem_cli.benchmarks.runner import BenchRow, timeit
 
 AREA = "raster"
 
 
 def _mesh_frames(batch: int):
     from models.flame import FLAME, synthetic_flame
-    from spfem_cli.align import TEMPLATE_68
-    from spfem_cli.render3d import nmfc_colours, project
+    from spfem_cli.backends.ned.render3d import nmfc_colours, project
+    from spfem_cli.face.align import TEMPLATE_68
 
     flame = FLAME(*synthetic_flame(TEMPLATE_68, grid=71)).eval()
     pose = torch.zeros(batch, 6)
@@ -59,9 +59,9 @@ def run() -> list[BenchRow]:
 
 def _reconstruct_rows() -> list[BenchRow]:
     from models.deca import DECA
-    from spfem_cli.reconstruct import reconstruct_frames
-    from spfem_cli.sample import make_talking_clip
-    from spfem_cli.tracking import track_video
+    from spfem_cli.backends.ned.reconstruct import reconstruct_frames
+    from spfem_cli.demo.sample import make_talking_clip
+    from spfem_cli.face.tracking import track_video
 
     torch.manual_seed(0)
     deca = DECA().eval()

@@ -1,7 +1,7 @@
 """Renderer benchmarks: inference ms/frame at 256², FLOPs per frame and per training update, update time.
 
-Run on CPU by ``make bench`` (``python -m spfem_cli.bench renderer``); on a GPU machine the same command
-times the GPU (``SPFEM_BENCH_DEVICE=cuda python -m spfem_cli.bench renderer``). Random weights in the
+Run on CPU by ``make bench`` (``python -m spfem_cli.benchmarks.runner renderer``); on a GPU machine the same command
+times the GPU (``SPFEM_BENCH_DEVICE=cuda python -m spfem_cli.benchmarks.runner renderer``). Random weights in the
 published layouts (the timing does not depend on the values). The training update is NED's: 4 frames,
 one G step + one D step, VGG19, image and mouth discriminators, and the STCCL metric (IResNet-50, 224²).
 """
@@ -13,7 +13,7 @@ import os
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from spfem_cli.bench import BenchRow, timeit
+from spfem_cli.benchmarks.runner import BenchRow, timeit
 
 SIZE = 256
 FRAMES_PER_UPDATE = 4
@@ -43,7 +43,7 @@ class _Update:
     def __init__(self, device: torch.device, stccl: bool = True) -> None:
         from models.stccl import STCCL, STCCLConfig
         from models.vgg19 import VGG19Features, VGGPerceptualLoss
-        from spfem_cli.train.renderer import RendererStep, RendererTrainConfig, build_networks
+        from spfem_cli.backends.ned.train_renderer import RendererStep, RendererTrainConfig, build_networks
 
         self.cfg = RendererTrainConfig(seq_len=FRAMES_PER_UPDATE, frames_per_step=FRAMES_PER_UPDATE, sample_every=0)
         g, d, dm = build_networks(self.cfg)
@@ -92,8 +92,8 @@ class _MiniTrainer:
 
 def run() -> list[BenchRow]:
     from models.ned_renderer import NedGenerator
+    from spfem_cli.backends.ned.neural_render import NeuralRenderer
     from spfem_cli.device import pick_device
-    from spfem_cli.neural_render import NeuralRenderer
 
     device = pick_device(os.environ.get("SPFEM_BENCH_DEVICE", "cpu"))
     where = f"{device.type}, {torch.get_num_threads()} threads" if device.type == "cpu" else torch.cuda.get_device_name()
@@ -148,7 +148,7 @@ def finetune_estimate(flops_frame: float, flops_frame_ned: float, sec_frame: flo
         hours = frames * flops_frame / (H100_BF16_PEAK_TFLOPS * 1e12 * util) / 3600
         rows.append(BenchRow("renderer", f"estimate: same fine-tune with STCCL, one H100 bf16 at {util:.0%} of peak",
                              hours, "h", f"{flops_frame / 1e9:.0f} GFLOP/frame; GPU run: "
-                             "SPFEM_BENCH_DEVICE=cuda python -m spfem_cli.bench renderer"))
+                             "SPFEM_BENCH_DEVICE=cuda python -m spfem_cli.benchmarks.runner renderer"))
     rows.append(BenchRow("renderer", f"estimate: same fine-tune, measured update time ({where})",
                          frames * sec_frame / 86400, "days", "from the timed update above"))
     return rows

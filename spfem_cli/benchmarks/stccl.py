@@ -17,7 +17,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from spfem_cli.bench import BenchRow, peak_rss_mib, timeit
+from spfem_cli.benchmarks.runner import BenchRow, peak_rss_mib, timeit
 
 AREA = "stccl"
 STAGE_SHAPES = ((64, 112), (128, 56), (256, 28), (512, 14))

@@ -11,16 +11,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from spfem_cli.bench import BenchRow, timeit
+from spfem_cli.benchmarks.runner import BenchRow, timeit
 
 AREA = "tracking"
 
 
 def run() -> list[BenchRow]:
-    from spfem_cli.align import warp_to_aligned
-    from spfem_cli.blend import paste_back
-    from spfem_cli.sample import make_talking_clip
-    from spfem_cli.tracking import get_tracker, track_video
+    from spfem_cli.demo.sample import make_talking_clip
+    from spfem_cli.face.align import warp_to_aligned
+    from spfem_cli.face.blend import paste_back
+    from spfem_cli.face.tracking import get_tracker, track_video
     from spfem_cli.video import read_frames
     from spfem_cli.weights import WeightsError
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from spfem_cli.bench import BenchRow, timeit
+from spfem_cli.benchmarks.runner import BenchRow, timeit
 
 AREA = "translator"
 
 
 def run() -> list[BenchRow]:
     from models.ned_translator import NedTranslator, he_init
-    from spfem_cli.train.translator import TranslatorLosses, TranslatorTrainConfig, build_optimizers, ned_step
-    from spfem_cli.translate import ExpressionSeq, translate
+    from spfem_cli.backends.ned.train_translator import TranslatorLosses, TranslatorTrainConfig, build_optimizers, ned_step
+    from spfem_cli.backends.ned.translate import ExpressionSeq, translate
 
     torch.manual_seed(0)
     rows = []

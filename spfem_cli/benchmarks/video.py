@@ -6,14 +6,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from spfem_cli.bench import BenchRow
+from spfem_cli.benchmarks.runner import BenchRow
 
 AREA = "video"
 
 
 def make_720p_clip(path: Path, seconds: float = 10.0):
     """The real-face sample at 1280x720 (face at a realistic size), with audio."""
-    from spfem_cli.sample import make_talking_clip
+    from spfem_cli.demo.sample import make_talking_clip
 
     return make_talking_clip(path, seconds=seconds, fps=25, size=(720, 1280), face_scale=2.6)
 

@@ -273,8 +273,8 @@ class TrackedCropSource:
 
     def prepare(self, video: str) -> tuple[Path, Path]:
         """Track, align and cache one video (no-op when cached)."""
-        from spfem_cli.align import ALIGNED_SIZE, warp_to_aligned
-        from spfem_cli.tracking import track_video
+        from spfem_cli.face.align import ALIGNED_SIZE, warp_to_aligned
+        from spfem_cli.face.tracking import track_video
         from spfem_cli.video import VideoWriter, iter_chunks, probe
 
         crops, marks = self._paths(video)
@@ -316,12 +316,12 @@ class TrackedCropSource:
 def pose_align_frames(frames_b: np.ndarray, marks_b: np.ndarray, marks_a: np.ndarray) -> np.ndarray:
     """Warp each crop of clip b onto the head pose of the matched crop of clip a (paper's pose alignment).
 
-    Uses :func:`spfem_cli.align.pose_align_affine` on the rigid landmarks; frames whose landmarks are
+    Uses :func:`spfem_cli.face.align.pose_align_affine` on the rigid landmarks; frames whose landmarks are
     missing (NaN) are left as they are.
     """
     import cv2
 
-    from spfem_cli.align import pose_align_affine
+    from spfem_cli.face.align import pose_align_affine
 
     out = frames_b.copy()
     size = frames_b.shape[2], frames_b.shape[1]

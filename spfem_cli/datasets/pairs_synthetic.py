@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from spfem_cli.sample import speech_like_audio, speech_like_signal
+from spfem_cli.demo.sample import speech_like_audio, speech_like_signal
 from spfem_cli.video import write_audio, write_video
 
 FACE_BOX = (30, 210, 135, 315)          # y0, y1, x0, x1 of the face square in astronaut()

@@ -17,11 +17,11 @@ from typing import Literal
 import numpy as np
 from rich.console import Console
 
-from spfem_cli.blend import paste_back
-from spfem_cli.edit.mesh_warp import warp_region_mask
+from spfem_cli.backends.warp.backend import LandmarkSeq, WarpBackend
+from spfem_cli.backends.warp.mesh_warp import warp_region_mask
 from spfem_cli.edit.targets import EditTarget
-from spfem_cli.edit.warp_backend import LandmarkSeq, WarpBackend
 from spfem_cli.errors import SpfemError
+from spfem_cli.face.blend import paste_back
 from spfem_cli.progress import frame_progress
 from spfem_cli.video import AtomicOutput, VideoWriter, check_encoder, check_output_path, iter_chunks, probe
 
@@ -70,7 +70,7 @@ def choose_backend(req: EditRequest):
         raise SpfemError(f"unknown backend '{name}': choose auto, warp or ned")
     if name == "warp":
         return WarpBackend(), "backend warp"
-    from spfem_cli.edit.ned_backend import NedBackend, missing_weights
+    from spfem_cli.backends.ned.backend import NedBackend, missing_weights
 
     if name == "ned":
         return NedBackend(req.renderer, device=req.device, progress=req.progress), "backend ned"
@@ -90,7 +90,7 @@ def resolve_tracker(req: EditRequest, backend_name: str) -> str:
         return "mediapipe"
     import json
 
-    from spfem_cli.tracking.track import TRACKERS, auto_tracker
+    from spfem_cli.face.tracking.track import TRACKERS, auto_tracker
 
     info = Path(req.renderer or "") / "actor" / "actor.json"   # written by `spfem train-renderer`
     with contextlib.suppress(OSError, ValueError, AttributeError):
@@ -127,10 +127,10 @@ def _track(path: Path, req: EditRequest, *, cache: bool = True):
     """The face track of ``path``; inputs and references come from the content-hash cache
     (a second edit of the same video skips tracking), re-tracked outputs do not."""
     if cache:
-        from spfem_cli.preprocess import cached_track
+        from spfem_cli.face.preprocess import cached_track
 
         return cached_track(path, req.tracker, face_index=req.face_index, progress=req.progress)
-    from spfem_cli.tracking.track import track_video
+    from spfem_cli.face.tracking.track import track_video
 
     return track_video(path, req.tracker, face_index=req.face_index, progress=req.progress)
 
@@ -175,7 +175,7 @@ def _reference_track(req: EditRequest):
 
 
 def _edit_ned(req: EditRequest, backend, track) -> EditResult:
-    """DECA → translator → conditioning → actor renderer → paste-back (spfem_cli.edit.ned_backend)."""
+    """DECA → translator → conditioning → actor renderer → paste-back (spfem_cli.backends.ned.backend)."""
     recon, source = backend.encode(req.input, track)
     reference = None
     if req.target.reference is not None:

@@ -1,7 +1,7 @@
 """Face crops for the evaluators, streamed chunk by chunk from a video.
 
-``crop="track"`` runs the tracker (:mod:`spfem_cli.tracking`, imported lazily) and warps every frame
-to the 256² aligned template (:func:`spfem_cli.align.warp_to_aligned`); frames without a face reuse
+``crop="track"`` runs the tracker (:mod:`spfem_cli.face.tracking`, imported lazily) and warps every frame
+to the 256² aligned template (:func:`spfem_cli.face.align.warp_to_aligned`); frames without a face reuse
 the nearest valid transform so the lip stream stays continuous, and are excluded from FAD/CSIM.
 ``crop="none"`` takes frames as they are: for videos that already are face crops (NED writes
 aligned 256² faces), or for quick runs.
@@ -44,7 +44,7 @@ class TrackArrays:
 def track_arrays(video: Path) -> TrackArrays:
     """Track ``video`` with the project's tracker and pull out landmarks, validity, transforms, boxes."""
     try:
-        from spfem_cli import align, tracking
+        from spfem_cli.face import align, tracking
     except ImportError as exc:
         raise SpfemError(f"face tracking is not available ({exc}); use --crop none for videos of face crops") from None
     track = tracking.track_video(Path(video), progress=False)
@@ -84,7 +84,7 @@ def face_chunks(video: Path, preset: LsePreset, *, crop: CropMode = "track", chu
             valid = np.ones(n, bool)
             lips = np.stack([lip_crop(f, preset) for f in faces])
         else:
-            from spfem_cli.align import warp_to_aligned
+            from spfem_cli.face.align import warp_to_aligned
 
             sl = slice(part.start, part.start + n)
             tr, bx = track.transforms[sl], track.boxes[sl]

@@ -17,7 +17,7 @@ from spfem_cli.evaluate.lse import get_preset
 
 
 def _aligned_landmarks(track) -> np.ndarray:
-    from spfem_cli.align import apply_affine
+    from spfem_cli.face.align import apply_affine
 
     return np.stack([apply_affine(m, lm) for m, lm in zip(track.transforms, track.landmarks, strict=False)])
 

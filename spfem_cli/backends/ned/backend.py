@@ -3,12 +3,12 @@
 :func:`spfem_cli.edit.pipeline.edit_video` calls the three stages (``--backend ned``, or ``auto`` when
 :func:`missing_weights` is empty):
 
-* :meth:`NedBackend.encode` — DECA codes per frame (cached by ``spfem_cli.reconstruct``) and NED's 51
+* :meth:`NedBackend.encode` — DECA codes per frame (cached by ``spfem_cli.backends.ned.reconstruct``) and NED's 51
   expression values (jaw opening + 50 FLAME expression);
-* :meth:`NedBackend.manipulate` — :func:`spfem_cli.translate.translate` to a label / reference / timeline;
+* :meth:`NedBackend.manipulate` — :func:`spfem_cli.backends.ned.translate.translate` to a label / reference / timeline;
 * :meth:`NedBackend.render_video` — per chunk: FLAME with the *edited* jaw + expression and the source's
   shape / pose / camera → NMFC, detailed shape (DECA detail normals) and eye-gaze images in the aligned 256² frame → the actor's
-  renderer (:class:`spfem_cli.neural_render.NeuralRenderer`, sequential with a batched conditioning
+  renderer (:class:`spfem_cli.backends.ned.neural_render.NeuralRenderer`, sequential with a batched conditioning
   encoder) → the shared Laplacian paste-back → H.264 with the source audio.
 
 The renderer's temporal state is reset at shot cuts and after frames without a face, as NED starts a
@@ -76,9 +76,9 @@ class NedBackend:
 
     def encode(self, video: Path, track):
         """(Reconstruction, ExpressionSeq) of ``video``; DECA runs once per video content (cached)."""
-        from spfem_cli.preprocess import cache_root
-        from spfem_cli.reconstruct import Reconstruction, reconstruct_video
-        from spfem_cli.translate import ExpressionSeq
+        from spfem_cli.backends.ned.reconstruct import Reconstruction, reconstruct_video
+        from spfem_cli.backends.ned.translate import ExpressionSeq
+        from spfem_cli.face.preprocess import cache_root
 
         folder = self.cache_dir or cache_root() / "reconstruct"
         recon = Reconstruction.load(reconstruct_video(Path(video), track, folder, self.device, progress=self.progress))
@@ -86,7 +86,7 @@ class NedBackend:
 
     def manipulate(self, source, target, reference=None, *, seed: int = 0):
         """Edited ExpressionSeq for an ``EditTarget`` (label, reference ExpressionSeq, or timeline)."""
-        from spfem_cli.translate import target_from_edit, translate
+        from spfem_cli.backends.ned.translate import target_from_edit, translate
 
         tgt = target_from_edit(target, source.fps, reference)
         return translate(source, tgt, float(getattr(target, "intensity", 1.0)), self.translator, seed=seed,
@@ -104,9 +104,9 @@ class NedBackend:
         from models.deca import DECA
         from models.detail import DetailAssets
         from models.flame import FLAME
-        from spfem_cli.blend import paste_back
-        from spfem_cli.face_mask import resolve_segmenter
-        from spfem_cli.neural_render import NeuralRenderer
+        from spfem_cli.backends.ned.neural_render import NeuralRenderer
+        from spfem_cli.face.blend import paste_back
+        from spfem_cli.face.mask import resolve_segmenter
         from spfem_cli.video import VideoWriter, iter_chunks, probe
 
         info = probe(Path(video))
@@ -147,10 +147,10 @@ class NedBackend:
         segmentation of the aligned source frame when installed (what the actor renderer was trained with),
         else the FLAME mesh coverage; NED's soft erosion makes the alpha.
         """
-        from spfem_cli.align import warp_to_aligned
-        from spfem_cli.face_mask import mesh_or_segmentation, ned_blend_mask
-        from spfem_cli.neural_render import pack_conditioning, to_uint8
-        from spfem_cli.render3d import render_tracked_frames
+        from spfem_cli.backends.ned.neural_render import pack_conditioning, to_uint8
+        from spfem_cli.backends.ned.render3d import render_tracked_frames
+        from spfem_cli.face.align import warp_to_aligned
+        from spfem_cli.face.mask import mesh_or_segmentation, ned_blend_mask
 
         imgs = render_tracked_frames(sel, track, recon, flame, deca=self._deca, detail_assets=self._detail_assets,
                                      exp=exp_edit[sel], jaw_opening=pose_edit[sel, 3])

@@ -15,7 +15,7 @@ ALIGNED_SIZE = 256
 
 # iBUG-68 template in a 256×256 aligned crop (x, y pixels). Derived once: the MediaPipe FaceMesh fit
 # of the frontal face in skimage.data.astronaut(), mapped to 68 points with
-# spfem_cli.tracking.mediapipe_tracker.MP_TO_IBUG68, rolled so the eyes are level, mirror-averaged
+# spfem_cli.face.tracking.mediapipe_tracker.MP_TO_IBUG68, rolled so the eyes are level, mirror-averaged
 # over the iBUG left/right pairs, inner lips closed, scaled so the 68 points span 150 px in x,
 # and centred at (128, 145) so the crop keeps the forehead and some room below the chin.
 TEMPLATE_68 = np.array([

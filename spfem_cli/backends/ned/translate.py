@@ -83,7 +83,7 @@ class ExpressionSeq:
 
     @classmethod
     def from_reconstruction(cls, recon) -> ExpressionSeq:
-        """From the ``reconstruct`` stage's :class:`~spfem_cli.reconstruct.Reconstruction` (NaN where no face)."""
+        """From the ``reconstruct`` stage's :class:`~spfem_cli.backends.ned.reconstruct.Reconstruction` (NaN where no face)."""
         return cls(recon.expression_sequence(), float(recon.fps), np.asarray(recon.valid, bool))
 
     def to_deca(self) -> tuple[np.ndarray, np.ndarray]:

@@ -2,7 +2,7 @@
 
 A tracker turns one RGB frame into a list of :class:`Detection` (68 iBUG-order landmarks, a box,
 two pupils), any number per frame, in no particular order. Everything temporal (choosing the face,
-smoothing, gaps, cuts) happens in :mod:`spfem_cli.tracking.track`, the same for every tracker.
+smoothing, gaps, cuts) happens in :mod:`spfem_cli.face.tracking.track`, the same for every tracker.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spfem_cli.align import apply_affine
+from spfem_cli.face.align import apply_affine
 from spfem_cli.video import AtomicOutput
 
 # iBUG-68 groups, named once.

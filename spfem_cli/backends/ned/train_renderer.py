@@ -14,7 +14,7 @@ code detached it — defect 2 in reference-facts §2).
 
 Why the generator runs twice per 4 frames: because the previous outputs are detached, the gradient of
 each frame does not depend on how its inputs were produced. So the 4 frames are first generated
-sequentially without a graph (batched conditioning encoder, :func:`spfem_cli.neural_render.generate`)
+sequentially without a graph (batched conditioning encoder, :func:`spfem_cli.backends.ned.neural_render.generate`)
 and then re-run as *one* batch of 4 with the graph. The values are the same as NED's sequential
 pass; the G cost is +1 forward (~+15 % of a step) but the graph pass is batched (GPU-friendly) and each
 module sees one forward per backward, which is what DDP requires.
@@ -47,11 +47,11 @@ from models.ned_renderer import (
     roi_size_for,
 )
 from models.vgg19 import VGG19Features, VGGPerceptualLoss
+from spfem_cli.backends.ned.neural_render import generate, pack_conditioning, temporal_windows
+from spfem_cli.backends.ned.renderer_data import ACTOR_ARRAYS
 from spfem_cli.errors import SpfemError
-from spfem_cli.neural_render import generate, pack_conditioning, temporal_windows
 from spfem_cli.train.loop import ResumableSampler
 
-ACTOR_ARRAYS = ("frames", "nmfc", "gaze", "shape", "mask", "mouth")
 NED_FILES = {"G": "latest_net_G.pth", "D": "latest_net_D.pth", "Dm": "latest_net_Dm.pth"}
 
 
@@ -492,12 +492,12 @@ def train_renderer(video: Path | None, out: Path, *, data: Path | None = None, m
     if data is None:
         if video is None:
             raise SpfemError("give a VIDEO of the actor or --data ACTOR_FOLDER")
-        from spfem_cli.train.renderer_data import prepare_actor_data
+        from spfem_cli.backends.ned.renderer_data import prepare_actor_data
 
         data = out / "actor"
         if not (data / "actor.json").is_file():
             if tracker == "auto":
-                from spfem_cli.tracking.track import auto_tracker
+                from spfem_cli.face.tracking.track import auto_tracker
 
                 tracker = auto_tracker()
             prepare_actor_data(Path(video), data, tracker=tracker, device=device)

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from spfem_cli.tracking.base import LEFT_EYE, RIGHT_EYE, Detection, Tracker
+from spfem_cli.face.tracking.base import LEFT_EYE, RIGHT_EYE, Detection, Tracker
 from spfem_cli.weights import resolve
 
 FAN_INPUT = 256          # FAN crop side

@@ -236,7 +236,7 @@ def train_translator(dataset, cfg: TranslatorTrainConfig, run: TranslatorRun,
                      stccl: StcclTerm | None = None) -> Path:
     """Run NED's schedule with the shared :class:`Trainer`; returns the NED-layout ``translator.pth``.
 
-    ``dataset`` yields ``(x_src, y_src, x_ref, y_ref)`` windows (see ``spfem_cli.datasets.coeffs``).
+    ``dataset`` yields ``(x_src, y_src, x_ref, y_ref)`` windows (see ``spfem_cli.backends.ned.coeffs``).
     """
     from spfem_cli.train.loop import TrainConfig, Trainer, dist_env
 
@@ -302,7 +302,7 @@ class TemplateShapeRenderer:
 
     def __call__(self, coeffs: Tensor) -> Tensor:
         from models.raster import ndc_to_pixels, orthographic, rasterize
-        from spfem_cli.render3d import render_shape
+        from spfem_cli.backends.ned.render3d import render_shape
 
         n = coeffs.shape[0]
         flame = self.flame.to(coeffs.device)
@@ -338,7 +338,7 @@ def train_translator_on(root: Path, out: Path, cfg: TranslatorTrainConfig, run: 
     With ``cfg.stccl`` the FLAME template renderer and the trained metric (``metric``: a registry name
     or a file) are loaded; without it the run is plain NED (the ablation). The run folder records which.
     """
-    from spfem_cli.datasets.coeffs import CoeffWindows, extract_mead_coeffs, is_mead_video_root, load_clips
+    from spfem_cli.backends.ned.coeffs import CoeffWindows, extract_mead_coeffs, is_mead_video_root, load_clips
     from spfem_cli.device import pick_device
 
     root = Path(root)

@@ -1,10 +1,10 @@
 """Build a renderer-training "actor folder" from one video: aligned frames + NED conditioning images.
 
-Stages (all cached by their owners): track (``spfem_cli.preprocess.cached_track``) → DECA codes
-(``spfem_cli.reconstruct.reconstruct_video``) → FLAME → NMFC / shape / eye-gaze images in the aligned
-256² frame (``spfem_cli.render3d.render_conditioning``). Frames without a valid track or reconstruction
+Stages (all cached by their owners): track (``spfem_cli.face.preprocess.cached_track``) → DECA codes
+(``spfem_cli.backends.ned.reconstruct.reconstruct_video``) → FLAME → NMFC / shape / eye-gaze images in the aligned
+256² frame (``spfem_cli.backends.ned.render3d.render_conditioning``). Frames without a valid track or reconstruction
 are left out. The face mask is NED's: FSGAN's face segmentation of the aligned real frames, soft-eroded,
-largest component (``spfem_cli.face_mask``), when the gated ``fsgan_segmentation`` weight is present; without
+largest component (``spfem_cli.face.mask``), when the gated ``fsgan_segmentation`` weight is present; without
 it (or on a frame where segmentation finds no face) the mask is the FLAME mesh coverage. ``actor.json`` records
 which. The mouth centre is the median of the aligned iBUG mouth points 48–67, as NED's ``get_mouth_center``.
 Arrays go straight to memory-mapped ``.npy`` files (streaming).
@@ -19,7 +19,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from spfem_cli.train.renderer import ACTOR_ARRAYS
+# The per-frame arrays an actor folder holds (one .npy each), in the order training reads them.
+ACTOR_ARRAYS = ("frames", "nmfc", "gaze", "shape", "mask", "mouth")
 
 
 def prepare_actor_data(video: Path, out: Path, *, tracker: str = "fan", device: str = "auto", chunk_size: int = 16,
@@ -32,16 +33,16 @@ def prepare_actor_data(video: Path, out: Path, *, tracker: str = "fan", device: 
     ``flame``, ``deca``, ``detail_assets`` default to the cached track and the registry's (gated) weights.
     ``segmenter``: "auto" uses FSGAN's U-Net when ``fsgan_segmentation`` resolves, else the mesh coverage;
     None forces the mesh coverage; a module is used as the segmentation network. ``mask_input_range``: see
-    :mod:`spfem_cli.face_mask`.
+    :mod:`spfem_cli.face.mask`.
     """
     from models.deca import DECA
     from models.flame import FLAME
-    from spfem_cli.align import apply_affine, warp_to_aligned
+    from spfem_cli.backends.ned.reconstruct import Reconstruction, reconstruct_video
+    from spfem_cli.backends.ned.render3d import ALIGNED, render_tracked_frames
     from spfem_cli.device import pick_device
-    from spfem_cli.face_mask import mesh_or_segmentation, resolve_segmenter
-    from spfem_cli.preprocess import cached_track
-    from spfem_cli.reconstruct import Reconstruction, reconstruct_video
-    from spfem_cli.render3d import ALIGNED, render_tracked_frames
+    from spfem_cli.face.align import apply_affine, warp_to_aligned
+    from spfem_cli.face.mask import mesh_or_segmentation, resolve_segmenter
+    from spfem_cli.face.preprocess import cached_track
     from spfem_cli.video import iter_chunks
 
     video, out = Path(video), Path(out)

@@ -1,7 +1,7 @@
 """Emotion prototypes as FACS action units acting on iBUG-68 landmarks in the aligned frame.
 
 Each action unit (AU) is a displacement field on the 68 landmarks, in pixels of the 256² aligned
-template, where the outer eye corners are 100 px apart (:data:`spfem_cli.align.TEMPLATE_68`); a face
+template, where the outer eye corners are 100 px apart (:data:`spfem_cli.face.align.TEMPLATE_68`); a face
 of any size in the video is normalised to that scale by the alignment, so "scaled by face size"
 holds by construction. Directions follow the FACS manual (Ekman & Friesen): e.g. AU12 pulls the lip
 corners up and out, AU1 raises the inner brows. Emotions combine AUs as in the EMFACS prototypes.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import nnls
 
-from spfem_cli.align import TEMPLATE_68
+from spfem_cli.face.align import TEMPLATE_68
 
 MIDLINE_X = 128.0
 _OUT = np.sign(TEMPLATE_68[:, 0] - MIDLINE_X)   # +1 on the image-right half, -1 on the left

@@ -165,9 +165,9 @@ def extract_mead_coeffs(mead_root: Path, out_root: Path, *, actors: Sequence[str
     frames without a face are NaN and never form a training window. Existing ``.npy`` files are kept.
     Returns the actors written (each also packed into ``<actor>.npz``).
     """
+    from spfem_cli.backends.ned.reconstruct import Reconstruction, reconstruct_video
     from spfem_cli.datasets.mead import scan_mead
-    from spfem_cli.preprocess import cached_track
-    from spfem_cli.reconstruct import Reconstruction, reconstruct_video
+    from spfem_cli.face.preprocess import cached_track
 
     wanted_levels = set(levels) if levels is not None else None
     clips = [c for c in scan_mead(mead_root) if c.emotion in EMOTIONS

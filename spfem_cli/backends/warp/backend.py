@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spfem_cli.align import ALIGNED_SIZE, warp_to_aligned
-from spfem_cli.edit import facs
-from spfem_cli.edit.mesh_warp import warp_face
+from spfem_cli.backends.warp import facs
+from spfem_cli.backends.warp.mesh_warp import warp_face
 from spfem_cli.edit.targets import EditTarget, component_weights
-from spfem_cli.tracking.base import FaceTrack
+from spfem_cli.face.align import ALIGNED_SIZE, warp_to_aligned
+from spfem_cli.face.tracking.base import FaceTrack
 
 MAX_SUPERSAMPLE = 4
 

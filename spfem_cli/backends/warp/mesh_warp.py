@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
-from spfem_cli.align import ALIGNED_SIZE, TEMPLATE_68
+from spfem_cli.face.align import ALIGNED_SIZE, TEMPLATE_68
 
 _CENTRE = TEMPLATE_68[27:36].mean(0)  # nose: the face centre used to push the jaw ring outwards
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from rich.console import Console
 
+from spfem_cli.demo.sample import make_talking_clip
 from spfem_cli.edit.pipeline import EditRequest, edit_video
 from spfem_cli.edit.targets import EditTarget
-from spfem_cli.sample import make_talking_clip
 
 OUT = Path("demo_out")
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-    from spfem_cli.tracking.base import FaceTrack
+    from spfem_cli.face.tracking.base import FaceTrack
 
 CACHE_VERSION = 1          # bump when the track/crop format or the tracking code changes meaning
 OUTPUT_FILES = ("track.npz", "track.json", "aligned.mp4", "debug.mp4")
@@ -58,7 +58,7 @@ def content_hash(path: Path, chunk: int = 1 << 22) -> str:
 
 
 def _resolved_config(config: PreprocessConfig) -> dict:
-    from spfem_cli.tracking.temporal import TemporalConfig
+    from spfem_cli.face.tracking.temporal import TemporalConfig
 
     return {"cache_version": CACHE_VERSION, **asdict(config), "temporal": asdict(TemporalConfig())}
 
@@ -119,8 +119,8 @@ def cached_track(video: Path, tracker: str = "mediapipe", face_index: int = 0, p
 
 
 def _ensure_track(video: Path, config: PreprocessConfig, progress: bool) -> tuple[FaceTrack, Path, dict, bool]:
-    from spfem_cli.tracking.base import FaceTrack
-    from spfem_cli.tracking.track import track_video
+    from spfem_cli.face.tracking.base import FaceTrack
+    from spfem_cli.face.tracking.track import track_video
     from spfem_cli.video import probe
 
     probe(video)                                  # unreadable input fails before any work
@@ -170,7 +170,7 @@ def _write_media(video: Path, track: FaceTrack, entry: Path, size: int, progress
     """One decode pass writing the aligned crops and the debug video into the cache entry."""
     import numpy as np
 
-    from spfem_cli.align import warp_to_aligned
+    from spfem_cli.face.align import warp_to_aligned
     from spfem_cli.progress import frame_progress
     from spfem_cli.video import VideoWriter, iter_chunks
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from spfem_cli.tracking.base import Detection, Tracker, box_from_landmarks, box_iou
+from spfem_cli.face.tracking.base import Detection, Tracker, box_from_landmarks, box_iou
 
 # FaceMesh vertex index for each iBUG-68 point. Derived by semantics on the FaceMesh topology and
 # checked on the astronaut photo (points drawn over the image):

@@ -167,7 +167,7 @@ def render_tracked_frames(sel: np.ndarray, track, recon, flame, *, deca=None, de
     """
     from dataclasses import replace
 
-    from spfem_cli.align import apply_affine as align_points
+    from spfem_cli.face.align import apply_affine as align_points
 
     device = flame.v_template.device
     codes = _to(recon.deca_codes(sel), device)
@@ -199,7 +199,7 @@ def write_3d_debug_video(video, track, reconstruction, out_path, *, flame=None, 
     """Debug video for `spfem preprocess --3d`: aligned frame with the mesh overlaid | NMFC | shape | eye gaze.
 
     ``track``: FaceTrack (transforms image → aligned, landmarks, pupils); ``reconstruction``: a
-    :class:`spfem_cli.reconstruct.Reconstruction` or the path written by ``reconstruct_video``;
+    :class:`spfem_cli.backends.ned.reconstruct.Reconstruction` or the path written by ``reconstruct_video``;
     ``flame`` defaults to the gated FLAME files from the registry. With ``detail`` the shape panel uses DECA's
     detail normals (``deca`` and ``detail_assets`` default to the registry's deca_model / head template / UV mask
     / fixed displacement); ``detail=False`` renders coarse shading. Output: 256×1024 H.264 with the source audio.
@@ -207,9 +207,9 @@ def write_3d_debug_video(video, track, reconstruction, out_path, *, flame=None, 
     from pathlib import Path
 
     from models.flame import FLAME
-    from spfem_cli.align import warp_to_aligned
+    from spfem_cli.backends.ned.reconstruct import Reconstruction
     from spfem_cli.device import pick_device
-    from spfem_cli.reconstruct import Reconstruction
+    from spfem_cli.face.align import warp_to_aligned
     from spfem_cli.video import VideoWriter, iter_chunks, probe
 
     device = pick_device(device) if isinstance(device, str) else device

@@ -1,7 +1,7 @@
-"""`make bench`: run every benchmark module and rewrite BENCHMARKS.md with the measured rows.
+"""The benchmark runner behind `make bench`: run every benchmark module and rewrite BENCHMARKS.md with the measured rows.
 
 Each module in :mod:`spfem_cli.benchmarks` exposes ``run() -> list[BenchRow]``; nothing is timed
-here that a module did not actually run. ``python -m spfem_cli.bench [AREA ...]`` runs a subset and
+here that a module did not actually run. ``python -m spfem_cli.benchmarks [AREA ...]`` runs a subset and
 keeps the other areas' rows from the existing file.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-BENCH_FILE = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+BENCH_FILE = Path(__file__).resolve().parents[2] / "BENCHMARKS.md"
 COMMAND = "make bench"
 
 
@@ -64,12 +64,13 @@ def timeit(fn, *, repeat: int = 5, warmup: int = 1, clock=time.perf_counter) -> 
 
 # The floor first, then the product path, then the rest alphabetically.
 FIRST = ("video", "edit", "tracking")
+NOT_AREAS = ("runner", "__main__")
 
 
 def _modules() -> list[str]:
     import spfem_cli.benchmarks as pkg
 
-    names = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__))
+    names = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if m.name not in NOT_AREAS)
     return [n for n in FIRST if n in names] + [n for n in names if n not in FIRST]
 
 
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     header = [
         "# Benchmarks",
         "",
-        f"Produced by `{COMMAND}` (`python -m spfem_cli.bench [AREA ...]` for a subset) on: "
+        f"Produced by `{COMMAND}` (`python -m spfem_cli.benchmarks [AREA ...]` for a subset) on: "
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
         f"Python {platform.python_version()}, torch {torch.__version__}, no GPU unless noted.",
         "Medians of repeated runs after a warm-up. Rows of areas not re-run are kept from the previous run.",

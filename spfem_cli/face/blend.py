@@ -13,7 +13,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from spfem_cli.align import ALIGNED_SIZE, TEMPLATE_68, invert_affine
+from spfem_cli.face.align import ALIGNED_SIZE, TEMPLATE_68, invert_affine
 
 BlendMode = Literal["laplacian", "copy"]
 LEVELS = 4

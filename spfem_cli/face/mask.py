@@ -11,7 +11,7 @@ Deliberate deviation (switchable): NED feeds the network ``x/255`` ∈ [0, 1], b
 ``(x/255 − 0.5)/0.5`` ∈ [−1, 1] (``fsgan/train_segmentation.py``); ``input_range="fsgan"`` (default) feeds
 what the weights expect, ``input_range="ned"`` reproduces NED exactly. NED repeats the previous frame's mask
 when no face pixel survives; here such a frame gets an all-zero mask and the caller decides (see
-:func:`spfem_cli.train.renderer_data.prepare_actor_data`).
+:func:`spfem_cli.backends.ned.renderer_data.prepare_actor_data`).
 """
 
 from __future__ import annotations

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from spfem_cli.align import alignment_transform
 from spfem_cli.errors import SpfemError
+from spfem_cli.face.align import alignment_transform
+from spfem_cli.face.tracking.base import Detection, FaceTrack, Tracker, box_iou
+from spfem_cli.face.tracking.temporal import TemporalConfig, fill_gaps, frame_signature, is_cut, smooth_runs
 from spfem_cli.progress import frame_progress
-from spfem_cli.tracking.base import Detection, FaceTrack, Tracker, box_iou
-from spfem_cli.tracking.temporal import TemporalConfig, fill_gaps, frame_signature, is_cut, smooth_runs
 from spfem_cli.video import iter_chunks, probe
 
 TRACKERS = ("mediapipe", "fan")
@@ -38,11 +38,11 @@ def auto_tracker() -> str:
 def get_tracker(name: str, **kwargs) -> Tracker:
     """A tracker by name (``mediapipe`` embedded default, ``fan`` needs weights)."""
     if name == "mediapipe":
-        from spfem_cli.tracking.mediapipe_tracker import MediaPipeTracker
+        from spfem_cli.face.tracking.mediapipe_tracker import MediaPipeTracker
 
         return MediaPipeTracker(**kwargs)
     if name == "fan":
-        from spfem_cli.tracking.fan_tracker import FanTracker
+        from spfem_cli.face.tracking.fan_tracker import FanTracker
 
         return FanTracker(**kwargs)
     raise SpfemError(f"unknown tracker '{name}'; choose one of: {', '.join(TRACKERS)}")

@@ -1,0 +1,1 @@
+"""`make demo`: the bundled real-face talking sample and the demo run that edits it."""
