@@ -1,0 +1,1 @@
+"""torch nn.Modules only, each state-dict compatible with its published checkpoint (no I/O, no CLI)."""
