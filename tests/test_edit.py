@@ -62,7 +62,7 @@ def _edited_landmarks(emotion, track, intensity=1.0):
     backend = WarpBackend()
     seq = backend.encode(track)
     plan = backend.plan(seq, EditTarget(emotion=emotion, intensity=intensity), float(track.fps))
-    return seq.landmarks, backend.manipulate(seq, plan).landmarks
+    return seq.ibug68, backend.manipulate(seq, plan).ibug68
 
 
 def test_intended_landmarks_move_in_the_intended_direction(source_track):
@@ -97,11 +97,12 @@ def test_intensity_scales_the_edit_and_zero_is_identity(source_track):
 
 
 def test_expression_estimate_reads_a_planted_smile():
-    planted = facs.NEUTRAL_68 + 0.8 * facs.ACTION_UNITS["AU12"] + 0.5 * facs.ACTION_UNITS["AU1"]
+    fields = facs.action_units()
+    planted = facs.neutral() + 0.8 * fields["AU12"] + 0.5 * fields["AU1"]
     _, coefs = facs.estimate_expression(planted[None])
     assert coefs["AU12"] == pytest.approx(0.8, abs=0.1)
     assert coefs["AU1"] == pytest.approx(0.5, abs=0.1)
-    _, none = facs.estimate_expression(facs.NEUTRAL_68[None])
+    _, none = facs.estimate_expression(facs.neutral()[None])
     assert sum(none.values()) < 1e-6
 
 
@@ -122,17 +123,20 @@ def test_bad_timelines_are_refused(text):
 
 
 def test_reference_target_transfers_the_reference_expression(short_clip, source_track, tmp_path):
-    # A reference made by editing the sample to "surprised": its brows are higher than the source's.
+    # A reference made from the sample: neutral, then surprised. Read against its own neutral frames,
+    # its expression is the brow raise, which the edit must carry over (brows higher than the source's).
     ref = tmp_path / "ref.mp4"
-    edit_video(EditRequest(short_clip.path, ref, EditTarget(emotion="surprised", intensity=1.0), backend="warp", progress=False))
+    edit_video(EditRequest(short_clip.path, ref, EditTarget(timeline=parse_timeline("neutral@0-0.5,surprised@0.5-1.2"),
+                                                            intensity=1.0, ramp=0.2), backend="warp", progress=False))
     from spfem_cli.face.preprocess import cached_track
 
     backend = WarpBackend()
     seq = backend.encode(source_track)
     reference = backend.encode(cached_track(ref, "mediapipe", progress=False))
     plan = backend.plan(seq, EditTarget(reference=ref, intensity=1.0), float(source_track.fps), reference)
-    edited = backend.manipulate(seq, plan).landmarks
-    assert np.mean(edited[:, 17:27, 1] - seq.landmarks[:, 17:27, 1]) < -2.0
+    assert plan.target_aus.get("AU1", 0) > 0.3 and plan.target_aus.get("AU2", 0) > 0.3
+    edited = backend.manipulate(seq, plan).ibug68
+    assert np.mean(edited[:, 17:27, 1] - seq.ibug68[:, 17:27, 1]) < -2.0
 
 
 def _cli(*args):

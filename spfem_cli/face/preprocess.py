@@ -27,8 +27,12 @@ if TYPE_CHECKING:
 
     from spfem_cli.face.tracking.base import FaceTrack
 
-CACHE_VERSION = 1          # bump when the track/crop format or the tracking code changes meaning
+CACHE_VERSION = 2          # bump when the track/crop format or the tracking code changes meaning (2: + mesh)
 OUTPUT_FILES = ("track.npz", "track.json", "aligned.mp4", "debug.mp4")
+OUTPUT_FILES_3D = ("debug3d.mp4",)       # + reconstruct-<hash>.npz (named by content, never clobbered)
+# Registry weights of `preprocess --3d` (DECA reconstruction and the 3D debug renders), checked up front.
+WEIGHTS_3D = ("flame_generic", "flame_landmark_embedding", "deca_model", "deca_head_template",
+              "deca_uv_face_eye_mask", "deca_fixed_displacement")
 
 
 @dataclass(frozen=True)
@@ -200,22 +204,43 @@ def _copy_atomic(src: Path, dst: Path) -> None:
         os.chmod(tmp, 0o666 & ~umask)    # mkstemp makes 0600; user outputs get the usual mode
 
 
+def output_conflicts(out_dir: Path, names: tuple[str, ...]) -> list[Path]:
+    """The files of ``names`` already in ``out_dir`` (what a run would replace)."""
+    return [out_dir / n for n in names if (out_dir / n).exists()]
+
+
+def check_out_dir(out_dir: Path, *, overwrite: bool, names: tuple[str, ...] = (*OUTPUT_FILES, "manifest.json")) -> None:
+    """Refuse, before any work, an output folder that is a file, that holds results (without
+    ``overwrite``) or that cannot be created (the nearest existing parent must be a writable folder)."""
+    from spfem_cli.errors import SpfemError
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SpfemError(f"output {out_dir} exists and is not a folder")
+    existing = output_conflicts(out_dir, names) if out_dir.is_dir() else []
+    if existing and not overwrite:
+        raise SpfemError(f"{out_dir} already holds {', '.join(p.name for p in existing)} "
+                         "(pass --overwrite to replace them, or choose another folder)")
+    parent = out_dir
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise SpfemError(f"cannot create {out_dir}: {parent} is not a writable folder")
+
+
 def preprocess(video: Path, out_dir: Path, config: PreprocessConfig | None = None, *,
-               progress: bool = True) -> PreprocessResult:
-    """Track, align and crop ``video`` into ``out_dir`` (created if missing; its parent must exist)."""
+               progress: bool = True, overwrite: bool = False) -> PreprocessResult:
+    """Track, align and crop ``video`` into ``out_dir`` (created with its parents if missing; files already
+    there are replaced only with ``overwrite``)."""
     from spfem_cli.errors import SpfemError
 
     config = config or PreprocessConfig()
     video, out_dir = Path(video), Path(out_dir)
     if config.face_index < 0:
         raise SpfemError("--face must be 0 (largest face) or a positive index")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SpfemError(f"output {out_dir} exists and is not a folder")
-    if not out_dir.parent.is_dir():
-        raise SpfemError(f"output folder's parent does not exist: {out_dir.parent}")
     if out_dir.resolve() == video.resolve().parent and any((out_dir / n).resolve() == video.resolve()
                                                             for n in OUTPUT_FILES):
         raise SpfemError(f"output {out_dir} would overwrite the input video")
+    check_out_dir(out_dir, overwrite=overwrite)
     track, entry, manifest, cached = _ensure_track(video, config, progress)
     if not manifest["complete"].get("media"):
         cached = False
@@ -223,9 +248,16 @@ def preprocess(video: Path, out_dir: Path, config: PreprocessConfig | None = Non
         manifest["complete"]["media"] = True
         manifest["stages_files"] = list(OUTPUT_FILES)
         _write_manifest(entry, manifest)
-    out_dir.mkdir(exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     files = {}
-    for name in (*OUTPUT_FILES, "manifest.json"):
+    for name in OUTPUT_FILES:
         _copy_atomic(entry / name, out_dir / name)
         files[name] = out_dir / name
-    return PreprocessResult(out_dir, files, cached, len(track), track.n_valid, manifest)
+    # The cache entry is shared by every file with this content; this folder's manifest names this input.
+    own = {**manifest, "video": str(video)}
+    from spfem_cli.video import AtomicOutput
+
+    with AtomicOutput(out_dir / "manifest.json") as tmp:
+        Path(tmp).write_text(json.dumps(own, indent=2, sort_keys=True) + "\n")
+    files["manifest.json"] = out_dir / "manifest.json"
+    return PreprocessResult(out_dir, files, cached, len(track), track.n_valid, own)

@@ -1,49 +1,121 @@
-"""The embedded ``warp`` backend: FACS landmark edits rendered by a piecewise-affine mesh warp.
+"""The embedded ``warp`` backend: FACS action-unit edits of the face mesh rendered by a piecewise-affine warp.
 
-encode      aligned 68 landmarks per frame (from the shared track)
-manipulate  edited = source + intensity · Σₖ wₖ(t)·fieldₖ (target AUs in, conflicting source AUs out),
-            then the source's inner-lip gap and jaw restored frame by frame (speech kept by construction)
+encode      aligned points per frame from the shared track: the 478-point MediaPipe mesh when the
+            track carries it, else the 68 iBUG landmarks (FAN)
+manipulate  edited = source + Σₖ aₖ(t)·fieldₖ with aₖ(t) = intensity · plan weight · AU weight (target
+            AUs in, conflicting source AUs out), then the source's inner-lip gaps and jaw restored
+            frame by frame (speech kept by construction)
 render      warp an aligned crop (supersampled to the face's native resolution) from source to edited
-            landmarks; the shared paste-back puts it into the frame
+            points, damped on eyeglass frames; the shared paste-back puts it into the frame
 
-The edit field depends on time only through the smooth plan weights, so the edited landmarks are
+The edit field depends on time only through the smooth plan weights, so the edited points are
 exactly as smooth as the tracked ones: the backend adds no jitter of its own.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.ndimage import minimum_filter1d, uniform_filter1d
 
 from spfem_cli.backends.warp import facs
-from spfem_cli.backends.warp.mesh_warp import warp_face
+from spfem_cli.backends.warp.mesh_warp import mesh_topology, orientation, warp_face, warp_points
+from spfem_cli.backends.warp.rigid import rigid_damping
 from spfem_cli.edit.targets import EditTarget, component_weights
 from spfem_cli.face.align import ALIGNED_SIZE, warp_to_aligned
 from spfem_cli.face.tracking.base import FaceTrack
 
 MAX_SUPERSAMPLE = 4
+REMOVE_CAP = 1.0      # at most one full AU of the source's own expression is taken out
 
 
 @dataclass
 class LandmarkSeq:
-    """The warp backend's expression sequence: aligned landmarks (T, 68, 2), NaN where no face."""
+    """The warp backend's expression sequence: aligned points (T, P, 2), P = 478 (mesh) or 68 (iBUG),
+    NaN where no face. ``ibug68`` is always the 68-point view."""
 
     landmarks: np.ndarray
     valid: np.ndarray
 
     @classmethod
     def from_track(cls, track: FaceTrack) -> LandmarkSeq:
-        return cls(track.aligned_landmarks(), track.valid.copy())
+        points = track.aligned_mesh() if track.mesh is not None else track.aligned_landmarks()
+        return cls(points, track.valid.copy())
+
+    @property
+    def ibug68(self) -> np.ndarray:
+        return self.landmarks[:, facs.point_set(self.landmarks.shape[1])] if self.landmarks.shape[1] != 68 else self.landmarks
 
 
 @dataclass
 class WarpPlan:
-    """Per-frame displacement in aligned pixels and what it was made of (for reports)."""
+    """Per-frame AU activations of the edit and what they were made of (for reports and shading).
 
-    displacement: np.ndarray          # (T, 68, 2)
+    ``activations`` (T, len(AU_NAMES)) are the AU coefficients the edit adds (negative where it
+    removes one of the source's own AUs); ``displacement`` is their field on the points (T, P, 2).
+    """
+
+    activations: np.ndarray
+    displacement: np.ndarray
     source_aus: dict[str, float]
     target_aus: dict[str, float]
+    au_names: tuple[str, ...] = facs.AU_NAMES
+
+
+@dataclass(frozen=True)
+class FaceEdit:
+    """One frame's edit in the coordinates of the crop being rendered (for appearance cues, e.g. wrinkles).
+
+    ``source``/``edited``: points (P, 2) in crop pixels, P = 478 FaceMesh vertices when ``has_mesh``
+    else 68 iBUG landmarks; ``aus``: AU name → activation the edit adds, ≥ 0 (1 = the calibrated
+    full-strength AU; AUs the edit removes are 0); ``scale``: crop pixels per aligned-256 pixel.
+    """
+
+    source: np.ndarray
+    edited: np.ndarray
+    aus: dict[str, float] = field(default_factory=dict)
+    scale: float = 1.0
+
+    @property
+    def has_mesh(self) -> bool:
+        return len(self.source) == facs.N_MESH
+
+
+@functools.lru_cache(maxsize=2)
+def _au_pinv(n_points: int) -> np.ndarray:
+    """Pseudo-inverse of the AU basis (AUs × 2P): displacement → AU coefficients."""
+    fields = facs.action_units(n_points)
+    return np.linalg.pinv(np.stack([fields[a].ravel() for a in facs.AU_NAMES], axis=1))
+
+
+FOLD_STEPS = np.linspace(1.0, 0.0, 11)
+MIN_AREA = 6.0        # doubled aligned px²: thinner source triangles (closed lips, silhouette) have no orientation
+
+
+def _folds(source: np.ndarray, edited: np.ndarray, triangles: np.ndarray) -> int:
+    s = orientation(warp_points(source, ALIGNED_SIZE), triangles)
+    e = orientation(warp_points(edited, ALIGNED_SIZE), triangles)
+    return int(((np.sign(s) != np.sign(e)) & (np.abs(s) > MIN_AREA)).sum())
+
+
+def fold_free_scale(points: np.ndarray, displacement: np.ndarray, valid: np.ndarray, window: int = 9) -> np.ndarray:
+    """Per-frame factor in [0, 1] on the displacement so that no warp triangle folds, smooth in time."""
+    triangles = mesh_topology(points.shape[1])
+    scale = np.ones(len(points))
+    for i in np.flatnonzero(valid):
+        if not np.any(displacement[i]):
+            continue
+        for s in FOLD_STEPS:
+            edited = facs.restore_speech_and_eyes(points[i], points[i] + s * displacement[i])
+            if _folds(points[i], edited, triangles) == 0:
+                break
+        scale[i] = s
+    if scale.min() < 1.0:
+        scale = minimum_filter1d(scale, window, mode="nearest")
+        scale = np.minimum(scale, uniform_filter1d(scale, window, mode="nearest"))
+    return scale
 
 
 class WarpBackend:
@@ -54,36 +126,51 @@ class WarpBackend:
 
     def plan(self, seq: LandmarkSeq, target: EditTarget, fps: float,
              reference: LandmarkSeq | None = None) -> WarpPlan:
-        """Displacements for every frame, scaled by intensity.
+        """AU activations for every frame, scaled by intensity.
 
-        A label adds its AU prototype and removes the source's own AUs that the label does not use
-        (a smiling face made "sad" loses its smile first; made "happy" it smiles more). "neutral"
-        removes every AU. A reference replaces the source's AU offset by the reference's.
+        A label adds its AU prototype and removes the source's own mouth AUs that the label does not
+        use (a smiling face made "sad" loses its smile first; made "happy" it smiles more); "neutral"
+        removes them all. Brow and lid offsets from the average face are mostly identity (high brows,
+        hooded lids), so they are never removed. A reference adds the reference's expression relative to its own neutral
+        minus the source's expression relative to its own neutral (so identity shape never transfers).
         """
-        n = len(seq.valid)
-        source_offset, source_aus = facs.estimate_expression(seq.landmarks[seq.valid])
+        n, n_points = len(seq.valid), seq.landmarks.shape[1]
+        names = facs.AU_NAMES
+        _, source_aus = facs.estimate_expression(seq.landmarks[seq.valid])
         weights = component_weights(target, n, fps)
-        fields: dict[str, np.ndarray] = {}
+        coefs: dict[str, np.ndarray] = {}
         target_aus: dict[str, float] = {}
         for name in weights:
             if name == "reference":
                 if reference is None or not reference.valid.any():
                     raise ValueError("a reference target needs the reference clip's landmarks")
-                ref_offset, target_aus = facs.estimate_expression(reference.landmarks[reference.valid])
-                fields[name] = ref_offset - source_offset
+                ref_expr = facs.expression_over_time(reference.landmarks, reference.valid)
+                own_expr = facs.expression_over_time(seq.landmarks, seq.valid)
+                coefs[name] = np.array([ref_expr.get(a, 0.0) - own_expr.get(a, 0.0) for a in names])
+                target_aus.update(ref_expr)
             else:
                 keep = facs.EMOTION_AUS[name]
-                removed = sum((c * facs.ACTION_UNITS[au] for au, c in source_aus.items() if au not in keep), np.zeros((68, 2)))
-                fields[name] = facs.prototype(name) - removed
+                coefs[name] = np.array([keep.get(a, 0.0) - (min(source_aus.get(a, 0.0), REMOVE_CAP)
+                                                            if a in facs.REMOVABLE_AUS and a not in keep else 0.0)
+                                        for a in names])
                 target_aus.update(keep)
-        total = np.zeros((n, 68, 2))
+        activations = np.zeros((n, len(names)))
         for name, w in weights.items():
-            total += w[:, None, None] * fields[name][None]
-        return WarpPlan(target.intensity * total, source_aus, target_aus)
+            activations += w[:, None] * coefs[name][None]
+        activations *= target.intensity
+        displacement = facs.field_of(activations, n_points)
+        return WarpPlan(activations, displacement, source_aus, target_aus)
 
     def manipulate(self, seq: LandmarkSeq, plan: WarpPlan) -> LandmarkSeq:
-        edited = seq.landmarks + plan.displacement
-        edited = facs.keep_mouth_opening(seq.landmarks, edited)
+        """Source + the plan's displacement, speech opening restored, never folding the mesh.
+
+        Where a frame's edit would turn a warp triangle over (a fold shows as a torn or doubled
+        patch), that frame's displacement is scaled down just enough; the scale is then made
+        smooth in time (a windowed minimum, then a moving average) so the edit never flickers.
+        """
+        scale = fold_free_scale(seq.landmarks, plan.displacement, seq.valid)
+        edited = seq.landmarks + scale[:, None, None] * plan.displacement
+        edited = facs.restore_speech_and_eyes(seq.landmarks, edited)
         edited[~seq.valid] = np.nan
         return LandmarkSeq(edited, seq.valid.copy())
 
@@ -93,15 +180,31 @@ class WarpBackend:
         scale = float(np.sqrt(abs(np.linalg.det(np.asarray(matrix)[:, :2]))))   # aligned px per frame px
         return int(np.clip(np.ceil(1.0 / max(scale, 1e-6)), 1, MAX_SUPERSAMPLE))
 
+    @staticmethod
+    def frame_aus(source: np.ndarray, edited: np.ndarray) -> dict[str, float]:
+        """The AU activations of one frame's edit, read back from its points (aligned-256 scale).
+
+        The edit is a linear combination of AU fields, so least squares on the fields recovers its
+        coefficients (the inner-lip gap restoration is outside the fields' span and is ignored).
+        """
+        coefs = _au_pinv(len(source)) @ (np.asarray(edited) - np.asarray(source)).ravel()
+        return {a: float(max(c, 0.0)) for a, c in zip(facs.AU_NAMES, coefs, strict=True)}
+
     def render(self, frame: np.ndarray, matrix: np.ndarray, source: np.ndarray,
                edited: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Edited aligned crop and its image→crop matrix, for one frame.
 
-        ``source``/``edited`` are aligned landmarks (68, 2) at the 256² scale.
+        ``source``/``edited`` are aligned points (P, 2) at the 256² scale (P = 478 or 68).
         """
         k = self.supersample(matrix)
         matrix_k = np.asarray(matrix, np.float64) * k
         crop = warp_to_aligned(frame, matrix_k, size=ALIGNED_SIZE * k)
-        warped = warp_face(crop, source * k, edited * k)
+        src_k, dst_k = np.asarray(source) * k, np.asarray(edited) * k
+        damping = rigid_damping(crop, src_k)
+        warped = warp_face(crop, src_k, dst_k, damping=damping)
+        # Appearance cues (wrinkle shading) read this frame's edit from here: self.face_edit(source, edited, k).
         return warped, matrix_k
 
+    def face_edit(self, source: np.ndarray, edited: np.ndarray, scale: float) -> FaceEdit:
+        """The :class:`FaceEdit` of one frame (points at the aligned-256 scale, crop ``scale``)."""
+        return FaceEdit(np.asarray(source) * scale, np.asarray(edited) * scale, self.frame_aus(source, edited), scale)

@@ -1,118 +1,421 @@
-"""Emotion prototypes as FACS action units acting on iBUG-68 landmarks in the aligned frame.
+"""Emotion prototypes as FACS action units acting on the MediaPipe face mesh in the aligned frame.
 
-Each action unit (AU) is a displacement field on the 68 landmarks, in pixels of the 256² aligned
-template, where the outer eye corners are 100 px apart (:data:`spfem_cli.face.align.TEMPLATE_68`); a face
-of any size in the video is normalised to that scale by the alignment, so "scaled by face size"
-holds by construction. Directions follow the FACS manual (Ekman & Friesen): e.g. AU12 pulls the lip
-corners up and out, AU1 raises the inner brows. Emotions combine AUs as in the EMFACS prototypes.
+An action unit (AU) is a displacement field on the 478 FaceMesh vertices, in pixels of the 256²
+aligned template (outer eye corners 100 px apart): a face of any size is normalised to that scale by
+the alignment, so "scaled by face size" holds by construction. Each AU is given where FACS says it
+acts (AU12 pulls the lip corners up and out, AU5 raises the upper lid, AU4 lowers and knits the
+brows, …) on a few driver vertices of the subject's right half, mirrored to the left, and spread over
+the surrounding skin by harmonic interpolation on the mesh graph: the skin between drivers follows
+smoothly and the pinned parts (face outline, hairline band, the features another AU owns) stay put.
+The iBUG-68 fields are the same fields read at the 68 vertices that the tracker maps to iBUG
+(:data:`~spfem_cli.face.tracking.mediapipe_tracker.MP_TO_IBUG68`), so trackers without a mesh (FAN)
+get the same edit on 68 points.
 
-AU26 (jaw drop) and every change of the inner-lip gap are deliberately absent: the speech opening
-is the one thing the edit must not change (see :func:`keep_mouth_opening`).
+Magnitudes (:data:`AU_MAGNITUDE`) are not guessed: they are the displacements measured, relative to
+each person's own neutral frames, on LivePortrait's MIT example driving clips (d0 smile, d3 frown and
+surprise, d14 wide eyes, d18 sad mouth; see ``calibration`` in the module's git history / report).
+
+AU26 (jaw drop) and every change of the inner-lip gap are absent: the speech opening is the one
+thing the edit must not change (see :func:`keep_mouth_opening`).
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy.optimize import nnls
+from scipy.sparse import coo_matrix
+from scipy.sparse.linalg import spsolve
 
-from spfem_cli.face.align import TEMPLATE_68
+from spfem_cli.backends.warp.canonical_mesh import CANONICAL_MESH, MIRROR
+from spfem_cli.face.tracking.mediapipe_tracker import MP_TO_IBUG68
 
+N_MESH = 478
 MIDLINE_X = 128.0
-_OUT = np.sign(TEMPLATE_68[:, 0] - MIDLINE_X)   # +1 on the image-right half, -1 on the left
+
+# FaceMesh contours of the subject's right half (image left), named once; the left half is MIRROR[...].
+BROW_UPPER = np.array([107, 66, 105, 63, 70])             # inner → outer
+BROW_LOWER = np.array([55, 65, 52, 53, 46])
+LID_UPPER = np.array([133, 173, 157, 158, 159, 160, 161, 246, 33])   # inner corner → outer corner
+LID_LOWER = np.array([155, 154, 153, 145, 144, 163, 7])
+LIP_OUTER_UPPER = np.array([0, 37, 39, 40, 185, 61])     # midline → corner
+LIP_OUTER_LOWER = np.array([17, 84, 181, 91, 146])
+LIP_INNER_UPPER = np.array([13, 82, 81, 80, 191, 78])
+LIP_INNER_LOWER = np.array([14, 87, 178, 88, 95])
+FACE_OVAL = np.array([10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+                      152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109])
+IRIS_CENTRES = np.array([468, 473])
+IRIS = np.arange(468, 478)
+LIP_CORNER_OUTER, LIP_CORNER_INNER = 61, 78
 
 
-def _field(moves: dict[tuple[int, ...], tuple[float, float]], *, outward: bool = True) -> np.ndarray:
-    """Build a (68, 2) field; dx is measured outward from the midline when ``outward``."""
-    field = np.zeros((68, 2))
-    for points, (dx, dy) in moves.items():
-        for p in points:
-            field[p, 0] += dx * (_OUT[p] if outward else 1.0)
-            field[p, 1] += dy
-    return field
+def both(idx: np.ndarray) -> np.ndarray:
+    """The right-half vertices and their mirrored left twins."""
+    idx = np.asarray(idx)
+    return np.unique(np.r_[idx, MIRROR[idx]])
 
 
-# Displacements in aligned pixels (inter-ocular distance = 100 px), for a strong but natural AU.
-ACTION_UNITS: dict[str, np.ndarray] = {
-    "AU1": _field({(21, 22): (0, -8), (20, 23): (0, -5), (19, 24): (0, -2)}),            # inner brow raiser
-    "AU2": _field({(17, 26): (0, -7), (18, 25): (0, -7), (19, 24): (0, -4)}),            # outer brow raiser
-    "AU4": _field({(21, 22): (-4, 6), (20, 23): (-2, 5), (19, 24): (0, 4), (17, 18, 25, 26): (0, 2),
-                   (37, 38, 43, 44): (0, 1.5)}),                                          # brow lowerer
-    "AU5": _field({(37, 38, 43, 44): (0, -3.5), (36, 39, 42, 45): (0, -1)}),              # upper lid raiser
-    "AU6": _field({(40, 41, 46, 47): (0, -2.5), (36, 45): (0, -1)}),                      # cheek raiser
-    "AU7": _field({(40, 41, 46, 47): (0, -2), (37, 38, 43, 44): (0, 1)}),                 # lid tightener
-    "AU9": _field({(31, 35): (0, -3), (32, 33, 34): (0, -2), (21, 22): (0, 2), (50, 51, 52): (0, -1)}),  # nose wrinkler
-    "AU10": _field({(50, 51, 52): (0, -4), (49, 53): (0, -3), (61, 62, 63): (0, -2)}),    # upper lip raiser
-    "AU12": _field({(48, 54): (7, -7), (60, 64): (6, -6), (49, 53, 59, 55): (3, -3)}),    # lip corner puller
-    "AU15": _field({(48, 54): (0, 6), (60, 64): (0, 5), (49, 53, 59, 55): (0, 2.5)}),     # lip corner depressor
-    "AU20": _field({(48, 54): (6, 1), (60, 64): (5, 1), (49, 53, 59, 55): (2.5, 0)}),     # lip stretcher
-    "AU23": _field({(48, 54): (-4, 0), (60, 64): (-3, 0), (50, 51, 52): (0, 1), (56, 57, 58): (0, -1)}),  # lip tightener
-    # AU14 (dimpler) on the subject's left only (image right): the asymmetric contempt smirk.
-    "AU14R": _field({(54,): (4, -4), (64,): (3, -3), (53, 55): (1.5, -1.5)}),
+# Upper/lower inner-lip vertex pairs (same column of the mouth): their gap is the speech opening.
+INNER_LIP_PAIRS_MESH = tuple((int(u), int(lo)) for a, b in ((LIP_INNER_UPPER[:-1], LIP_INNER_LOWER),
+                                                           (MIRROR[LIP_INNER_UPPER[1:-1]], MIRROR[LIP_INNER_LOWER[1:]]))
+                             for u, lo in zip(a, b, strict=True))
+INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))          # the same pairs in iBUG-68 numbering
+JAW_68 = np.arange(0, 17)
+
+
+def _region(centre: tuple[float, float], radius: tuple[float, float]) -> np.ndarray:
+    """Vertices (0..467) inside an ellipse of the canonical mesh: soft regions (cheek, nose wing)."""
+    d = (CANONICAL_MESH[:468] - centre) / radius
+    return np.flatnonzero((d ** 2).sum(1) <= 1.0)
+
+
+def _lip_span(idx: np.ndarray) -> np.ndarray:
+    """0 on the midline … 1 at the mouth corner: a narrowing of the mouth moves each lip vertex this much."""
+    half = MIDLINE_X - CANONICAL_MESH[LIP_CORNER_OUTER, 0]
+    return np.clip((MIDLINE_X - CANONICAL_MESH[idx, 0]) / half, 0.0, 1.0)
+
+
+def _profile(idx: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Weights along a contour from ``lo`` at its first vertex to ``hi`` at its last (smooth ramp)."""
+    t = np.linspace(0.0, 1.0, len(idx))
+    return lo + (hi - lo) * (0.5 - 0.5 * np.cos(np.pi * t))
+
+
+@functools.lru_cache(maxsize=1)
+def mesh_graph() -> coo_matrix:
+    """Vertex adjacency of the warp mesh (the canonical triangulation), 478² symmetric."""
+    from spfem_cli.backends.warp.mesh_warp import mesh_topology
+
+    tris = mesh_topology(N_MESH)
+    tris = tris[(tris < N_MESH).all(1)]
+    i = np.r_[tris[:, 0], tris[:, 1], tris[:, 2]]
+    j = np.r_[tris[:, 1], tris[:, 2], tris[:, 0]]
+    adj = coo_matrix((np.ones(len(i)), (i, j)), shape=(N_MESH, N_MESH)).tocsr()
+    adj = ((adj + adj.T) > 0).astype(np.float64)
+    return adj
+
+
+def harmonic_field(drivers: dict[int, tuple[float, float]], pinned: np.ndarray) -> np.ndarray:
+    """(478, 2) field equal to ``drivers`` at their vertices, 0 at ``pinned``, harmonic elsewhere.
+
+    Harmonic = every free vertex moves by the mean of its mesh neighbours: the smoothest spread of
+    the drivers' motion over the skin, falling to zero at the pinned outline (no seam).
+    """
+    adj = mesh_graph()
+    fixed = np.zeros(N_MESH, bool)
+    values = np.zeros((N_MESH, 2))
+    for v, d in drivers.items():
+        fixed[v] = True
+        values[v] = d
+    fixed[np.asarray(pinned, int)] = True          # pins win: the outline never moves
+    values[np.asarray(pinned, int)] = 0.0
+    free = np.flatnonzero(~fixed & (np.asarray(adj.sum(1)).ravel() > 0))
+    deg = np.asarray(adj.sum(1)).ravel()
+    lap = (adj[free][:, free] * -1).tolil()
+    lap.setdiag(deg[free])
+    rhs = adj[free][:, np.flatnonzero(fixed)] @ values[fixed]
+    out = values.copy()
+    if len(free):
+        out[free] = np.column_stack([spsolve(lap.tocsc(), rhs[:, c]) for c in range(2)])
+    out[IRIS] = 0.0
+    return out
+
+
+def _mirrored(right: dict[int, tuple[float, float]]) -> dict[int, tuple[float, float]]:
+    """Drivers on the right half (dx measured outward = towards image left) → both halves, image dx."""
+    out: dict[int, tuple[float, float]] = {}
+    for v, (dx_out, dy) in right.items():
+        out[int(v)] = (-dx_out, dy) if CANONICAL_MESH[v, 0] < MIDLINE_X - 0.5 else (0.0, dy)
+        m = int(MIRROR[v])
+        if m != v:
+            out[m] = (dx_out, dy)
+    return out
+
+
+CLUSTER_PX = 3.5   # vertices this close to a driver (canonical px) move with it: no fold in dense spots
+
+
+def _drivers(*parts: tuple[np.ndarray, np.ndarray | float, np.ndarray | float]) -> dict[int, tuple[float, float]]:
+    """Sum of (vertices, dx_out weights, dy weights) parts, right half.
+
+    Every vertex within :data:`CLUSTER_PX` of a driver moves with its nearest driver: where the mesh
+    is dense (the lip corners, the brow edges) a lone moving vertex would fold its tiny triangles.
+    """
+    acc: dict[int, np.ndarray] = {}
+    for idx, dx, dy in parts:
+        dx = np.broadcast_to(np.asarray(dx, float), len(idx))
+        dy = np.broadcast_to(np.asarray(dy, float), len(idx))
+        for v, a, b in zip(idx, dx, dy, strict=True):
+            acc[int(v)] = acc.get(int(v), np.zeros(2)) + (a, b)
+    keys = np.array(sorted(acc))
+    right = np.flatnonzero(CANONICAL_MESH[:468, 0] < MIDLINE_X + 0.5)
+    dist = np.linalg.norm(CANONICAL_MESH[right][:, None] - CANONICAL_MESH[keys][None], axis=-1)
+    near = dist.min(1) < CLUSTER_PX
+    for v, k in zip(right[near], keys[dist[near].argmin(1)], strict=True):
+        if int(v) not in acc:
+            acc[int(v)] = acc[int(k)].copy()
+    return {v: (float(d[0]), float(d[1])) for v, d in acc.items()}
+
+
+# Shared pin sets (canonical y grows downwards; brows ≈ 72, eyes ≈ 94, nose tip ≈ 142, lips ≈ 170).
+_Y = CANONICAL_MESH[:468, 1]
+_X = CANONICAL_MESH[:468, 0]
+HAIRLINE_BAND = np.flatnonzero(_Y < 45.0)                   # upper forehead: hair and fringe stay put
+FOREHEAD_ROW = np.flatnonzero((_Y > 50.0) & (_Y < 66.0) & (_X < MIDLINE_X - 8.0) & (_X > 60.0))
+BELOW_EYES = np.flatnonzero(_Y > 103.0)
+ABOVE_NOSE_TIP = np.flatnonzero(_Y < 128.0)
+NOSE = np.flatnonzero((np.abs(_X - MIDLINE_X) < 17.0) & (_Y > 100.0) & (_Y < 150.0))
+LIPS = both(np.r_[LIP_OUTER_UPPER, LIP_OUTER_LOWER, LIP_INNER_UPPER, LIP_INNER_LOWER])
+LIDS = both(np.r_[LID_UPPER, LID_LOWER])
+BROWS = both(np.r_[BROW_UPPER, BROW_LOWER])
+CHEEK = _region((90.0, 122.0), (15.0, 10.0))                 # the malar fat pad under the eye
+NOSE_WING = _region((107.0, 139.0), (7.0, 8.0))
+NASOLABIAL = _region((103.0, 156.0), (8.0, 7.0))
+
+
+def _pins(*sets: np.ndarray) -> np.ndarray:
+    return np.unique(np.concatenate([FACE_OVAL, IRIS_CENTRES, *sets]))
+
+
+def _unit_fields() -> dict[str, tuple[dict[int, tuple[float, float]], np.ndarray]]:
+    """Direction and relative shape of each AU at unit magnitude (1 px at its strongest driver)."""
+    lid_arc = np.sin(np.linspace(0, np.pi, len(LID_UPPER)))          # 0 at the corners, 1 mid-lid
+    low_arc = np.sin(np.linspace(0, np.pi, len(LID_LOWER) + 2))[1:-1]
+    upper_lip = np.r_[1.0, 1.0, 0.95, 0.8, 0.5, 0.2]                     # midline → corner, smooth
+    brow_skin = np.r_[BELOW_EYES, LIDS]
+    mouth_pins = _pins(LIDS, BROWS, NOSE, ABOVE_NOSE_TIP)
+    lips = np.r_[LIP_OUTER_UPPER, LIP_OUTER_LOWER, LIP_INNER_UPPER, LIP_INNER_LOWER]
+    def with_forehead(drivers: dict[int, tuple[float, float]], frac: float = 0.8) -> dict[int, tuple[float, float]]:
+        """The forehead row above the brows follows the nearest brow vertex (a brow never passes it)."""
+        brow = np.array([v for v in BROW_UPPER if v in drivers])
+        out = dict(drivers)
+        for v in FOREHEAD_ROW:
+            if int(v) not in out:
+                near = brow[np.argmin(np.linalg.norm(CANONICAL_MESH[brow] - CANONICAL_MESH[v], axis=1))]
+                out[int(v)] = (frac * drivers[int(near)][0], frac * drivers[int(near)][1])
+        return out
+
+    units: dict[str, tuple[dict, np.ndarray]] = {
+        # AU1 inner brow raiser: the inner third of the brow up, fading outwards.
+        "AU1": (with_forehead(_drivers((BROW_UPPER, 0, -_profile(BROW_UPPER, 1.0, 0.15)),
+                                       (BROW_LOWER, 0, -_profile(BROW_LOWER, 1.0, 0.15)))),
+                _pins(brow_skin, HAIRLINE_BAND)),
+        # AU2 outer brow raiser.
+        "AU2": (with_forehead(_drivers((BROW_UPPER, 0, -_profile(BROW_UPPER, 0.2, 1.0)),
+                                       (BROW_LOWER, 0, -_profile(BROW_LOWER, 0.2, 1.0)))),
+                _pins(brow_skin, HAIRLINE_BAND)),
+        # AU4 brow lowerer: brows down (inner most) and drawn together; the glabella follows.
+        "AU4": (with_forehead(_drivers((BROW_UPPER, -_profile(BROW_UPPER, 0.35, 0.0), _profile(BROW_UPPER, 1.0, 0.35)),
+                                       (BROW_LOWER, -_profile(BROW_LOWER, 0.35, 0.0), _profile(BROW_LOWER, 1.0, 0.35)),
+                                       (LID_UPPER, 0, 0.15 * lid_arc)), 0.6),
+                _pins(BELOW_EYES, LID_LOWER, MIRROR[LID_LOWER], HAIRLINE_BAND)),
+        # AU5 upper lid raiser: the upper lid arc up, corners fixed; brows and lower lid stay.
+        "AU5": (_drivers((LID_UPPER, 0, -lid_arc), (LID_LOWER, 0, 0.12 * low_arc)),
+                _pins(BROWS, BELOW_EYES)),
+        # AU6 cheek raiser: the cheek pad and the lower lid up, eye narrowed from below.
+        "AU6": (_drivers((CHEEK, 0.1, -1.0), (LID_LOWER, 0, -0.6 * low_arc), (LID_UPPER, 0, 0.15 * lid_arc)),
+                _pins(BROWS, LIPS, NOSE, HAIRLINE_BAND)),
+        # AU7 lid tightener: lower lid up strongly, upper lid down a little.
+        "AU7": (_drivers((LID_LOWER, 0, -low_arc), (LID_UPPER, 0, 0.35 * lid_arc)),
+                _pins(BROWS, np.flatnonzero(_Y > 112.0))),
+        # AU9 nose wrinkler: nose wings and sides up, inner brows down, upper lip up a little.
+        "AU9": (_drivers((NOSE_WING, 0.15, -1.0), (BROW_UPPER, 0, _profile(BROW_UPPER, 0.6, 0.0)),
+                         (BROW_LOWER, 0, _profile(BROW_LOWER, 0.6, 0.0)), (LIP_OUTER_UPPER, 0, -0.35 * upper_lip)),
+                _pins(LIDS, both(LIP_OUTER_LOWER), HAIRLINE_BAND, np.flatnonzero(_Y > 185.0))),
+        # AU10 upper lip raiser: the whole upper lip up as one smooth arc (no notch), nasolabial with it.
+        "AU10": (_drivers((LIP_OUTER_UPPER, 0, -upper_lip), (LIP_INNER_UPPER, 0, -0.7 * upper_lip),
+                          (NASOLABIAL, 0.1, -0.5), (NOSE_WING, 0, -0.25)),
+                 _pins(LIDS, BROWS, both(LIP_OUTER_LOWER), np.flatnonzero(_Y < 118.0))),
+        # AU12 lip corner puller: corners up and out, the cheek and nasolabial skin with them.
+        "AU12": (_drivers(([LIP_CORNER_OUTER, LIP_CORNER_INNER], 1.0, -0.85), (NASOLABIAL, 0.35, -0.3)), mouth_pins),
+        # AU15 lip corner depressor.
+        "AU15": (_drivers(([LIP_CORNER_OUTER, LIP_CORNER_INNER], 0.1, 1.0)), mouth_pins),
+        # AU20 lip stretcher: corners out, slightly down.
+        "AU20": (_drivers(([LIP_CORNER_OUTER, LIP_CORNER_INNER], 1.0, 0.15)), mouth_pins),
+        # AU23 lip tightener: corners in, the red of the lips thinner.
+        "AU23": (_drivers((lips, -_lip_span(lips), 0.0), (LIP_OUTER_UPPER[:-1], 0, 0.3), (LIP_OUTER_LOWER, 0, -0.3)),
+                 mouth_pins),
+    }
+    return units
+
+
+# Strength of each AU at intensity 1, in aligned px at its strongest driver. Measured on the
+# calibration clips (d0, d3, d14, d18: expressive frames minus the same person's neutral frames),
+# taken at about the 80th percentile of what those people showed: strong but natural.
+AU_MAGNITUDE: dict[str, float] = {
+    "AU1": 6.0, "AU2": 5.0, "AU4": 7.0, "AU5": 3.0, "AU6": 3.5, "AU7": 2.5, "AU9": 4.0, "AU10": 3.5,
+    "AU12": 9.0, "AU15": 5.0, "AU20": 6.0, "AU23": 3.5, "AU14R": 5.0,
 }
+
+
+@functools.lru_cache(maxsize=1)
+def mesh_action_units() -> dict[str, np.ndarray]:
+    """AU name → (478, 2) displacement at intensity 1."""
+    fields = {}
+    for name, (right, pins) in _unit_fields().items():
+        fields[name] = AU_MAGNITUDE[name] * harmonic_field(_mirrored(right), pins)
+    # AU14 (dimpler) on the subject's left only (image right): the asymmetric contempt smirk.
+    left = {int(MIRROR[v]): (dx, dy) for v, (dx, dy) in
+            _drivers(([LIP_CORNER_OUTER, LIP_CORNER_INNER], 0.5, -0.8)).items()}
+    fields["AU14R"] = AU_MAGNITUDE["AU14R"] * harmonic_field(left, _pins(LIDS, BROWS, NOSE, ABOVE_NOSE_TIP))
+    return fields
+
 
 # EMFACS-style prototypes: AU weights per emotion.
 EMOTION_AUS: dict[str, dict[str, float]] = {
     "neutral": {},
     "happy": {"AU6": 1.0, "AU12": 1.0},
-    "sad": {"AU1": 1.0, "AU4": 0.6, "AU15": 1.0},
+    "sad": {"AU1": 1.0, "AU4": 0.5, "AU15": 1.0},
     "surprised": {"AU1": 1.0, "AU2": 1.0, "AU5": 1.0},         # AU26 left out: the opening is the speech's
-    "fear": {"AU1": 1.0, "AU2": 0.7, "AU4": 0.6, "AU5": 1.0, "AU20": 1.0},
-    "angry": {"AU4": 1.0, "AU5": 0.6, "AU7": 1.0, "AU23": 1.0},
-    "disgusted": {"AU9": 1.0, "AU10": 1.0, "AU15": 0.6},
+    "fear": {"AU1": 1.0, "AU2": 0.6, "AU4": 0.5, "AU5": 1.0, "AU20": 1.0},
+    "angry": {"AU4": 1.0, "AU5": 0.4, "AU7": 1.0, "AU23": 1.0},
+    "disgusted": {"AU9": 1.0, "AU10": 1.0, "AU15": 0.4},
     "contempt": {"AU14R": 1.0},
 }
-
-# Points whose static offset says something about expression. The jaw line, the lower lip and the
-# inner-lip gap move with speech (their median over a clip is biased by how much the person talks),
-# so only the brows, nose wings, eyes, mouth corners and upper lip are read.
-EXPRESSIVE_POINTS = np.r_[17:27, 31:36, 36:48, 48:55, 60, 64]
-
-# A neutral face in the aligned frame. TEMPLATE_68 was fitted to a smiling portrait: its mouth corners
-# sit 11 px above the lip line and the mouth is ~6 px too wide. Undo that (corners level with the lip
-# line, slightly narrower, AU6's lifted lower lids lowered) so "neutral" means no expression.
-NEUTRAL_68 = TEMPLATE_68 + _field({(48, 54): (-3, 11), (60, 64): (-3, 10), (49, 53): (-1, 4), (59, 55): (-1, 3),
-                                    (40, 41, 46, 47): (0, 1.5)})
-INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))
+# AUs whose static offset from the average face is read as expression (and may be removed by a label):
+# the mouth's. Brow height and lid aperture differ so much between people that their offset is identity.
+REMOVABLE_AUS = frozenset({"AU10", "AU12", "AU14R", "AU15", "AU20", "AU23"})
+AU_NAMES: tuple[str, ...] = ("AU1", "AU2", "AU4", "AU5", "AU6", "AU7", "AU9", "AU10", "AU12", "AU14R", "AU15", "AU20", "AU23")
 
 
-def prototype(emotion: str) -> np.ndarray:
-    """Landmark displacement (68, 2) of a full-intensity emotion."""
-    field = np.zeros((68, 2))
+def point_set(n_points: int) -> np.ndarray:
+    """Mesh vertex of each point of a tracked point set: all 478, or the 68 iBUG ones."""
+    if n_points == N_MESH:
+        return np.arange(N_MESH)
+    if n_points == 68:
+        return MP_TO_IBUG68
+    raise ValueError(f"expected 478 mesh points or 68 iBUG landmarks, got {n_points}")
+
+
+def action_units(n_points: int = N_MESH) -> dict[str, np.ndarray]:
+    """AU fields (n_points, 2) for the mesh or the iBUG-68 subset."""
+    idx = point_set(n_points)
+    return {name: field[idx] for name, field in mesh_action_units().items()}
+
+
+def neutral(n_points: int = N_MESH) -> np.ndarray:
+    return CANONICAL_MESH[point_set(n_points)]
+
+
+# Points whose static offset says something about expression: brows, lids, nose wings, mouth corners
+# and upper lip. The jaw, the lower lip and the inner-lip gap move with speech, so they are not read.
+@functools.lru_cache(maxsize=2)
+def _expressive(n_points: int) -> np.ndarray:
+    idx = point_set(n_points)
+    wanted = np.r_[BROWS, LIDS, both(NOSE_WING), both(LIP_OUTER_UPPER), both([LIP_CORNER_OUTER, LIP_CORNER_INNER])]
+    return np.flatnonzero(np.isin(idx, wanted))
+
+
+def prototype(emotion: str, n_points: int = N_MESH) -> np.ndarray:
+    """Displacement (n_points, 2) of a full-intensity emotion."""
+    fields = action_units(n_points)
+    out = np.zeros((n_points, 2))
     for au, weight in EMOTION_AUS[emotion].items():
-        field += weight * ACTION_UNITS[au]
-    return field
+        out += weight * fields[au]
+    return out
 
 
-def estimate_expression(aligned_landmarks: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
-    """The expression offset of a face: its median landmarks relative to a neutral face, projected on the AU basis.
+def au_activations(points: np.ndarray, rest: np.ndarray | None = None) -> np.ndarray:
+    """Per-frame AU activations (T, len(AU_NAMES)) of aligned points (T, P, 2) relative to ``rest``.
 
-    Non-negative least squares over the AU fields (coefficients capped at 1.5) keeps what looks like
-    an expression (a smile pulls the corners up and out) and drops identity shape that no AU explains.
-    Returns the (68, 2) offset and the AU coefficients.
+    Non-negative least squares over the AU fields at the expressive points; NaN frames give NaN.
+    ``rest`` defaults to the canonical neutral face (then identity shape leaks in: compare a face
+    with itself, e.g. against its own low percentile, to read its expression).
     """
-    pts = np.asarray(aligned_landmarks, np.float64)
-    median = np.nanmedian(pts.reshape(-1, 68, 2), axis=0)
-    deviation = (median - NEUTRAL_68)[EXPRESSIVE_POINTS].ravel()
-    names = list(ACTION_UNITS)
-    basis = np.stack([ACTION_UNITS[n][EXPRESSIVE_POINTS].ravel() for n in names], axis=1)
-    coefs, _ = nnls(basis, deviation)
-    coefs = np.minimum(coefs, 1.5)
-    offset = sum(c * ACTION_UNITS[n] for n, c in zip(names, coefs, strict=True))
-    return np.asarray(offset), {n: float(c) for n, c in zip(names, coefs, strict=True) if c > 1e-3}
+    pts = np.asarray(points, np.float64)
+    n_points = pts.shape[1]
+    rest = neutral(n_points) if rest is None else rest
+    sel = _expressive(n_points)
+    fields = action_units(n_points)
+    basis = np.stack([fields[n][sel].ravel() for n in AU_NAMES], axis=1)
+    out = np.full((len(pts), len(AU_NAMES)), np.nan)
+    for t, frame in enumerate(pts):
+        if np.isfinite(frame).all():
+            out[t] = nnls(basis, (frame - rest)[sel].ravel())[0]
+    return out
+
+
+def field_of(coefs: np.ndarray | dict[str, float], n_points: int) -> np.ndarray:
+    """Displacement (n_points, 2) of AU coefficients (array in AU_NAMES order, or a dict)."""
+    fields = action_units(n_points)
+    if isinstance(coefs, dict):
+        return sum((c * fields[n] for n, c in coefs.items()), np.zeros((n_points, 2)))
+    return np.tensordot(np.asarray(coefs), np.stack([fields[n] for n in AU_NAMES]), axes=1)
+
+
+def estimate_expression(aligned_points: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    """The static expression of a face: its median points relative to the neutral face, on the AU basis.
+
+    Coefficients are capped at 1.5. Returns the (P, 2) offset and the AU coefficients.
+    """
+    pts = np.asarray(aligned_points, np.float64)
+    median = np.nanmedian(pts, axis=0)
+    coefs = np.minimum(au_activations(median[None])[0], 1.5)
+    named = {n: float(c) for n, c in zip(AU_NAMES, coefs, strict=True) if c > 1e-3}
+    return field_of(named, pts.shape[1]), named
+
+
+def expression_over_time(aligned_points: np.ndarray, valid: np.ndarray, *, neutral_pct: float = 10.0,
+                         peak_pct: float = 85.0) -> dict[str, float]:
+    """A clip's expression relative to its own neutral: per AU, a high percentile of its activations
+    minus a low one. Estimating each face's neutral from its own frames removes identity shape (a
+    face with naturally low brows is not "angry"), so two different people can be compared."""
+    acts = au_activations(np.asarray(aligned_points)[valid])
+    acts = acts[np.isfinite(acts).all(1)]
+    if len(acts) == 0:
+        return {}
+    rise = np.percentile(acts, peak_pct, axis=0) - np.percentile(acts, neutral_pct, axis=0)
+    return {n: float(c) for n, c in zip(AU_NAMES, np.clip(rise, 0.0, 1.5), strict=True) if c > 1e-3}
 
 
 def keep_mouth_opening(source: np.ndarray, edited: np.ndarray) -> np.ndarray:
-    """Restore the source's inner-lip gaps and jaw line in the edited landmarks (N, 68, 2).
+    """Restore the source's inner-lip gaps and jaw line in edited points (..., P, 2), P = 478 or 68.
 
-    Each upper/lower inner-lip pair keeps the source's vertical and horizontal gap around the edited
-    pair's midpoint, so mouth corners may move but the opening never changes; jaw points are kept.
+    Each upper/lower inner-lip pair keeps the source's gap around the edited pair's midpoint, so
+    the mouth may move with the expression but its opening never changes; the jaw line is kept.
     """
     out = np.array(edited, np.float64, copy=True)
     src = np.asarray(source, np.float64)
-    for top, bottom in INNER_LIP_PAIRS:
+    mesh = out.shape[-2] == N_MESH
+    for top, bottom in INNER_LIP_PAIRS_MESH if mesh else INNER_LIP_PAIRS:
         mid = 0.5 * (out[..., top, :] + out[..., bottom, :])
         gap = src[..., bottom, :] - src[..., top, :]
         out[..., top, :] = mid - 0.5 * gap
         out[..., bottom, :] = mid + 0.5 * gap
-    out[..., 0:17, :] = src[..., 0:17, :]
+    jaw = FACE_OVAL if mesh else JAW_68
+    out[..., jaw, :] = src[..., jaw, :]
     return out
+
+
+# Upper/lower lid vertex pairs (same column of the eye), both eyes.
+LID_PAIRS = tuple((int(u), int(lo)) for a, b in ((LID_UPPER[1:-1], LID_LOWER), (MIRROR[LID_UPPER[1:-1]], MIRROR[LID_LOWER]))
+                  for u, lo in zip(a, b, strict=True))
+MIN_LID_GAP = 0.45     # an edit may narrow an eye to this fraction of its own opening, never close or invert it
+
+
+def keep_eyes_open(source: np.ndarray, edited: np.ndarray) -> np.ndarray:
+    """Edited mesh points (..., 478, 2) whose lids never come closer than MIN_LID_GAP of the source's gap.
+
+    Narrowing an eye that is already half shut (a blink, a squint) would push the lower lid over the
+    upper one; each lid pair is opened back around its edited midpoint instead.
+    """
+    out = np.array(edited, np.float64, copy=True)
+    if out.shape[-2] != N_MESH:
+        return out
+    src = np.asarray(source, np.float64)
+    for top, bottom in LID_PAIRS:
+        gap_src = src[..., bottom, 1] - src[..., top, 1]
+        gap = out[..., bottom, 1] - out[..., top, 1]
+        floor = MIN_LID_GAP * np.maximum(gap_src, 0.0)
+        short = gap < floor
+        if np.any(short):
+            mid = 0.5 * (out[..., bottom, 1] + out[..., top, 1])
+            out[..., top, 1] = np.where(short, mid - 0.5 * floor, out[..., top, 1])
+            out[..., bottom, 1] = np.where(short, mid + 0.5 * floor, out[..., bottom, 1])
+    return out
+
+
+def restore_speech_and_eyes(source: np.ndarray, edited: np.ndarray) -> np.ndarray:
+    """The constraints every edit obeys: the source's mouth opening and jaw, eyes never shut by the edit."""
+    return keep_eyes_open(source, keep_mouth_opening(source, edited))

@@ -33,12 +33,14 @@ UPPER_INNER_LIP_MID, LOWER_INNER_LIP_MID = 62, 66
 @dataclass
 class Detection:
     """One face in one frame, in image pixels: landmarks (68, 2), box (x0, y0, x1, y1), pupils (2, 2)
-    ordered (right eye = points 36-41, left eye = 42-47)."""
+    ordered (right eye = points 36-41, left eye = 42-47); ``mesh`` (478, 2) the full MediaPipe FaceMesh
+    when the tracker has one (None for 68-point trackers such as FAN)."""
 
     landmarks: np.ndarray
     box: np.ndarray
     pupils: np.ndarray
     score: float = 1.0
+    mesh: np.ndarray | None = None
 
     @property
     def area(self) -> float:
@@ -86,7 +88,9 @@ class FaceTrack:
 
     boxes (N, 4) x0 y0 x1 y1 · landmarks (N, 68, 2) iBUG order · pupils (N, 2, 2) · valid (N,) ·
     transforms (N, 2, 3) image → 256² aligned crop · interpolated (N,) frames filled across a short gap ·
-    cuts (N,) True where a new shot starts. Pixels are those of the displayed (rotation-applied) frame.
+    cuts (N,) True where a new shot starts · mesh (N, 478, 2) the full FaceMesh (eyelids, cheeks, brows,
+    forehead, nose) when the tracker gives one, else None; ``landmarks`` are its iBUG-68 subset.
+    Pixels are those of the displayed (rotation-applied) frame.
     """
 
     boxes: np.ndarray
@@ -100,6 +104,7 @@ class FaceTrack:
     frame_size: tuple[int, int]          # (H, W)
     tracker: str
     meta: dict = field(default_factory=dict)
+    mesh: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.valid)
@@ -113,6 +118,15 @@ class FaceTrack:
         out = np.full_like(self.landmarks, np.nan)
         for i in np.flatnonzero(self.valid):
             out[i] = apply_affine(self.transforms[i], self.landmarks[i])
+        return out
+
+    def aligned_mesh(self) -> np.ndarray:
+        """Mesh in aligned-crop coordinates (N, 478, 2); NaN on invalid frames. Needs ``mesh``."""
+        if self.mesh is None:
+            raise ValueError(f"the {self.tracker} track has no face mesh")
+        out = np.full(self.mesh.shape, np.nan)
+        for i in np.flatnonzero(self.valid):
+            out[i] = apply_affine(self.transforms[i], self.mesh[i])
         return out
 
     def mouth_opening(self) -> np.ndarray:
@@ -138,7 +152,8 @@ class FaceTrack:
                                 valid=self.valid, transforms=self.transforms, interpolated=self.interpolated,
                                 cuts=self.cuts, fps=np.array([self.fps.numerator, self.fps.denominator]),
                                 frame_size=np.array(self.frame_size), tracker=np.array(self.tracker),
-                                meta=np.array(json.dumps(self.meta)))
+                                meta=np.array(json.dumps(self.meta)),
+                                **({} if self.mesh is None else {"mesh": self.mesh.astype(np.float32)}))
         with AtomicOutput(path.with_suffix(".json")) as tmp:
             Path(tmp).write_text(json.dumps(self.summary(), indent=2) + "\n")
         return path
@@ -151,4 +166,5 @@ class FaceTrack:
                        valid=data["valid"].astype(bool), transforms=data["transforms"],
                        interpolated=data["interpolated"].astype(bool), cuts=data["cuts"].astype(bool),
                        fps=Fraction(num, den), frame_size=tuple(int(v) for v in data["frame_size"]),
-                       tracker=str(data["tracker"]), meta=json.loads(str(data["meta"])))
+                       tracker=str(data["tracker"]), meta=json.loads(str(data["meta"])),
+                       mesh=data["mesh"].astype(np.float64) if "mesh" in data.files else None)

@@ -38,6 +38,7 @@ MP_TO_IBUG68 = np.array([
 # Iris centres with refine_landmarks=True: 468 sits in the eye of vertices 33/133 (iBUG right eye),
 # 473 in the eye of 362/263 (iBUG left eye).
 MP_IRIS_CENTRES = np.array([468, 473])
+MESH_POINTS = 478      # FaceMesh with the iris model (refine_landmarks=True)
 CROP_SIZE = 256        # px side of the per-face crop given to FaceMesh
 CROP_SCALE = 1.9       # crop side / detector box side (keeps the whole head in the crop)
 
@@ -106,7 +107,8 @@ class MediaPipeTracker(Tracker):
         landmarks = points[MP_TO_IBUG68]
         pupils = points[MP_IRIS_CENTRES] if len(points) > MP_IRIS_CENTRES.max() else np.stack(
             [landmarks[36:42].mean(0), landmarks[42:48].mean(0)])
-        return Detection(landmarks=landmarks, box=box_from_landmarks(landmarks), pupils=pupils, score=score)
+        return Detection(landmarks=landmarks, box=box_from_landmarks(landmarks), pupils=pupils, score=score,
+                         mesh=points if len(points) == MESH_POINTS else None)
 
     def _mesh_crop(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray | None:
         """Mesh the face inside ``box``: square crop, scaled to CROP_SIZE, points mapped back."""

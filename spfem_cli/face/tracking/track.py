@@ -71,6 +71,7 @@ def track_video(path: Path, tracker: str | Tracker = "mediapipe", face_index: in
     owned = isinstance(tracker, str)
     engine = get_tracker(tracker) if owned else tracker
     lms, boxes, pupils, valid, cuts = [], [], [], [], []
+    meshes: list[np.ndarray | None] = []
     previous_sig = None
     follow_box: np.ndarray | None = None
     try:
@@ -88,12 +89,14 @@ def track_video(path: Path, tracker: str | Tracker = "mediapipe", face_index: in
                         lms.append(np.full((68, 2), np.nan))
                         boxes.append(np.full(4, np.nan))
                         pupils.append(np.full((2, 2), np.nan))
+                        meshes.append(None)
                         valid.append(False)
                     else:
                         follow_box = det.box
                         lms.append(det.landmarks)
                         boxes.append(det.box)
                         pupils.append(det.pupils)
+                        meshes.append(det.mesh)
                         valid.append(True)
                 advance(len(chunk.frames))
     finally:
@@ -102,20 +105,35 @@ def track_video(path: Path, tracker: str | Tracker = "mediapipe", face_index: in
     return finish_track(np.array(lms, np.float64), np.array(boxes, np.float64), np.array(pupils, np.float64),
                         np.array(valid, bool), np.array(cuts, bool), info.fps, (info.height, info.width),
                         engine.name, config, meta={"source": str(path), "face_index": face_index,
-                                                   "rotation": info.rotation})
+                                                   "rotation": info.rotation}, mesh=_stack_meshes(meshes))
+
+
+def _stack_meshes(meshes: list[np.ndarray | None]) -> np.ndarray | None:
+    """(N, P, 2) with NaN where no face, or None when the tracker gives no mesh."""
+    size = next((len(m) for m in meshes if m is not None), None)
+    if size is None:
+        return None
+    return np.array([np.full((size, 2), np.nan) if m is None else m for m in meshes], np.float64)
 
 
 def finish_track(landmarks: np.ndarray, boxes: np.ndarray, pupils: np.ndarray, valid: np.ndarray, cuts: np.ndarray,
                  fps, frame_size: tuple[int, int], tracker: str, config: TemporalConfig,
-                 meta: dict | None = None) -> FaceTrack:
-    """Gap filling, smoothing and alignment transforms on raw per-frame detections."""
+                 meta: dict | None = None, mesh: np.ndarray | None = None) -> FaceTrack:
+    """Gap filling, smoothing and alignment transforms on raw per-frame detections.
+
+    A mesh goes through the same gap filling and the same per-point filter as the landmarks, in
+    the same call, so its iBUG-68 vertices stay exactly the smoothed landmarks.
+    """
     valid = valid.copy()
-    interpolated = fill_gaps([landmarks, boxes, pupils], valid, cuts, config.max_gap)
+    points = landmarks if mesh is None else np.concatenate([landmarks, mesh], axis=1)
+    interpolated = fill_gaps([points, boxes, pupils], valid, cuts, config.max_gap)
     valid |= interpolated
-    smooth_runs(landmarks, pupils, boxes, valid, cuts, float(fps), config)
+    smooth_runs(points, pupils, boxes, valid, cuts, float(fps), config)
+    landmarks = points[:, :68]
+    mesh = None if mesh is None else points[:, 68:]
     transforms = np.full((len(valid), 2, 3), np.nan)
     for i in np.flatnonzero(valid):
         transforms[i] = alignment_transform(landmarks[i])
     return FaceTrack(boxes=boxes, landmarks=landmarks, pupils=pupils, valid=valid, transforms=transforms,
                      interpolated=interpolated, cuts=cuts, fps=fps, frame_size=frame_size, tracker=tracker,
-                     meta={"temporal": asdict(config), **(meta or {})})
+                     meta={"temporal": asdict(config), **(meta or {})}, mesh=mesh)

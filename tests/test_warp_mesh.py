@@ -1,0 +1,166 @@
+"""The warp backend on the full face mesh: tracks carry it, AU fields behave, the warp never folds,
+the speech opening is the source's, rigid eyeglass frames are found, a reference moves the edit."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from spfem_cli.backends.warp import facs
+from spfem_cli.backends.warp.backend import MIN_AREA, LandmarkSeq, WarpBackend
+from spfem_cli.backends.warp.mesh_warp import mesh_topology, orientation, warp_face, warp_points
+from spfem_cli.backends.warp.rigid import rigid_damping
+from spfem_cli.edit.targets import EditTarget
+from spfem_cli.emotions import EDIT_EMOTIONS
+from spfem_cli.face.tracking.base import FaceTrack
+from spfem_cli.face.tracking.mediapipe_tracker import MP_TO_IBUG68
+
+
+@pytest.fixture(scope="module")
+def track(short_clip):
+    from spfem_cli.face.preprocess import cached_track
+
+    return cached_track(short_clip.path, "mediapipe", progress=False)
+
+
+def test_track_carries_the_mesh_and_its_68_points_are_the_landmarks(track, tmp_path):
+    assert track.mesh is not None and track.mesh.shape == (len(track), 478, 2)
+    np.testing.assert_allclose(track.mesh[:, MP_TO_IBUG68], track.landmarks, atol=1e-3)
+    loaded = FaceTrack.load(track.save(tmp_path / "t.npz"))
+    np.testing.assert_allclose(loaded.mesh, track.mesh, atol=1e-3)
+    assert WarpBackend().encode(track).landmarks.shape[1] == 478
+
+
+def test_topology_uses_every_face_vertex_and_spans_no_lip():
+    tris = mesh_topology(478)
+    used = np.unique(tris)
+    assert set(range(468)) <= set(used.tolist())
+    upper, lower = set(facs.LIP_INNER_UPPER), set(facs.LIP_INNER_LOWER)
+    lips = [t for t in tris if set(t) & upper and set(t) & lower]
+    # Triangles joining upper and lower inner lip are the mouth opening itself: they touch no outer-lip vertex.
+    outer = set(facs.both(np.r_[facs.LIP_OUTER_UPPER, facs.LIP_OUTER_LOWER])) - {61, 291}
+    assert lips and not any(set(t) & outer for t in lips)
+    assert len(np.unique(mesh_topology(68))) == 68 + len(warp_points(facs.neutral(68), 256)) - 68
+
+
+def test_action_units_are_zero_on_the_outline_and_point_where_facs_says():
+    fields = facs.action_units()
+    for name, field in fields.items():
+        assert np.abs(field[facs.FACE_OVAL]).max() < 1e-9, name
+    assert fields["AU12"][61, 0] < -5 and fields["AU12"][61, 1] < -5 and fields["AU12"][291, 0] > 5   # corners up and out
+    assert fields["AU5"][159, 1] < -2 and abs(fields["AU5"][145, 1]) < 1                              # upper lid up, lower stays
+    assert fields["AU4"][107, 1] > 3 and fields["AU4"][107, 0] > 1 and fields["AU4"][336, 0] < -1     # brows down and together
+    assert fields["AU10"][0, 1] < -2
+    up = fields["AU10"][facs.LIP_OUTER_UPPER, 1]
+    assert np.all(np.diff(up) >= -1e-6), "the upper lip rises as one smooth arc, most at the middle (no notch)"
+    np.testing.assert_allclose(fields["AU12"][facs.MIRROR, 0], -fields["AU12"][:, 0], atol=1e-6)     # symmetric
+
+
+@pytest.mark.parametrize("emotion", EDIT_EMOTIONS)
+def test_no_triangle_folds_at_full_intensity(emotion, track):
+    backend = WarpBackend()
+    seq = backend.encode(track)
+    edited = backend.manipulate(seq, backend.plan(seq, EditTarget(emotion=emotion, intensity=1.0), float(track.fps)))
+    tris = mesh_topology(478)
+    for i in np.flatnonzero(seq.valid):
+        src = orientation(warp_points(seq.landmarks[i], 256), tris)
+        dst = orientation(warp_points(edited.landmarks[i], 256), tris)
+        folded = (np.sign(src) != np.sign(dst)) & (np.abs(src) > MIN_AREA)
+        assert not folded.any(), f"{emotion}: frame {i} folds triangles {tris[folded].tolist()}"
+
+
+def test_extreme_fields_are_scaled_back_until_nothing_folds(track):
+    backend = WarpBackend()
+    seq = backend.encode(track)
+    plan = backend.plan(seq, EditTarget(emotion="surprised", intensity=1.0), float(track.fps))
+    plan.displacement *= 4.0                                      # far beyond any calibrated AU
+    edited = backend.manipulate(seq, plan)
+    tris = mesh_topology(478)
+    for i in np.flatnonzero(seq.valid)[::5]:
+        src = orientation(warp_points(seq.landmarks[i], 256), tris)
+        dst = orientation(warp_points(edited.landmarks[i], 256), tris)
+        assert not ((np.sign(src) != np.sign(dst)) & (np.abs(src) > MIN_AREA)).any()
+
+
+@pytest.mark.parametrize("emotion", ["happy", "disgusted", "angry"])
+def test_mesh_inner_lip_gaps_and_outline_are_the_source(emotion, track):
+    backend = WarpBackend()
+    seq = backend.encode(track)
+    edited = backend.manipulate(seq, backend.plan(seq, EditTarget(emotion=emotion, intensity=1.0), float(track.fps))).landmarks
+    for top, bottom in facs.INNER_LIP_PAIRS_MESH:
+        np.testing.assert_allclose(edited[:, bottom] - edited[:, top], seq.landmarks[:, bottom] - seq.landmarks[:, top], atol=1e-9)
+    np.testing.assert_allclose(edited[:, facs.FACE_OVAL], seq.landmarks[:, facs.FACE_OVAL])
+
+
+def test_a_68_point_track_still_edits(track):
+    """FAN tracks have no mesh: the same AU fields act on the 68 points and the 68-point warp renders."""
+    backend = WarpBackend()
+    seq = LandmarkSeq(track.aligned_landmarks(), track.valid.copy())
+    plan = backend.plan(seq, EditTarget(emotion="happy", intensity=1.0), float(track.fps))
+    edited = backend.manipulate(seq, plan)
+    assert edited.landmarks.shape[1] == 68
+    assert np.all(edited.landmarks[:, [48, 54], 1] < seq.landmarks[:, [48, 54], 1])
+    i = int(np.flatnonzero(track.valid)[0])
+    frame = np.full((*track.frame_size, 3), 128, np.uint8)
+    face, _ = backend.render(frame, track.transforms[i], seq.landmarks[i], edited.landmarks[i])
+    assert face.shape[0] == face.shape[1] >= 256
+
+
+def test_warp_moves_pixels_with_the_points():
+    """A dot under a moving mesh vertex lands where that vertex went."""
+    size = 256
+    pts = facs.neutral()
+    moved = pts + facs.action_units()["AU12"]
+    crop = np.full((size, size, 3), 200, np.uint8)
+    x, y = np.round(pts[61]).astype(int)
+    cv2.circle(crop, (x, y), 2, (0, 0, 0), -1)
+    out = warp_face(crop, pts, moved)
+    ys, xs = np.nonzero(out[..., 0] < 100)
+    assert np.hypot(xs.mean() - moved[61, 0], ys.mean() - moved[61, 1]) < 1.5
+
+
+def test_eyeglass_frames_are_found_and_damped_and_bare_skin_is_not():
+    pts = facs.neutral()
+    skin = np.full((256, 256, 3), (200, 160, 140), np.uint8)
+    assert rigid_damping(skin, pts) is None
+    glasses = skin.copy()
+    for eye in (facs.LID_UPPER, facs.MIRROR[facs.LID_UPPER]):
+        c = pts[eye].mean(0)
+        cv2.ellipse(glasses, (int(c[0]), int(c[1]) + 2), (22, 15), 0, 0, 360, (30, 30, 30), 2)
+    cv2.line(glasses, (118, 92), (138, 92), (30, 30, 30), 2)
+    damping = rigid_damping(glasses, pts)
+    assert damping is not None
+    c = pts[facs.LID_UPPER].mean(0)
+    assert damping[int(c[1]) + 2 + 15, int(c[0])] > 0.5          # on the lower rim
+    assert damping[int(pts[61, 1]), int(pts[61, 0])] == 0         # the mouth is free
+
+
+def test_reference_expression_is_read_against_each_faces_own_neutral(track):
+    """A reference of another "person" (shifted brows, wider mouth: identity) who smiles half the time
+    transfers the smile, not the identity."""
+    backend = WarpBackend()
+    seq = backend.encode(track)
+    fields = facs.action_units()
+    identity = np.zeros((478, 2))
+    identity[facs.BROWS, 1] -= 4.0
+    smile = np.where(np.arange(len(seq.valid)) >= len(seq.valid) // 2, 1.0, 0.0)
+    ref = LandmarkSeq(seq.landmarks + identity + smile[:, None, None] * fields["AU12"], seq.valid.copy())
+    plan = backend.plan(seq, EditTarget(reference=__file__, intensity=1.0), float(track.fps), ref)
+    names = list(plan.au_names)
+    assert plan.activations[:, names.index("AU12")].mean() > 0.6
+    assert np.abs(plan.activations[:, [names.index(a) for a in ("AU1", "AU2", "AU4")]]).max() < 0.2
+    still = LandmarkSeq(seq.landmarks + identity, seq.valid.copy())
+    plan = backend.plan(seq, EditTarget(reference=__file__, intensity=1.0), float(track.fps), still)
+    assert np.abs(plan.displacement).max() < 1.5
+
+
+def test_face_edit_reports_the_aus_of_the_frame(track):
+    backend = WarpBackend()
+    seq = backend.encode(track)
+    plan = backend.plan(seq, EditTarget(emotion="happy", intensity=0.5), float(track.fps))
+    i = int(np.flatnonzero(seq.valid)[0])
+    edit = backend.face_edit(seq.landmarks[i], seq.landmarks[i] + plan.displacement[i], 2.0)
+    assert edit.has_mesh and edit.scale == 2.0
+    assert edit.aus["AU12"] == pytest.approx(0.5, abs=0.05) and edit.aus["AU6"] == pytest.approx(0.5, abs=0.05)
+    assert edit.aus["AU4"] == pytest.approx(0.0, abs=0.05)
