@@ -33,6 +33,20 @@ one activation so the sigmoid does not saturate for wide stages. Since x ≥ 0, 
 
 Gradients: ``grad="generated"`` (default, for using the metric as a loss) computes the target side
 under ``no_grad``; ``grad="both"`` lets both sides carry gradient (metric pre-training).
+
+Reproduction switches (what the released code, jianmanlincjx/STCCL ``model/spatial_temproal_coherent_model.py``
+and ASCCL's loss, does differently from the paper; the defaults are the paper's method as described above):
+  * ``daas_variant="released"``: the spatial weight is per *element* of the generated (first-argument) side's
+    raw disparity, ``t = sigmoid(|d|)``, ``w = λ·t^r`` where ``t > 0.8`` else 1, and the stage term is
+    ``mean(CE) · mean(w)`` (the release multiplies the batch-mean cross-entropy by the weight tensor, so the
+    weights only act through their mean); the weight keeps its gradient, as in the release. No weight on the
+    temporal term (the release passes τ in the weight's place there). ``"row"`` (default): per-row weights
+    before the mean (above).
+  * ``temporal_positions="whole"``: the temporal term's 8·n_l positions are drawn *with replacement* over the
+    whole H×W map (the release's ``torch.randint(0, H·W, (N,))``); ``"central"`` (default): distinct positions
+    in the central square, like the spatial centres.
+Not reproduced: the release's temporal branch runs the sampled features through per-stage transformers held
+in a plain list (never trained or saved: defect 5), so no released checkpoint carries them.
 """
 
 from __future__ import annotations
@@ -49,6 +63,7 @@ from models.iresnet import IResNet
 
 NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 FILE_FORMAT = "spfem-stccl-v1"
+RELEASED_DAAS_THRESHOLD = 0.8   # the release weights only elements with sigmoid(|d|) > 0.8
 
 
 @dataclass
@@ -62,8 +77,10 @@ class STCCLConfig:
     mode: Literal["spatial", "temporal", "joint"] = "joint"
     temporal_pairs: Literal["all", "adjacent"] = "all"
     daas: bool = True
+    daas_variant: Literal["row", "released"] = "row"
     daas_lambda: float = 2.0
     daas_r: float = 2.0
+    temporal_positions: Literal["central", "whole"] = "central"
     spatial_weight: float = 1.0
     temporal_weight: float = 1.0
     share_projection: bool = True
@@ -151,6 +168,32 @@ class STCCL(nn.Module):
         x = raw_target.detach().float().norm(dim=-1) / raw_target.shape[-1] ** 0.5
         return self.config.daas_lambda * torch.sigmoid(x) ** self.config.daas_r
 
+    def released_daas_weight(self, raw_generated: torch.Tensor) -> torch.Tensor:
+        """The release's per-element weight (…×C → …×C): ``λ·t^r`` where ``t = sigmoid(|d|) > 0.8``, else 1.
+
+        Computed on the generated side's raw disparity and not detached, as in the release.
+        """
+        t = torch.sigmoid(raw_generated.float().abs())
+        return torch.where(t > RELEASED_DAAS_THRESHOLD, self.config.daas_lambda * t ** self.config.daas_r,
+                           torch.ones_like(t))
+
+    def weighted_mean(self, rows: torch.Tensor, raw_generated: torch.Tensor, raw_target: torch.Tensor, *,
+                      temporal: bool) -> torch.Tensor:
+        """One stage's term from its per-row InfoNCE ``rows`` (G×S) and raw disparities (G×S×C) of both sides."""
+        cfg = self.config
+        if not cfg.daas:
+            return rows.mean()
+        if cfg.daas_variant == "released":
+            return rows.mean() if temporal else rows.mean() * self.released_daas_weight(raw_generated).mean()
+        return (self.daas_weight(raw_target) * rows).mean()
+
+    def draw_temporal_positions(self, h: int, w: int, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        """Flat positions (y·W + x) of the temporal term: central square, or the release's draw with replacement."""
+        if self.config.temporal_positions == "whole":
+            return torch.randint(0, h * w, (n,), generator=generator)
+        pos = sample_centres(h, w, n, generator)
+        return pos[:, 0] * w + pos[:, 1]
+
     def _project(self, stage: int, d: torch.Tensor, temporal: bool) -> torch.Tensor:
         heads = self.temporal_proj if temporal and self.temporal_proj is not None else self.spatial_proj
         return F.normalize(heads[stage](d), dim=-1)
@@ -216,18 +259,17 @@ class STCCL(nn.Module):
             if cfg.mode in ("spatial", "joint"):
                 idx = neighbour_pairs(centres, w)
                 idx = (idx[0].to(fg.device), idx[1].to(fg.device))
-                _, q = self.spatial_disparities(fg, s, idx)
+                raw_q, q = self.spatial_disparities(fg, s, idx)
                 raw_k, k = self.spatial_disparities(ft, s, idx)
-                term = (self.daas_weight(raw_k) * info_nce_rows(q, k, cfg.tau)).mean()
+                term = self.weighted_mean(info_nce_rows(q, k, cfg.tau), raw_q, raw_k, temporal=False)
                 spatial = spatial + term
                 per_stage[f"spatial{s + 1}"] = float(term.detach())
             if t > 1 and cfg.mode in ("temporal", "joint"):
-                pos = sample_centres(h, w, 8 * cfg.samples[s], generator)
-                pos = (pos[:, 0] * w + pos[:, 1]).to(fg.device)
+                pos = self.draw_temporal_positions(h, w, 8 * cfg.samples[s], generator).to(fg.device)
                 pairs = self.frame_pairs(t).to(fg.device)
-                _, q = self.temporal_disparities(fg.unflatten(0, (b, t)), s, pos, pairs)
+                raw_q, q = self.temporal_disparities(fg.unflatten(0, (b, t)), s, pos, pairs)
                 raw_k, k = self.temporal_disparities(ft.unflatten(0, (b, t)), s, pos, pairs)
-                term = (self.daas_weight(raw_k) * info_nce_rows(q, k, cfg.tau)).mean()
+                term = self.weighted_mean(info_nce_rows(q, k, cfg.tau), raw_q, raw_k, temporal=True)
                 temporal = temporal + term
                 per_stage[f"temporal{s + 1}"] = float(term.detach())
         total = cfg.spatial_weight * spatial + cfg.temporal_weight * temporal

@@ -8,14 +8,20 @@ aligned frame with nearest-neighbour sampling; spfem segments the aligned frames
 generated face back NED softens the *source* frame's mask once more: :func:`ned_blend_mask`.
 
 Deliberate deviation (switchable): NED feeds the network ``x/255`` ∈ [0, 1], but FSGAN trained it on
-``(x/255 − 0.5)/0.5`` ∈ [−1, 1] (``fsgan/train_segmentation.py``); ``input_range="fsgan"`` (default) feeds
-what the weights expect, ``input_range="ned"`` reproduces NED exactly. NED repeats the previous frame's mask
+``(x/255 − 0.5)/0.5`` ∈ [−1, 1] (``fsgan/train_segmentation.py``), and NED never calls ``eval()`` on it, so its
+BatchNorm layers normalise each image (one per forward) by that image's own statistics instead of the stored
+running ones. ``input_range="fsgan"`` (default) feeds what the weights expect in eval mode;
+``input_range="ned"`` reproduces NED: [0, 1] input, one image per forward, BatchNorm in training mode
+(:func:`ned_batchnorm`: the running statistics NED's forwards would overwrite are restored afterwards, which
+changes nothing NED computes, since in training mode they are never read). NED repeats the previous frame's mask
 when no face pixel survives; here such a frame gets an all-zero mask and the caller decides (see
 :func:`spfem_cli.backends.ned.renderer_data.prepare_actor_data`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Literal
 
 import cv2
@@ -89,6 +95,27 @@ def to_network_input(images: np.ndarray, device: torch.device | str, input_range
     return x * 2.0 - 1.0 if input_range == "fsgan" else x
 
 
+@contextmanager
+def ned_batchnorm(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``model`` in training mode, as NED runs the segmenter (BatchNorm on each forward's own statistics).
+
+    Every module's mode and every BatchNorm buffer (running mean/var, step counter) is restored on exit, so the
+    model is left exactly as it was.
+    """
+    modes = {m: m.training for m in model.modules()}
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [{k: b.clone() for k, b in m.named_buffers(recurse=False) if b is not None} for m in norms]
+    try:
+        yield model.train()
+    finally:
+        with torch.no_grad():
+            for m, buffers in zip(norms, saved, strict=True):
+                for k, b in buffers.items():
+                    getattr(m, k).copy_(b)
+        for m, training in modes.items():
+            m.training = training
+
+
 @torch.no_grad()
 def segment_faces(images: np.ndarray, model: torch.nn.Module, device: torch.device | str, *, batch_size: int = 16,
                   input_range: InputRange = "fsgan") -> np.ndarray:
@@ -96,6 +123,8 @@ def segment_faces(images: np.ndarray, model: torch.nn.Module, device: torch.devi
 
     Frames whose size is not 256² are resized to 256² for the network (its training size) and the logits
     resized back (bilinear) before the argmax. A frame with no face pixel left gets an all-zero mask.
+    ``input_range="ned"`` runs one frame per forward with BatchNorm in training mode, as NED does
+    (``batch_size`` is ignored there: a batch would share its statistics across frames).
     """
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
@@ -103,14 +132,17 @@ def segment_faces(images: np.ndarray, model: torch.nn.Module, device: torch.devi
     n, h, w = images.shape[:3]
     out = np.zeros((n, h, w), np.uint8)
     model = model.to(device).eval()
-    for start in range(0, n, batch_size):
-        x = to_network_input(images[start:start + batch_size], device, input_range)
-        if (h, w) != (TRAIN_SIZE, TRAIN_SIZE):
-            x = F.interpolate(x, size=(TRAIN_SIZE, TRAIN_SIZE), mode="bilinear", align_corners=False)
-        logits = model(x).float()
-        if logits.shape[-2:] != (h, w):
-            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-        out[start:start + len(x)] = face_mask_from_logits(logits)
+    ned = input_range == "ned"
+    step = 1 if ned else batch_size
+    with ned_batchnorm(model) if ned else nullcontext(model) as net:
+        for start in range(0, n, step):
+            x = to_network_input(images[start:start + step], device, input_range)
+            if (h, w) != (TRAIN_SIZE, TRAIN_SIZE):
+                x = F.interpolate(x, size=(TRAIN_SIZE, TRAIN_SIZE), mode="bilinear", align_corners=False)
+            logits = net(x).float()
+            if logits.shape[-2:] != (h, w):
+                logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+            out[start:start + len(x)] = face_mask_from_logits(logits)
     return out
 
 

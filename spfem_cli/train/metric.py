@@ -71,7 +71,8 @@ class PairWindowDataset(Dataset):
 def build_metric(cfg: MetricTrainConfig) -> STCCL:
     """The metric to train, with the ArcFace backbone loaded when asked (``auto`` = r50 from the registry)."""
     model = STCCL(STCCLConfig(arch=cfg.arch, input_size=cfg.input_size, tau=cfg.tau, mode=cfg.mode,
-                              temporal_pairs=cfg.temporal_pairs, daas=cfg.daas, grad="both"))
+                              temporal_pairs=cfg.temporal_pairs, daas=cfg.daas, daas_variant=cfg.daas_variant,
+                              temporal_positions=cfg.temporal_positions, grad="both"))
     weights = cfg.backbone_weights
     if weights == "auto":
         weights = "arcface_r50" if cfg.arch == "r50" else "none"

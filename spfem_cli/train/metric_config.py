@@ -8,6 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+# The ASCCL/STCCL renderer hook adds the metric with weight 1, but the reference metric returns 0.3·Σ over
+# the stages while spfem's STCCL returns Σ: 0.3 here gives the reference's effective weight.
+RENDERER_STCCL_WEIGHT = 0.3
+
 
 @dataclass
 class MetricTrainConfig:
@@ -21,9 +25,17 @@ class MetricTrainConfig:
     batch: int = 8
     lr: float = 1e-3
     tau: float = 0.07
-    context: int = 2                   # n: windows of 2n+1 frames
+    # n: windows of 2n+1 frames. 4 (9 frames) as the release trains (TemporalDataloader n=4) and as the
+    # translator uses the metric (9 rendered frames); 2 (5 frames) costs 5/9 of the backbone work per step.
+    context: int = 4
     temporal_pairs: Literal["all", "adjacent"] = "all"
     daas: bool = True
+    # row: the paper's weight per disparity row before the mean (target side, detached); released: the
+    # release's per-element weight on the generated side, collapsed to its mean, none on the temporal term
+    daas_variant: Literal["row", "released"] = "row"
+    # central: distinct positions in the central square; whole: the release's draw with replacement over H×W
+    # (93 % of its per-stage draws repeat a position, whose rows then have a "negative" equal to the positive)
+    temporal_positions: Literal["central", "whole"] = "central"
     arch: str = "r50"
     input_size: int = 224
     backbone_weights: str = "auto"     # auto: registry 'arcface_r50' for r50 | none | a file path
@@ -59,6 +71,8 @@ CHOICES = {
     "dataset": ("mead", "ravdess"),
     "mode": ("spatial", "temporal", "joint"),
     "temporal_pairs": ("all", "adjacent"),
+    "daas_variant": ("row", "released"),
+    "temporal_positions": ("central", "whole"),
     "arch": ("r18", "r34", "r50", "r100"),
     "crops": ("tracked", "centre"),
     "split": ("val", "train", "all"),

@@ -9,8 +9,10 @@ preprocess.sh): the clip is cut into 50-frame sub-sequences; an epoch takes one 
 generated frames per window (``n_frames_total``) start at 12 and double every 5 epochs (``niter_step``) up to 48
 (12, 24, 48, 48 over epochs 1–5, 6–10, 11–15, 16–20); every NMFC / gaze / shape input image is jittered on its
 own (±1 % shift and scale, gaze pupils ±2 px), targets, masks and mouth centres are not. Added (ASCCL/STCCL
-paper): ``+ 1 · metric(generated, real)`` in the G loss, with the gradient on the generated side (the reference
-code detached it — defect 2 in reference-facts §2).
+paper): ``+ 0.3 · metric(generated, real)`` in the G loss, with the gradient on the generated side (the reference
+code detached it — defect 2 in reference-facts §2). 0.3 is the reference's effective weight: its hook adds the
+metric with weight 1, but the reference metric returns 0.3·Σ over the stages where spfem's returns Σ
+(:data:`spfem_cli.train.metric_config.RENDERER_STCCL_WEIGHT`).
 
 Why the generator runs twice per 4 frames: because the previous outputs are detached, the gradient of
 each frame does not depend on how its inputs were produced. So the 4 frames are first generated
@@ -51,6 +53,7 @@ from spfem_cli.backends.ned.neural_render import generate, pack_conditioning, te
 from spfem_cli.backends.ned.renderer_data import ACTOR_ARRAYS
 from spfem_cli.errors import SpfemError
 from spfem_cli.train.loop import ResumableSampler
+from spfem_cli.train.metric_config import RENDERER_STCCL_WEIGHT
 
 NED_FILES = {"G": "latest_net_G.pth", "D": "latest_net_D.pth", "Dm": "latest_net_Dm.pth"}
 
@@ -247,7 +250,7 @@ class RendererTrainConfig:
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
     lambda_feat: float = 10.0       # feature matching and VGG weight
-    stccl_weight: float = 1.0
+    stccl_weight: float = RENDERER_STCCL_WEIGHT   # the reference's 0.3·Σ stages (spfem's metric returns Σ)
     mouth_d: bool = True
     vgg_imagenet_norm: bool = False  # NED feeds [-1, 1] images to VGG unnormalised
     sample_every: int = 200          # PNG sample grid every N steps (0 = off)
