@@ -1,0 +1,184 @@
+"""Contact sheets: the same frames of a clip, source and each edit side by side, labelled, as one picture.
+
+A person judges an expression edit by comparing it with the source on the same frames; this is the
+picture for that (``make demo``, BENCHMARKS.md). :func:`contact_sheet` only lays out images;
+:func:`emotion_sheet` runs the real ``spfem edit`` pipeline on a stretch of a clip for each emotion
+and lays out the face region of a few of its frames, so the sheet shows exactly what the tool outputs.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from spfem_cli.video import AtomicOutput
+
+BACKGROUND = (24, 24, 24)
+INK = (235, 235, 235)
+GAP = 2
+
+
+def _fit(image: np.ndarray, height: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    if h == height:
+        return image
+    interp = cv2.INTER_AREA if h > height else cv2.INTER_CUBIC
+    return cv2.resize(image, (max(1, round(w * height / h)), height), interpolation=interp)
+
+
+def _label(width: int, height: int, text: str, font_px: int | None = None) -> np.ndarray:
+    """``text`` centred in a ``height`` × ``width`` band; letters ``font_px`` tall (default: the band's)."""
+    band = np.full((height, width, 3), BACKGROUND, np.uint8)
+    font_px = font_px or height
+    scale = font_px / 40.0
+    thick = max(1, round(font_px / 22))
+    while True:
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        if tw <= width - 4 or scale < 0.3:
+            break
+        scale *= 0.9
+    org = ((width - tw) // 2, (height + th) // 2)
+    cv2.putText(band, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, INK, thick, cv2.LINE_AA)
+    return band
+
+
+def contact_sheet(rows: Sequence[Sequence[np.ndarray]], labels: Sequence[str], *,
+                  row_labels: Sequence[str] | None = None, tile_height: int = 160,
+                  title: str | None = None) -> np.ndarray:
+    """One RGB image: a header of column ``labels`` over ``rows`` of RGB frames (one per column).
+
+    Every tile is scaled to ``tile_height`` (aspect kept); columns take the width of their first row's
+    tile. ``row_labels`` (e.g. frame times) go in a left margin; ``title`` in a line above the header.
+    """
+    if not rows:
+        raise ValueError("a contact sheet needs at least one row")
+    n_cols = len(labels)
+    if any(len(r) != n_cols for r in rows):
+        raise ValueError(f"every row needs {n_cols} frames (one per label)")
+    tiles = [[_fit(np.asarray(im, np.uint8), tile_height) for im in row] for row in rows]
+    widths = [t.shape[1] for t in tiles[0]]
+    label_h = max(18, tile_height // 7)
+    margin = 0
+    if row_labels is not None:
+        margin = max(cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, label_h / 40.0, 1)[0][0] for t in row_labels) + 10
+    width = margin + sum(widths) + GAP * (n_cols + 1)
+    parts = []
+    if title:
+        parts.append(_label(width, label_h, title))
+    header = np.full((label_h, width, 3), BACKGROUND, np.uint8)
+    x = margin + GAP
+    for text, w in zip(labels, widths, strict=True):
+        header[:, x:x + w] = _label(w, label_h, text)
+        x += w + GAP
+    parts.append(header)
+    for i, row in enumerate(tiles):
+        band = np.full((tile_height + GAP, width, 3), BACKGROUND, np.uint8)
+        if row_labels is not None:
+            band[:tile_height, :margin] = _label(margin, tile_height, row_labels[i], font_px=label_h)
+        x = margin + GAP
+        for tile, w in zip(row, widths, strict=True):
+            tile = tile[:, :w] if tile.shape[1] >= w else cv2.resize(tile, (w, tile_height))
+            band[:tile_height, x:x + w] = tile
+            x += w + GAP
+        parts.append(band)
+    return np.concatenate(parts, axis=0)
+
+
+def save_png(path: Path, image: np.ndarray, *, colors: int | None = None) -> Path:
+    """Write an RGB image as PNG (atomically); ``colors`` quantises to a palette (small files for docs)."""
+    from PIL import Image
+
+    picture = Image.fromarray(np.asarray(image, np.uint8))
+    if colors is not None:
+        picture = picture.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with AtomicOutput(path, suffix=".png") as tmp:
+        picture.save(tmp, format="PNG", optimize=True)
+    return path
+
+
+@dataclass(frozen=True)
+class SheetFrames:
+    """What :func:`emotion_sheet` laid out: the frame indices used and the face crop (x0, y0, x1, y1)."""
+
+    indices: list[int]
+    box: tuple[int, int, int, int]
+
+
+def face_crop_box(boxes: np.ndarray, frame_size: tuple[int, int], scale: float = 1.7) -> tuple[int, int, int, int]:
+    """One square crop (x0, y0, x1, y1) holding every given face box (N, 4), enlarged, inside the frame."""
+    b = np.asarray(boxes, np.float64)
+    x0, y0 = np.nanmin(b[:, 0]), np.nanmin(b[:, 1])
+    x1, y1 = np.nanmax(b[:, 2]), np.nanmax(b[:, 3])
+    h, w = frame_size
+    side = min(max(x1 - x0, y1 - y0) * scale, h, w)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 - 0.05 * side
+    left = int(round(np.clip(cx - side / 2, 0, w - side)))
+    top = int(round(np.clip(cy - side / 2, 0, h - side)))
+    return left, top, left + int(side), top + int(side)
+
+
+def pick_frames(valid: np.ndarray, count: int) -> list[int]:
+    """``count`` evenly spaced frames among the valid ones (ends excluded)."""
+    idx = np.flatnonzero(valid)
+    if len(idx) == 0:
+        raise ValueError("no frame with a face to show")
+    picks = np.linspace(0, len(idx) - 1, count + 2)[1:-1]
+    return sorted({int(idx[int(round(p))]) for p in picks})
+
+
+def trim(source: Path, output: Path, start: int, frames: int) -> Path:
+    """Frames ``start``..``start+frames-1`` of ``source`` as a new clip (no audio): a short stretch to edit."""
+    from spfem_cli.video import VideoWriter, iter_chunks, probe
+
+    info = probe(source)
+    with VideoWriter(output, info.fps, overwrite=True, crf=14, preset="veryfast") as writer:
+        for chunk in iter_chunks(source, max_frames=start + frames):
+            keep = chunk.frames[max(0, start - chunk.start):]
+            if len(keep):
+                writer.write(keep)
+    return output
+
+
+def emotion_sheet(source: Path, emotions: Sequence[str], *, frames: int = 3, start: int = 0,
+                  length: int | None = None, tile_height: int = 160, intensity: float | None = None,
+                  backend: str = "warp") -> tuple[np.ndarray, SheetFrames]:
+    """Contact sheet of ``source`` | each of ``emotions`` on the same ``frames`` frames, face region only.
+
+    Each emotion is a real ``spfem edit`` of frames ``start``..``start+length`` of the clip (the whole
+    clip when ``length`` is None) at ``intensity`` (default: the CLI's); rows are frames (labelled with their time), columns the versions.
+    """
+    from spfem_cli.edit.pipeline import EditRequest, edit_video
+    from spfem_cli.edit.targets import EditTarget
+    from spfem_cli.face.preprocess import cached_track
+    from spfem_cli.video import probe, read_frames
+
+    with tempfile.TemporaryDirectory(prefix="spfem-sheet-") as tmp:
+        clip = Path(source)
+        if start or length is not None:
+            n = (length if length is not None else probe(clip).n_frames - start)
+            clip = trim(clip, Path(tmp) / "stretch.mp4", start, n)
+        track = cached_track(clip, "mediapipe", progress=False)
+        chosen = pick_frames(track.valid, frames)
+        src, info = read_frames(clip)
+        box = face_crop_box(track.boxes[chosen], src.shape[1:3])
+        x0, y0, x1, y1 = box
+        columns = [[src[i, y0:y1, x0:x1] for i in chosen]]
+        for emotion in emotions:
+            out = Path(tmp) / f"{emotion}.mp4"
+            target = EditTarget(emotion=emotion) if intensity is None else EditTarget(emotion=emotion, intensity=intensity)
+            edit_video(EditRequest(clip, out, target, backend=backend,
+                                   progress=False, overwrite=True, crf=14, preset="veryfast"))
+            edited, _ = read_frames(out)
+            columns.append([edited[i, y0:y1, x0:x1] for i in chosen])
+    fps = float(info.fps)
+    rows = [[col[r] for col in columns] for r in range(len(chosen))]
+    times = [f"{(start + i) / fps:.1f}s" for i in chosen]
+    sheet = contact_sheet(rows, ["source", *emotions], row_labels=times, tile_height=tile_height)
+    return sheet, SheetFrames([start + i for i in chosen], box)

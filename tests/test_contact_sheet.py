@@ -1,0 +1,71 @@
+"""Contact sheets: labelled layout of the same frames across versions, small PNGs, and a real edit per emotion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spfem_cli.edit import contact_sheet as C
+
+
+def _tile(value: int, h: int = 80, w: int = 100) -> np.ndarray:
+    return np.full((h, w, 3), value, np.uint8)
+
+
+def test_layout_labels_and_tiles():
+    rows = [[_tile(60), _tile(120), _tile(200)], [_tile(61), _tile(121), _tile(201)]]
+    sheet = C.contact_sheet(rows, ["source", "happy", "sad"], row_labels=["0.2s", "0.6s"], tile_height=40)
+    label_h = max(18, 40 // 7)
+    assert sheet.dtype == np.uint8 and sheet.shape[0] == label_h + 2 * (40 + C.GAP)
+    header = sheet[:label_h]
+    assert (header > 200).any(), "labels are written"
+    # Tiles are scaled to 40 px high (50 wide) and laid out left to right, rows top to bottom.
+    width = 50
+    margin = sheet.shape[1] - 3 * width - 4 * C.GAP
+    for r, row in enumerate(rows):
+        y = label_h + r * (40 + C.GAP) + 20
+        for c, tile in enumerate(row):
+            x = margin + C.GAP + c * (width + C.GAP) + width // 2
+            assert tuple(sheet[y, x]) == tuple(tile[0, 0])
+    assert (sheet[label_h:, :margin] > 200).any(), "row labels are written"
+    with pytest.raises(ValueError):
+        C.contact_sheet([[_tile(1)]], ["a", "b"])
+    with pytest.raises(ValueError):
+        C.contact_sheet([], ["a"])
+
+
+def test_save_png_palette_is_smaller(tmp_path):
+    rng = np.random.default_rng(0)
+    image = np.clip(rng.normal(128, 40, (120, 160, 3)), 0, 255).astype(np.uint8)
+    full = C.save_png(tmp_path / "full.png", image)
+    small = C.save_png(tmp_path / "sub" / "small.png", image, colors=64)
+    from PIL import Image
+
+    assert Image.open(small).mode == "P" and small.stat().st_size < full.stat().st_size
+    np.testing.assert_array_equal(np.asarray(Image.open(full)), image)
+
+
+def test_crop_box_and_frame_picks():
+    boxes = np.array([[100, 50, 180, 150], [110, 60, 190, 160]], float)
+    x0, y0, x1, y1 = C.face_crop_box(boxes, (240, 320))
+    assert x1 - x0 == y1 - y0 and 0 <= x0 < 100 and 0 <= y0 and x1 > 190 and y1 <= 240
+    valid = np.ones(20, bool)
+    valid[:5] = False
+    picks = C.pick_frames(valid, 3)
+    assert len(picks) == 3 and all(valid[p] for p in picks) and picks == sorted(picks)
+    with pytest.raises(ValueError):
+        C.pick_frames(np.zeros(4, bool), 2)
+
+
+def test_emotion_sheet_runs_the_real_edit(short_clip):
+    sheet, info = C.emotion_sheet(short_clip.path, ["happy", "surprised"], frames=2, length=10, tile_height=64)
+    assert len(info.indices) == 2 and all(0 <= i < 10 for i in info.indices)
+    label_h = max(18, 64 // 7)
+    assert sheet.shape[0] == label_h + 2 * (64 + C.GAP)
+    # Source and edited tiles differ (the edit moved the face); both are real frames, not blank.
+    y = slice(label_h, label_h + 64)
+    width = 64
+    xs = [sheet.shape[1] - (3 - c) * (width + C.GAP) for c in range(3)]
+    tiles = [sheet[y, x: x + width].astype(float) for x in xs]
+    assert all(t.std() > 10 for t in tiles)
+    assert np.abs(tiles[0] - tiles[1]).mean() > 0.5 and np.abs(tiles[0] - tiles[2]).mean() > 0.5

@@ -1,0 +1,96 @@
+"""Expression wrinkles: exactly nothing at zero activation or outside the skin, never in the eyes or the
+mouth, deterministic and smooth in the landmarks, darker creases in the skin's own hue."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from spfem_cli.backends.warp import wrinkles
+from spfem_cli.face.align import TEMPLATE_68
+
+ALL_AUS = {au: 1.5 for au in wrinkles.WRINKLE_AUS}
+
+
+@pytest.fixture(scope="module")
+def face():
+    """A 256² skin-toned face with mild texture and a top-lit gradient, at the template's landmarks."""
+    rng = np.random.default_rng(0)
+    yy = np.mgrid[0:256, 0:256][0] / 255.0
+    skin = np.array([205.0, 150.0, 125.0])
+    image = skin * (1.05 - 0.2 * yy)[..., None] + rng.normal(0, 3, (256, 256, 3))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _polygon_mask(points: np.ndarray, size: int = 256) -> np.ndarray:
+    mask = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(mask, [np.round(points).astype(np.int32)], 1)
+    return mask.astype(bool)
+
+
+def test_zero_activation_is_exactly_the_input(face):
+    for acts in ({}, {au: 0.0 for au in wrinkles.WRINKLE_AUS}, {"AU12": -0.7, "AU5": 1.0}):
+        np.testing.assert_array_equal(wrinkles.shade(face, TEMPLATE_68, acts), face)
+
+
+def test_nothing_changes_outside_the_skin_mask(face):
+    mask = np.zeros((256, 256), np.float32)
+    mask[:, 128:] = 1.0
+    out = wrinkles.shade(face, TEMPLATE_68, ALL_AUS, mask)
+    np.testing.assert_array_equal(out[:, :128], face[:, :128])
+    assert (out[:, 128:] != face[:, 128:]).any()
+    # The default mask: nothing outside the face outline (jaw line up to above the brows).
+    default = wrinkles.shade(face, TEMPLATE_68, ALL_AUS)
+    region = wrinkles.face_region(TEMPLATE_68, (256, 256)) > 0
+    np.testing.assert_array_equal(default[~region], face[~region])
+
+
+@pytest.mark.parametrize("au", wrinkles.WRINKLE_AUS)
+def test_eyes_and_mouth_are_never_shaded(face, au):
+    out = wrinkles.shade(face, TEMPLATE_68, {au: 1.5})
+    assert (out != face).any(), f"{au}: no crease at all"
+    for poly in (TEMPLATE_68[36:42], TEMPLATE_68[42:48], TEMPLATE_68[48:60]):
+        inside = _polygon_mask(poly)
+        np.testing.assert_array_equal(out[inside], face[inside])
+
+
+def test_deterministic_and_smooth_in_the_landmarks(face):
+    acts = {"AU6": 1.0, "AU12": 1.0, "AU4": 1.0, "AU1": 1.0}
+    a = wrinkles.shade(face, TEMPLATE_68, acts)
+    np.testing.assert_array_equal(a, wrinkles.shade(face, TEMPLATE_68, acts))
+    # Landmarks jittered by 0.15 px: the creases move with them by about that much, nothing jumps.
+    moved = TEMPLATE_68 + np.random.default_rng(1).normal(0, 0.15, TEMPLATE_68.shape)
+    diff = np.abs(a.astype(int) - wrinkles.shade(face, moved, acts).astype(int))
+    assert diff.max() <= 8 and diff.mean() < 0.05, (diff.max(), diff.mean())
+    smaller = TEMPLATE_68 + np.random.default_rng(1).normal(0, 0.03, TEMPLATE_68.shape)
+    assert np.abs(a.astype(int) - wrinkles.shade(face, smaller, acts).astype(int)).mean() < 0.5 * diff.mean()
+    # A small change of activation is a small change of the picture.
+    c = wrinkles.shade(face, TEMPLATE_68, {k: v * 1.02 for k, v in acts.items()})
+    assert np.abs(a.astype(int) - c.astype(int)).max() <= 2
+
+
+def test_creases_darken_with_activation_and_keep_the_skin_hue(face):
+    # Nasolabial region: between the nose wing and the mouth corner, on the image-left side.
+    fold = _polygon_mask(np.array([[95, 130], [112, 130], [100, 175], [80, 175]]))
+    lum = {}
+    for a in (0.5, 1.0):
+        out = wrinkles.shade(face, TEMPLATE_68, {"AU12": a})
+        lum[a] = out[fold].astype(float).sum(1).min()
+        darker = out.astype(int).sum(2) < face.astype(int).sum(2) - 6
+        assert darker.any()
+        # Shadows keep the skin's hue: red stays the strongest channel and blue drops at least as much as red.
+        o, f = out[darker].astype(float), face[darker].astype(float)
+        assert (o[:, 0] >= o[:, 2]).all()
+        assert np.median(o[:, 2] / f[:, 2]) <= np.median(o[:, 0] / f[:, 0]) + 1e-6
+    assert lum[1.0] < lum[0.5] < face[fold].astype(float).sum(1).min()
+
+
+def test_same_creases_on_a_supersampled_crop(face):
+    acts = {"AU4": 1.0, "AU1": 1.0}
+    small = wrinkles.shade(face, TEMPLATE_68, acts).astype(float) - face
+    big_face = cv2.resize(face, (512, 512), interpolation=cv2.INTER_CUBIC)
+    big = wrinkles.shade(big_face, TEMPLATE_68 * 2, acts).astype(float) - big_face
+    big = cv2.resize(big, (256, 256), interpolation=cv2.INTER_AREA)
+    assert np.abs(big - small).mean() < 0.5
+    assert np.corrcoef(big.ravel(), small.ravel())[0, 1] > 0.8
