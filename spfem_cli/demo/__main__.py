@@ -2,7 +2,8 @@
 
 Writes into ./demo_out (its own folder; files there are replaced on every run): the sample clip,
 the edited clip for each emotion asked for (default: happy and sad), a source | edited side-by-side
-video and the mouth-opening plot that shows the speech was kept.
+video, the mouth-opening plot that shows the speech was kept, and one contact sheet (source | every
+emotion on the same frames, labelled) to judge the expressions at a glance.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ from pathlib import Path
 from rich.console import Console
 
 from spfem_cli.demo.sample import make_talking_clip
+from spfem_cli.edit.contact_sheet import emotion_sheet, save_png
 from spfem_cli.edit.pipeline import EditRequest, edit_video
 from spfem_cli.edit.targets import EditTarget
+from spfem_cli.emotions import EDIT_EMOTIONS
 
 OUT = Path("demo_out")
+SHEET_FRAMES = 25      # the contact sheet edits only the first second: every emotion in a few seconds
 
 
 def main(emotions: list[str] | None = None) -> None:
@@ -32,6 +36,9 @@ def main(emotions: list[str] | None = None) -> None:
             overwrite=True))
         console.print(f"[green]{emotion}[/]: {result.output}  side-by-side: {result.side_by_side}  "
                       f"plot: {result.plot}  (mouth opening source vs output r = {result.mouth_correlation:.3f})")
+    sheet, _ = emotion_sheet(sample.path, EDIT_EMOTIONS, frames=3, length=SHEET_FRAMES)
+    path = save_png(OUT / "sample.contact_sheet.png", sheet)
+    console.print(f"contact sheet (source | {' | '.join(EDIT_EMOTIONS)}): {path}")
     console.print(f"\nAll demo files are in {OUT.resolve()}")
 
 

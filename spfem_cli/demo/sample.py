@@ -2,7 +2,9 @@
 
 ``skimage.data.astronaut()`` (a public-domain NASA portrait) installs offline with scikit-image. Its
 mouth is opened frame by frame by a known signal in [0, 1]: the lower lip and the jaw are displaced
-downwards by a smooth field and the gap between the lips is filled with a dark mouth interior. The
+downwards by a smooth field (the lips keep their texture) and the opening shows a mouth made of the
+photo itself: its own upper teeth, a dark oral cavity in the lips' hue with a lighter tongue, and the
+lower teeth (the upper ones mirrored, narrower, in shadow) once the mouth opens far enough. The
 head moves slightly (rotation, translation, scale) and a voiced, formant-filtered "speech" track
 whose loudness follows the same signal is muxed in. Because the driving signal is known, tests and
 the demo can measure how well tracking and editing preserve the speech motion.
@@ -114,15 +116,65 @@ def _window(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return 0.5 * (1 - np.cos(2 * np.pi * u))
 
 
+def _lens(xs: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Vertical opening profile across the mouth: 0 at the corners, rounded (not a peak) in between."""
+    u = np.clip((xs - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+    return np.clip(np.sin(np.pi * u), 0.0, 1.0) ** 0.85
+
+
+@functools.lru_cache(maxsize=1)
+def _mouth_palette() -> tuple[np.ndarray, np.ndarray, int]:
+    """What the open mouth is made of, read off the photo: its upper-teeth strip (the rows just above the
+    lower inner lip, row 0 at the biting edge; it textures the lower teeth), the lip colour, and the strip's x0."""
+    image, geo = _photo(), _geometry()
+    x0, x1 = int(geo.corners[0]), int(np.ceil(geo.corners[1]))
+    xs = np.arange(x0, x1 + 1)
+    split = np.interp(xs, geo.lip_x, geo.lip_y)
+    tooth_h = max(3, int(round(0.16 * geo.mouth_width)))
+    strip = np.stack([image[np.clip(np.round(split - 1 - k).astype(int), 0, image.shape[0] - 1), xs]
+                      for k in range(tooth_h)])                                  # (tooth_h, W, 3), row 0 nearest the lip
+    below = np.stack([image[np.clip(np.round(split + 2 + k).astype(int), 0, image.shape[0] - 1), xs]
+                      for k in range(max(2, int(0.12 * geo.mouth_width)))]).reshape(-1, 3).astype(np.float32)
+    lip = np.median(below, 0)
+    return strip, lip, x0
+
+
+def _interior(gap_rel: np.ndarray, gap_px: np.ndarray, xx: np.ndarray, geo: _FaceGeometry, open_px: float) -> np.ndarray:
+    """Colour of the open mouth at each pixel of the gap: a dark oral cavity in the lips' own hue (darkest
+    under the upper teeth, the tongue a little lighter at the bottom) and, once the mouth opens far enough,
+    the lower teeth rising from the lower lip, textured by the photo's own upper teeth mirrored and shaded."""
+    strip, lip, x0 = _mouth_palette()
+    cavity = lip * 0.22 + np.array([6.0, 0.0, 0.0])
+    tongue = lip * 0.55
+    rel = gap_rel[..., None]
+    colour = cavity * (1 - 0.8 * rel ** 2) + tongue * (0.8 * rel ** 2)
+    colour *= (0.55 + 0.45 * np.clip(rel / 0.35, 0, 1))                  # shadow under the upper teeth/lip
+    tooth_h = strip.shape[0]
+    centre = 0.5 * (geo.corners[0] + geo.corners[1])
+    middle = np.clip(1 - (np.abs(xx - centre) / (0.32 * geo.mouth_width)) ** 2, 0, 1)   # lower arch is narrower
+    lower_h = np.minimum(0.3 * gap_px, 0.45 * tooth_h) * np.clip((open_px - 4.0) / 4.0, 0, 1) * middle
+    above_lip = gap_px * (1 - gap_rel)                                    # px above the lower lip
+    sx = np.clip(np.round(centre + (xx - centre) / 0.85).astype(int) - x0, 0, strip.shape[1] - 1)
+    mirrored = (lower_h - above_lip) / np.maximum(lower_h, 1e-6)          # 0 at the lower teeth's biting edge
+    sy = np.clip(np.round(mirrored * 0.6 * tooth_h).astype(int), 0, tooth_h - 1)
+    lower = strip[sy, sx].astype(np.float32) * 0.8                       # lower teeth sit in shadow
+    t = np.clip((lower_h - above_lip) / 1.2, 0, 1)[..., None]            # soft top edge of the lower teeth
+    return colour * (1 - t) + lower * t
+
+
 def open_mouth(image: np.ndarray, amount: float, geo: _FaceGeometry) -> np.ndarray:
-    """Open the photo's mouth by ``amount`` in [0, 1] (1 = 45 % of the mouth width)."""
+    """Open the photo's mouth by ``amount`` in [0, 1] (1 = 45 % of the mouth width).
+
+    The lower lip and the jaw move down by a smooth field (the lips keep their texture); the gap shows
+    the photo's upper teeth, a dark cavity and the lower teeth (see :func:`_interior`), anti-aliased.
+    """
     if amount <= 0:
         return image.copy()
     h, w = image.shape[:2]
     open_px = amount * 0.45 * geo.mouth_width
     xs = np.arange(w, dtype=np.float32)
     split = np.interp(xs, geo.lip_x, geo.lip_y).astype(np.float32)      # lower inner lip line
-    lens = _window(xs, *geo.corners).astype(np.float32)                 # gap shape along x
+    lens = _lens(xs, *geo.corners).astype(np.float32)                   # gap shape along x
     wide = _window(xs, geo.jaw[0] - 0.15 * geo.mouth_width, geo.jaw[1] + 0.15 * geo.mouth_width)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     depth = (yy - split[None]) / max(geo.chin_y - split.mean(), 1.0)    # 0 at the lip line, 1 at the chin
@@ -130,15 +182,22 @@ def open_mouth(image: np.ndarray, amount: float, geo: _FaceGeometry) -> np.ndarr
     fade = np.clip(1.0 - (depth - 1.0) / 0.6, 0.0, 1.0)                  # jaw motion fades out below the chin
     shift = open_px * ((1 - blend) * lens[None] + blend * wide[None]) * fade
     shift[depth < 0] = 0.0
-    map_y = yy - shift
-    warped = cv2.remap(image, xx, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    gap = (depth >= 0) & (yy < split[None] + open_px * lens[None])
-    # Dark mouth interior, a little lighter towards the top (tongue/teeth shadow).
-    rel = np.clip((yy - split[None]) / max(open_px, 1.0), 0, 1)[..., None]
-    interior = (np.array([70, 25, 30], np.float32) * (1 - 0.6 * rel)).astype(np.uint8)
-    out = warped.copy()
-    out[gap] = np.broadcast_to(interior, (*gap.shape, 3))[gap]
-    return out
+    warped = cv2.remap(image, xx, yy - shift, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    gap_px = np.broadcast_to(open_px * lens[None], yy.shape)
+    inside = yy - split[None]                                            # px below the lip line
+    box = (inside > -1) & (inside < gap_px + 3) & (gap_px > 0.05)
+    if not box.any():
+        return warped
+    rows, cols = np.nonzero(box)
+    r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    sub = np.s_[r0:r1, c0:c1]
+    g, d = gap_px[sub], inside[sub]
+    alpha = (np.clip(d + 0.5, 0, 1) * np.clip(g - d + 0.5, 0, 1) * np.clip(g, 0, 1))[..., None]  # anti-aliased edges
+    colour = _interior(np.clip(d / np.maximum(g, 1e-6), 0, 1), g, xx[sub], geo, open_px)
+    out = warped.astype(np.float32)
+    wet = 1.0 - 0.3 * (np.clip(d - g + 0.5, 0, 1) * np.clip(1.0 - (d - g) / 2.5, 0, 1) * np.clip(g, 0, 1))[..., None]  # inner lip edge in shadow
+    out[sub] = out[sub] * wet * (1 - alpha) + colour * alpha
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
 def _camera(t: float, out_size: tuple[int, int], geo: _FaceGeometry, scale: float, motion: bool) -> np.ndarray:
