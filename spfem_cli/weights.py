@@ -10,6 +10,7 @@ warning when they cannot be verified.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import shutil
 import tomllib
@@ -232,13 +233,23 @@ def fetch(name: str, *, progress: ProgressHook | None = None, force: bool = Fals
     raise WeightsError(f"could not download '{name}': {'; '.join(errors)}")
 
 
+# Converters of published layouts, by name: "module:function(source, dest) -> one-line note, or None when
+# source is already in spfem's layout (then it is copied as is)"; they raise SpfemError for foreign files.
+IMPORTERS = {"stccl_metric": "spfem_cli.train.stccl_release:import_file"}
+
+
 def install_user_file(name: str, source: Path) -> Path:
     """Copy a user's file into the cache under the expected name (used by `weights fetch --from`)."""
     spec = get_spec(name)
     dest = default_path(spec)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")
-    shutil.copyfile(source, tmp)
+    module, _, func = IMPORTERS.get(name, ":").partition(":")
+    note = getattr(importlib.import_module(module), func)(source, tmp) if module else None
+    if note is None:
+        shutil.copyfile(source, tmp)
+    else:
+        warnings.warn(note, stacklevel=2)
     ok = verify(spec, tmp)
     if ok is False:
         tmp.unlink()
