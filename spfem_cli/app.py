@@ -16,7 +16,7 @@ from rich.table import Table
 
 from spfem_cli.edit.targets import DEFAULT_INTENSITY
 from spfem_cli.errors import SpfemError
-from spfem_cli.train.metric_config import CHOICES, AnalysisConfig, MetricTrainConfig
+from spfem_cli.train.metric_config import CHOICES, RENDERER_STCCL_WEIGHT, AnalysisConfig, MetricTrainConfig
 
 console = Console(stderr=True)
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -256,9 +256,23 @@ def train_metric(
     batch: int = typer.Option(_MT.batch, "--batch", help="Pairs per step (per process under torchrun)."),
     lr: float = typer.Option(_MT.lr, "--lr", help="Adam learning rate (all parameters incl. the backbone)."),
     tau: float = typer.Option(_MT.tau, "--tau", help="InfoNCE temperature."),
-    context: int = typer.Option(_MT.context, "--context", help="n: temporal windows of 2n+1 DTW-matched frames."),
+    context: int = typer.Option(_MT.context, "--context",
+                                help="n: temporal windows of 2n+1 DTW-matched frames. Default 4 (9 frames) as the "
+                                     "STCCL release trains and as train-translator uses the metric; 2 (5 frames) "
+                                     "costs 5/9 of the backbone work."),
     temporal_pairs: str = typer.Option(_MT.temporal_pairs, "--temporal-pairs", help="all | adjacent frame pairs."),
-    daas: bool = typer.Option(_MT.daas, "--daas/--no-daas", help="Disparity-aware per-row weights (ablation switch)."),
+    daas: bool = typer.Option(_MT.daas, "--daas/--no-daas", help="Disparity-aware adaptive weights (ablation switch)."),
+    daas_variant: str = typer.Option(_MT.daas_variant, "--daas-variant",
+                                     help="row (default, the paper: each disparity row weighted by 2·sigmoid(x)² "
+                                          "before the mean, x from the target side) | released (the STCCL code: "
+                                          "per element 2·sigmoid(|d|)² where sigmoid > 0.8 else 1, on the generated "
+                                          "side, only its mean acts; no weight on the temporal term)."),
+    temporal_positions: str = typer.Option(_MT.temporal_positions, "--temporal-positions",
+                                           help="central (default: distinct positions in the central square, as the "
+                                                "spatial centres) | whole (the release: with replacement over the "
+                                                "whole map; 93 % of the per-stage draws contain a repeated position, "
+                                                "whose rows then have a 'negative' equal to the positive: 15 % of "
+                                                "the rows at 14²)."),
     arch: str = typer.Option(_MT.arch, "--arch", help="IResNet depth: r18 | r34 | r50 | r100."),
     input_size: int = typer.Option(_MT.input_size, "--input-size", help="Crop size fed to the backbone."),
     backbone_weights: str = typer.Option(_MT.backbone_weights, "--backbone-weights",
@@ -286,6 +300,8 @@ def train_metric(
         dataset=_choice(dataset, CHOICES["dataset"], "--dataset"), root=str(root), out=str(out),
         mode=_choice(mode, CHOICES["mode"], "--mode"), steps=steps, batch=batch, lr=lr, tau=tau,
         context=context, temporal_pairs=_choice(temporal_pairs, CHOICES["temporal_pairs"], "--temporal-pairs"), daas=daas,
+        daas_variant=_choice(daas_variant, CHOICES["daas_variant"], "--daas-variant"),
+        temporal_positions=_choice(temporal_positions, CHOICES["temporal_positions"], "--temporal-positions"),
         arch=_choice(arch, CHOICES["arch"], "--arch"), input_size=input_size,
         backbone_weights=backbone_weights, crops=_choice(crops, CHOICES["crops"], "--crops"),
         pose_align=pose_align, device=device, amp=amp, seed=seed, ckpt_every=ckpt_every, log_every=log_every,
@@ -398,6 +414,10 @@ def train_renderer_cmd(
     meta: str = typer.Option("ned_meta_renderer", "--meta",
                              help="Meta-renderer: registry name, a NED checkpoint folder / latest_net_G.pth, or none."),
     metric: str = typer.Option("stccl_metric", "--metric", help="STCCL metric: registry name, a file, or none (plain NED)."),
+    stccl_weight: float = typer.Option(RENDERER_STCCL_WEIGHT, "--stccl-weight",
+                                       help="Weight of the STCCL term. Default 0.3 = the ASCCL/STCCL reference's "
+                                            "effective weight (its metric returns 0.3·Σ over stages and the renderer "
+                                            "adds it with weight 1; spfem's metric returns Σ). 0 = plain NED."),
     epochs: float = typer.Option(20.0, "--epochs",
                                  help="NED epochs: one random window from each 50-frame part of the clip, "
                                       "12 generated frames doubling every 5 epochs up to 48 (NED: 20)."),
@@ -409,14 +429,14 @@ def train_renderer_cmd(
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the newest checkpoint in --out."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
-    """Fine-tune a person-specific NED renderer from the meta-renderer, with the STCCL term (weight 1).
+    """Fine-tune a person-specific NED renderer from the meta-renderer, with the STCCL term (the reference's weight).
 
     Multi-GPU: `torchrun --nproc_per_node N -m spfem_cli.app train-renderer VIDEO --out DIR`.
     """
     from spfem_cli.backends.ned.train_renderer import RendererTrainConfig, train_renderer
 
     path = train_renderer(video, out, data=data, meta=meta, metric=metric, epochs=epochs, steps=steps,
-                          cfg=RendererTrainConfig(sample_every=sample_every),
+                          cfg=RendererTrainConfig(sample_every=sample_every, stccl_weight=stccl_weight),
                           tracker=_choice(tracker, ("auto", "fan", "mediapipe"), "--tracker"), device=device, amp=amp,
                           resume=resume, seed=seed)
     console.print(f"renderer written to {path} (use it with: spfem edit VIDEO --backend ned --renderer {path})")
