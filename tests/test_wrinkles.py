@@ -94,3 +94,17 @@ def test_same_creases_on_a_supersampled_crop(face):
     big = cv2.resize(big, (256, 256), interpolation=cv2.INTER_AREA)
     assert np.abs(big - small).mean() < 0.5
     assert np.corrcoef(big.ravel(), small.ravel())[0, 1] > 0.8
+
+
+def test_shade_edit_reads_the_backends_frame_edit(face):
+    from types import SimpleNamespace
+
+    from spfem_cli.face.tracking.mediapipe_tracker import MP_TO_IBUG68
+
+    mesh = np.zeros((478, 2))
+    mesh[MP_TO_IBUG68] = TEMPLATE_68
+    acts = {"AU12": 1.0, "AU6": 0.5}
+    expected = wrinkles.shade(face, TEMPLATE_68, acts)
+    for points in (mesh, TEMPLATE_68):
+        edit = SimpleNamespace(source=points, edited=points, aus=acts, scale=1.0)
+        np.testing.assert_array_equal(wrinkles.shade_edit(face, edit), expected)

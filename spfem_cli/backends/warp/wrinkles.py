@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from spfem_cli.face.align import TEMPLATE_68
+from spfem_cli.face.tracking.mediapipe_tracker import MP_TO_IBUG68
 
 ALIGNED = 256.0
 SHADOW_TINT = (0.82, 1.0, 1.12)     # per-channel exponent of the shadow (R, G, B): warmer shade
@@ -397,3 +398,10 @@ def shade(face: np.ndarray, landmarks: np.ndarray, activations: dict[str, float]
     out = face.copy()
     out[roi] = cv2.multiply(face[roi].astype(np.float32), gain, dtype=cv2.CV_8U)
     return out
+
+
+def shade_edit(face: np.ndarray, edit) -> np.ndarray:
+    """:func:`shade` for one frame's ``FaceEdit`` of the warp backend: its edited points in crop pixels
+    (the 478-point mesh or the 68 iBUG landmarks) and the AU activations the edit adds."""
+    points = np.asarray(edit.edited, np.float64)
+    return shade(face, points if len(points) == 68 else points[MP_TO_IBUG68], edit.aus)
