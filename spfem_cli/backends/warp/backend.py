@@ -23,6 +23,7 @@ from scipy.ndimage import minimum_filter1d, uniform_filter1d
 from spfem_cli.backends.warp import facs
 from spfem_cli.backends.warp.mesh_warp import mesh_topology, orientation, warp_face, warp_points
 from spfem_cli.backends.warp.rigid import rigid_damping
+from spfem_cli.backends.warp.wrinkles import shade_edit
 from spfem_cli.edit.targets import EditTarget, component_weights
 from spfem_cli.face.align import ALIGNED_SIZE, warp_to_aligned
 from spfem_cli.face.tracking.base import FaceTrack
@@ -202,7 +203,7 @@ class WarpBackend:
         src_k, dst_k = np.asarray(source) * k, np.asarray(edited) * k
         damping = rigid_damping(crop, src_k)
         warped = warp_face(crop, src_k, dst_k, damping=damping)
-        # Appearance cues (wrinkle shading) read this frame's edit from here: self.face_edit(source, edited, k).
+        warped = shade_edit(warped, self.face_edit(source, edited, k))   # expression wrinkles (appearance cues)
         return warped, matrix_k
 
     def face_edit(self, source: np.ndarray, edited: np.ndarray, scale: float) -> FaceEdit:
