@@ -1,0 +1,223 @@
+"""Does the edit read as its emotion on real talking faces, and is the speech opening kept?
+
+For each clip (``$SPFEM_BENCH_CLIPS``: a folder of .mp4 or a comma-separated list of files; default
+/work/clips when it exists, else the bundled sample) the first ``CLIP_SECONDS`` are edited with the
+real ``spfem edit`` pipeline (warp backend, default intensity) to each emotion, then:
+
+- the FER-2013 recogniser (:mod:`spfem_cli.face.expression`) reads ``SAMPLES`` face crops of source
+  and output (same frames, same boxes): rise of P(target), and whether the target is the top-1 label
+  of the output's mean probabilities (contempt has no FER class: its rows say so);
+- the output is re-tracked (as ``spfem edit --plot`` does) and its inner-lip opening compared with the
+  source's: Pearson r and the ratio of peak openings (95th percentiles, robust to one bad frame).
+
+``score`` is also the engine of the quick scoring script other work uses to measure warp changes.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from spfem_cli.benchmarks.runner import BenchRow
+
+AREA = "emotion"
+EMOTIONS = ("happy", "sad", "angry", "surprised", "fear", "disgusted", "contempt")
+CLIP_SECONDS = 4.0
+SAMPLES = 40
+DEFAULT_CLIPS_DIR = Path("/work/clips")
+# People speaking to the camera among LivePortrait's example driving clips (MIT; not in the repo).
+# The other clips there (d0, d6, d13, d14, s*) are for tuning: keep these eight held out.
+TALKING_CLIPS = ("d3", "d9", "d10", "d11", "d12", "d18", "d19", "d20")
+PEAK_PERCENTILE = 95
+
+
+@dataclass
+class ClipScore:
+    clip: str
+    emotion: str
+    intensity: float
+    p_source: float | None       # mean P(target) over the sampled source crops (None: no FER class)
+    p_output: float | None
+    top_source: str
+    top_output: str
+    mouth_r: float
+    peak_ratio: float            # output / source 95th-percentile inner-lip opening (re-tracked)
+    frames: int
+
+    @property
+    def rise(self) -> float | None:
+        return None if self.p_source is None or self.p_output is None else self.p_output - self.p_source
+
+    @property
+    def hit(self) -> bool:
+        return self.top_output == self.emotion
+
+
+def bench_clips(spec: str | None = None) -> list[Path]:
+    """Clips named by ``spec`` or ``$SPFEM_BENCH_CLIPS`` (folder or comma list; short names like d3 are looked up in
+    the default folder); else the talking clips of the default folder (all its .mp4 when they are not all there);
+    [] when there is none (callers use the sample)."""
+    spec = spec if spec is not None else os.environ.get("SPFEM_BENCH_CLIPS", "")
+    if not spec:
+        if not DEFAULT_CLIPS_DIR.is_dir():
+            return []
+        talking = [DEFAULT_CLIPS_DIR / f"{name}.mp4" for name in TALKING_CLIPS]
+        return talking if all(p.is_file() for p in talking) else sorted(DEFAULT_CLIPS_DIR.glob("*.mp4"))
+    if Path(spec).is_dir():
+        return sorted(Path(spec).glob("*.mp4"))
+    out = []
+    for name in filter(None, (s.strip() for s in spec.split(","))):
+        path = Path(name)
+        if not path.suffix:
+            path = DEFAULT_CLIPS_DIR / f"{name}.mp4"
+        if not path.is_file():
+            raise FileNotFoundError(f"benchmark clip not found: {path}")
+        out.append(path)
+    return out
+
+
+def trimmed(clip: Path, workdir: Path, seconds: float = CLIP_SECONDS) -> Path:
+    """The first ``seconds`` of ``clip`` as a silent H.264 file in ``workdir`` (made once)."""
+    from spfem_cli.video import VideoWriter, iter_chunks, probe
+
+    out = Path(workdir) / f"{clip.stem}.{seconds:g}s.mp4"
+    if out.is_file():
+        return out
+    info = probe(clip)
+    n = max(1, int(round(seconds * float(info.fps))))
+    with VideoWriter(out, info.fps, crf=14, overwrite=True) as writer:
+        for chunk in iter_chunks(clip, max_frames=n):
+            writer.write(chunk.frames)
+    return out
+
+
+def peak_ratio(source: np.ndarray, output: np.ndarray) -> float:
+    """Output / source peak inner-lip opening (95th percentile over frames where both have a face)."""
+    ok = np.isfinite(source) & np.isfinite(output)
+    if ok.sum() < 3:
+        return float("nan")
+    top = np.percentile(source[ok], PEAK_PERCENTILE)
+    return float(np.percentile(output[ok], PEAK_PERCENTILE) / top) if top > 1e-6 else float("nan")
+
+
+def score(clip: Path, emotion: str, workdir: Path, *, intensity: float | None = None, samples: int = SAMPLES,
+          seconds: float = CLIP_SECONDS, backend: str = "warp", keep: Path | None = None) -> ClipScore:
+    """Edit the first ``seconds`` of ``clip`` to ``emotion`` and score it (see the module docstring).
+
+    ``keep``: also write the edited clip there (to look at it).
+    """
+    from spfem_cli.edit.pipeline import EditRequest, edit_video
+    from spfem_cli.edit.report import mouth_correlation
+    from spfem_cli.edit.targets import DEFAULT_INTENSITY, EditTarget
+    from spfem_cli.face.expression import ExpressionRecognizer, column, frames_at, perceived, sample_indices
+    from spfem_cli.face.preprocess import cached_track
+    from spfem_cli.face.tracking.track import track_video
+
+    intensity = DEFAULT_INTENSITY if intensity is None else intensity
+    source = trimmed(Path(clip), Path(workdir), seconds)
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:     # private: several processes may score at once
+        output = Path(keep) if keep is not None else Path(tmp) / f"{source.stem}.{emotion}.mp4"
+        edit_video(EditRequest(source, output, EditTarget(emotion=emotion, intensity=intensity), backend=backend,
+                               tracker="mediapipe", progress=False, overwrite=True, preset="veryfast"))
+        track = cached_track(source, "mediapipe", progress=False)
+        out_track = track_video(output, "mediapipe", progress=False)
+        recognizer = ExpressionRecognizer()
+        idx = sample_indices(track.valid[:len(out_track.valid)], samples)
+        src_frames, _ = frames_at(source, idx)
+        out_frames, _ = frames_at(output, idx)
+    before = perceived(recognizer.probabilities(src_frames, track, idx))
+    after = perceived(recognizer.probabilities(out_frames, track, idx))
+    src_open, out_open = track.mouth_opening(), out_track.mouth_opening()
+    n = min(len(src_open), len(out_open))
+    has_class = column(emotion) is not None
+    return ClipScore(Path(clip).stem, emotion, intensity,
+                     before.prob_of(emotion) if has_class and before else None,
+                     after.prob_of(emotion) if has_class and after else None,
+                     before.label if before else "–", after.label if after else "–",
+                     mouth_correlation(src_open[:n], out_open[:n]), peak_ratio(src_open[:n], out_open[:n]), len(idx))
+
+
+def summary_rows(scores: list[ClipScore], where: str) -> list[BenchRow]:
+    """Per emotion: mean P(target) rise, clips with target top-1, worst mouth r and peak ratio."""
+    rows = []
+    for emotion in dict.fromkeys(s.emotion for s in scores):
+        group = [s for s in scores if s.emotion == emotion]
+        n = len(group)
+        rises = [s.rise for s in group if s.rise is not None]
+        rs = np.array([s.mouth_r for s in group])
+        peaks = np.array([s.peak_ratio for s in group])
+        mouth = f"mouth r min {np.nanmin(rs):.3f} mean {np.nanmean(rs):.3f}; peak ratio {np.nanmin(peaks):.2f}–{np.nanmax(peaks):.2f}"
+        if rises:
+            hits = sum(s.hit for s in group)
+            rows.append(BenchRow(AREA, f"{emotion}: mean rise of P({emotion}), {where}", float(np.mean(rises)), "ΔP",
+                                 f"target top-1 after edit on {hits}/{n} clips; {mouth}"))
+        else:
+            tops = ", ".join(f"{s.clip}:{s.top_output}" for s in group)
+            rows.append(BenchRow(AREA, f"{emotion}: re-tracked mouth r (no FER-2013 class), {where}", float(np.nanmin(rs)), "r (min)",
+                                 f"{mouth}; top-1 after: {tops}"))
+    return rows
+
+
+def sample_clip(workdir: Path) -> Path:
+    from spfem_cli.demo.sample import make_talking_clip
+
+    return make_talking_clip(Path(workdir) / "sample.mp4", seconds=CLIP_SECONDS, fps=25).path
+
+
+def score_all(clips: list[Path], emotions: tuple[str, ...], workdir: Path, *, intensity: float | None = None,
+              log=None) -> list[ClipScore]:
+    scores = []
+    for clip in clips:
+        for emotion in emotions:
+            s = score(clip, emotion, workdir, intensity=intensity)
+            scores.append(s)
+            if log is not None:
+                log(s)
+    return scores
+
+
+def recogniser_speed() -> BenchRow:
+    """CPU ms per face of crop + classification on one thread (40 faces of the astronaut; CPU time, so a busy
+    machine does not inflate it)."""
+    import time
+
+    import torch
+    from skimage import data
+
+    from spfem_cli.benchmarks.runner import timeit
+    from spfem_cli.face.expression import ExpressionRecognizer, face_crop
+    from spfem_cli.face.tracking.mediapipe_tracker import MediaPipeTracker
+
+    frame = data.astronaut()
+    with MediaPipeTracker() as tracker:
+        landmarks = tracker.detect(frame)[0].landmarks
+    recognizer = ExpressionRecognizer()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        sec = timeit(lambda: recognizer.classify(np.stack([face_crop(frame, landmarks)] * 40)), repeat=5, clock=time.process_time)
+    finally:
+        torch.set_num_threads(threads)
+    return BenchRow(AREA, "FER-2013 recogniser: fer crop + mini-Xception, 1 CPU thread", sec / 40 * 1000, "CPU ms/face",
+                    "batch of 40 (the edit report's sample); 512x512 frame")
+
+
+def run() -> list[BenchRow]:
+    rows = [recogniser_speed()]
+    clips = bench_clips()
+    with tempfile.TemporaryDirectory() as tmp:
+        if clips:
+            where = f"{len(clips)} real clips, first {CLIP_SECONDS:g} s ({','.join(c.stem for c in clips)})"
+        else:
+            clips = [sample_clip(Path(tmp))]
+            where = "bundled sample only (no real clips: set SPFEM_BENCH_CLIPS)"
+        scores = score_all(clips, EMOTIONS, Path(tmp))
+    return rows + summary_rows(scores, where)
+
+
+def as_dict(s: ClipScore) -> dict:
+    return {**asdict(s), "rise": s.rise, "hit": s.hit}
