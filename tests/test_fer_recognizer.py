@@ -122,7 +122,7 @@ def _track(landmarks: np.ndarray, valid: np.ndarray) -> FaceTrack:
                      fps=25, frame_size=(512, 512), tracker="test")
 
 
-def test_probabilities_perceived_and_sampler(astronaut, landmarks):
+def test_probabilities_skip_frames_without_a_face_and_summarise(astronaut, landmarks):
     valid = np.array([True, False, True])
     track = _track(np.stack([landmarks] * 3), valid)
     frames = [astronaut, astronaut, np.ascontiguousarray(astronaut[:, ::-1])]
@@ -132,11 +132,6 @@ def test_probabilities_perceived_and_sampler(astronaut, landmarks):
     p = expression.perceived(probs)
     assert p.label == "happy" and p.frames == 2 and p.prob == pytest.approx(probs[[0, 2], 3].mean())
     assert expression.perceived(np.full((2, 7), np.nan)) is None
-    sampler = expression.FrameSampler(track, n=40)
-    for i, f in enumerate(frames):
-        sampler.take(i, f, f)
-    before, after = sampler.result(rec)
-    assert before == after and before.frames == 2
     np.testing.assert_array_equal(expression.sample_indices(np.ones(100, bool), 5), [0, 25, 50, 74, 99])
 
 

@@ -1,4 +1,5 @@
-"""The visible proof of speech preservation: mouth-opening trajectories of source and output."""
+"""What an edit reports: mouth-opening trajectories of source and output (the visible proof of speech
+preservation) and the perceived emotion of both (does the edit read as its target?)."""
 
 from __future__ import annotations
 
@@ -41,3 +42,16 @@ def mouth_plot(source_track, output_track, path: Path, *, title: str = "") -> fl
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return r
+
+
+def perception_lines(result, target: str | None) -> list[str]:
+    """``intensity auto: …`` (when searched) and ``perceived: neutral 0.81 → happy 0.64`` with P(target)
+    when the target is not the top label (FER-2013 recogniser; nothing when it did not run)."""
+    lines = [result.auto_intensity.message] if getattr(result, "auto_intensity", None) is not None else []
+    src, out = result.perceived_source, result.perceived_output
+    if src is None or out is None:
+        return lines
+    detail = f"FER-2013, {out.frames} frames"
+    if target and out.label != target and out.prob_of(target) is not None:
+        detail = f"P({target}) {src.prob_of(target):.2f} → {out.prob_of(target):.2f}; {detail}"
+    return lines + [f"perceived: {src.label} {src.prob:.2f} → {out.label} {out.prob:.2f}  ({detail})"]

@@ -190,26 +190,6 @@ class ExpressionRecognizer:
         return self.classify(np.stack([face_crop(f, template) for f in faces_rgb]))
 
 
-class FrameSampler:
-    """Collects fer crops of ~``n`` evenly spread frames of a source and its edit while they stream past,
-    so the perceived emotion costs no extra decoding. Both use the source's landmarks (same box)."""
-
-    def __init__(self, track, n: int = DEFAULT_SAMPLES) -> None:
-        self.track = track
-        self.wanted = set(sample_indices(track.valid, n).tolist())
-        self.crops: dict[str, list[np.ndarray]] = {"source": [], "output": []}
-
-    def take(self, i: int, source_rgb: np.ndarray, output_rgb: np.ndarray) -> None:
-        if i in self.wanted:
-            self.crops["source"].append(face_crop(source_rgb, self.track.landmarks[i]))
-            self.crops["output"].append(face_crop(output_rgb, self.track.landmarks[i]))
-
-    def result(self, recognizer: ExpressionRecognizer | None = None) -> tuple[Perception | None, Perception | None]:
-        recognizer = recognizer or ExpressionRecognizer()
-        return tuple(perceived(recognizer.classify(np.array(self.crops[k]))) if self.crops[k] else None
-                     for k in ("source", "output"))
-
-
 def frames_at(path: Path, indices: Sequence[int]) -> tuple[list[np.ndarray], np.ndarray]:
     """Decoded RGB frames ``indices`` of ``path`` and the indices that exist (decoding stops after the last one)."""
     from spfem_cli.video import iter_chunks
@@ -223,5 +203,15 @@ def frames_at(path: Path, indices: Sequence[int]) -> tuple[list[np.ndarray], np.
     return [found[i] for i in kept], kept
 
 
-def format_perception(p: Perception | None) -> str:
-    return "–" if p is None else f"{p.label} {p.prob:.2f}"
+def perceive_files(source: Path, output: Path, track, n: int = DEFAULT_SAMPLES) -> tuple[Perception | None, Perception | None]:
+    """Perceived emotion of a video and its edit on the same ~``n`` frames and face boxes (the source's
+    track); (None, None) when the recogniser is not installed (the edit report then leaves it out)."""
+    try:
+        recognizer = ExpressionRecognizer()
+    except WeightsError:
+        return None, None
+    idx = sample_indices(track.valid, n)
+    src_frames, src_idx = frames_at(source, idx)
+    out_frames, out_idx = frames_at(output, idx)
+    return (perceived(recognizer.probabilities(src_frames, track, src_idx)),
+            perceived(recognizer.probabilities(out_frames, track, out_idx)))

@@ -1,0 +1,94 @@
+"""``--intensity auto``: the lowest intensity at which the edit reads as its target emotion.
+
+"Reads as" is judged by the FER-2013 recogniser (:mod:`spfem_cli.face.expression`): the target is the
+top-1 label of the mean probabilities over ~16 face crops spread over the clip. The search renders
+only those frames, in memory, with the caller's renderer (the edit's own render path, no encoding):
+first the cap (not reached: the cap is used, and said), then the source itself (intensity 0), then
+bisection to ``tolerance``. The recogniser is not strictly monotonic in intensity, so the result is a
+crossing point, with every trial kept for the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from spfem_cli.edit.targets import EditTarget
+from spfem_cli.errors import SpfemError
+
+CAP = 1.0
+TOLERANCE = 0.05
+SAMPLES = 16
+
+# render(intensity, frames, indices) -> the frames edited at that intensity (frames are not modified)
+SampleRenderer = Callable[[float, Sequence[np.ndarray], np.ndarray], list[np.ndarray]]
+
+
+@dataclass
+class AutoIntensity:
+    emotion: str
+    intensity: float
+    reached: bool                     # the output reads as the target at ``intensity``
+    prob: float                       # mean P(target) there
+    label: str                        # top-1 label there
+    tried: list[tuple[float, float, str]] = field(default_factory=list)   # (intensity, P(target), top-1), sorted
+
+    @property
+    def message(self) -> str:
+        if not self.reached:
+            return (f"intensity auto: not read as {self.emotion} even at the cap {self.intensity:.2f} (reads {self.label}, "
+                    f"P({self.emotion}) {self.prob:.2f}): using the cap")
+        if self.intensity == 0.0:
+            return f"intensity auto: the source already reads as {self.emotion} (P {self.prob:.2f}): intensity 0, no edit"
+        return (f"intensity auto: {self.intensity:.2f}, the lowest that reads as {self.emotion} "
+                f"(P {self.prob:.2f}; {len(self.tried)} trials)")
+
+
+def check_auto(target: EditTarget) -> str:
+    """The emotion to search for, or a one-line refusal (before any work)."""
+    from spfem_cli.face.expression import column
+
+    if target.emotion is None:
+        raise SpfemError("--intensity auto needs --emotion (not --reference or --timeline)")
+    if column(target.emotion) is None:
+        raise SpfemError(f"--intensity auto cannot judge '{target.emotion}': the FER-2013 recogniser has no such class; "
+                         "give a number")
+    return target.emotion
+
+
+def find_intensity(video: Path, target: EditTarget, track, render: SampleRenderer, *, samples: int = SAMPLES,
+                   cap: float = CAP, tolerance: float = TOLERANCE, recognizer=None) -> AutoIntensity:
+    """Search the intensity for ``target.emotion`` on ``video`` (face ``track``), rendering with ``render``."""
+    from spfem_cli.face.expression import ExpressionRecognizer, frames_at, perceived, sample_indices
+
+    emotion = check_auto(target)
+    recognizer = recognizer or ExpressionRecognizer()
+    frames, idx = frames_at(video, sample_indices(track.valid, samples))
+    if not len(idx):
+        raise SpfemError(f"--intensity auto: no face found in {video}")
+    tried: dict[float, tuple[float, str]] = {}
+
+    def reads(intensity: float) -> bool:
+        shown = frames if intensity == 0 else render(intensity, frames, idx)   # intensity 0 is the source itself
+        p = perceived(recognizer.probabilities(shown, track, idx))
+        tried[intensity] = (p.mean[emotion], p.label) if p else (float("nan"), "–")
+        return tried[intensity][1] == emotion
+
+    def result(intensity: float, reached: bool) -> AutoIntensity:
+        return AutoIntensity(emotion, intensity, reached, *tried[intensity], sorted((k, *v) for k, v in tried.items()))
+
+    if not reads(cap):
+        return result(cap, False)
+    if reads(0.0):
+        return result(0.0, True)
+    lo, hi = 0.0, cap
+    while hi - lo > tolerance:
+        mid = round((lo + hi) / 2, 3)
+        if reads(mid):
+            hi = mid
+        else:
+            lo = mid
+    return result(hi, True)
