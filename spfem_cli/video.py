@@ -399,15 +399,18 @@ def write_audio(path: Path, samples: np.ndarray, rate: int, *, codec: str = "aac
 
 
 def read_audio(path: Path, rate: int = 16000) -> np.ndarray:
-    """Whole audio track as mono float32 at ``rate`` (resampled in-process, no ffmpeg binary)."""
+    """Whole audio track as mono float32 at ``rate`` (resampled in-process, no ffmpeg binary).
+
+    Mono is the mean of the channels, as ffmpeg ``-ac 1`` to 16-bit and ``librosa.load`` make it (what the
+    metrics' reference code reads); PyAV's float downmix would be 0.7071·(L+R)."""
     with _open(path) as container:
         if not container.streams.audio:
             raise VideoError(f"no audio stream in {path}")
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        resampler = av.AudioResampler(format="fltp", rate=rate)   # channels kept, averaged below
         parts = []
         for frame in container.decode(container.streams.audio[0]):
             for out in resampler.resample(frame):
-                parts.append(out.to_ndarray().reshape(-1))
+                parts.append(out.to_ndarray().mean(axis=0))
         for out in resampler.resample(None):
-            parts.append(out.to_ndarray().reshape(-1))
+            parts.append(out.to_ndarray().mean(axis=0))
     return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
