@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-MEAN = (0.5754, 0.4493, 0.4008)
-STD = (0.2074, 0.1898, 0.1813)
+MEAN = (0.57535914, 0.44928582, 0.40079932)   # EfficientFace main.py and CDRL metrics/models.py, all digits
+STD = (0.20735591, 0.18981615, 0.18132027)
 
 
 def _dw(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 
@@ -61,14 +63,16 @@ def test_csim_of_identical_sets_is_the_mean_self_cosine():
     assert csim.csim_actor(x[:1], x[:1]) == pytest.approx(1.0)
 
 
-def test_csim_samples_at_most_100_frames_with_seed_1_and_averages_actors():
+def test_csim_samples_at_most_100_frames_from_one_seeded_stream_and_averages_actors():
     rng = np.random.default_rng(5)
     real, gen = rng.normal(size=(250, 8)), rng.normal(size=(130, 8)) + 0.3
-    picked = csim.sample_rows(real)
-    assert len(picked) == 100 and len(np.unique(picked, axis=0)) == 100
-    assert np.array_equal(picked, csim.sample_rows(real))                       # reproducible
-    expected = csim.cosine_matrix(picked, csim.sample_rows(gen)).mean()
-    assert csim.csim_actor(real, gen) == pytest.approx(expected)
+    stream = random.Random(csim.SEED)
+    picked = csim.sample_index(len(real), stream)
+    assert len(picked) == 100 and len(set(picked)) == 100
+    assert picked == csim.sample_index(len(real), random.Random(1))                # reproducible
+    assert csim.sample_index(40, stream) == list(range(40))                       # ≤ 100: all, no draw
+    expected = csim.cosine_matrix(real[picked], gen[csim.sample_index(len(gen), stream)]).mean()
+    assert csim.csim({"A": (real, gen)}) == pytest.approx(expected)
     other = rng.normal(size=(20, 8))
     both = csim.csim({"A": (real, gen), "B": (other, other)})
     assert both == pytest.approx((expected + csim.csim_actor(other, other)) / 2)

@@ -102,18 +102,18 @@ def test_lse_recovers_a_planted_offset(name, lag):
     assert result.lse_c == pytest.approx(np.median(mdist) - mdist.min())
 
 
-@pytest.mark.parametrize("name, offsets", [("spfem-ned", 21), ("wav2lip", 31)])
-def test_presets_document_their_window_and_offset_counts(name, offsets):
+@pytest.mark.parametrize("name, offsets, windows", [("spfem-ned", 21, 52), ("wav2lip", 31, 55)])
+def test_presets_document_their_window_and_offset_counts(name, offsets, windows):
     preset = lse.PRESETS[name]
     n = 60
     frames, audio = _planted_clip(preset, n, 0)
     result = lse.lse(PlantedSync(), [frames], audio, preset)
     assert preset.n_offsets == offsets == len(result.mdist)
-    assert result.n_windows == n - preset.skip_frames - 5      # the reference's len(frames) − 5 windows
-    # shorter audio limits the windows: 20 MFCC columns per window, 4 columns per frame
-    short = audio[: int(len(audio) * 0.5)]
-    cols = lse.audio_features(short, preset).shape[1]
-    assert lse.lse(PlantedSync(), [frames], short, preset).n_windows == (cols - 20) // 4 + 1
+    # spfem-ned (CDRL): min(58 − 5, floor(231 MFCC columns / 4) − 5) = 52 (32000 − 1066 samples → 231 columns);
+    # wav2lip (joonson): min(60, floor(38400 / 640)) − 5 = 55. Details: test_eval_protocol_conformance.py.
+    assert result.n_windows == windows
+    short = audio[: int(len(audio) * 0.5)]                     # shorter audio limits the windows
+    assert lse.lse(PlantedSync(), [frames], short, preset).n_windows == {"spfem-ned": 22, "wav2lip": 25}[name]   # floor(111/4) − 5; floor(19200/640) − 5
 
 
 def test_preset_constants():

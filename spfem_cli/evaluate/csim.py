@@ -1,11 +1,19 @@
 """CSIM (emotion similarity, not identity): cosine similarity of EfficientFace features.
 
-Protocol of the SPFEM papers: per actor, at most 100 real and 100 generated frames drawn with a fixed
-seed (1), the mean of the full real×generated cosine matrix, then the mean over actors.
+Protocol of CDRL's ``metrics/csim.py`` (the published SPFEM numbers), run once per protocol and
+emotion: Python's ``random.seed(1)`` once, then actor by actor (in the data set's test-actor order)
+``random.sample(sorted paths, 100)`` of the real frames, then of the generated ones, all from that
+one stream (a set of at most 100 frames is kept whole and draws nothing); per actor the mean of the
+full real×generated cosine matrix; CSIM = the mean over actors.
+
+"Sorted paths" here: rows in clip order (sorted by clip key) then time, which is how NED-style
+frame folders sort; callers pass the rows in that order. ``random.sample`` picks positions from the
+length alone, so sampling ``range(n)`` selects what sampling the path list would.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 
 import numpy as np
@@ -23,23 +31,27 @@ def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a @ b.T
 
 
-def sample_rows(features: np.ndarray, limit: int = MAX_FRAMES, seed: int = SEED) -> np.ndarray:
-    """At most ``limit`` rows without replacement, reproducibly (all rows when there are fewer)."""
-    if len(features) <= limit:
-        return features
-    idx = np.sort(np.random.default_rng(seed).choice(len(features), limit, replace=False))
-    return features[idx]
+def sample_index(n: int, rng: random.Random, limit: int = MAX_FRAMES) -> list[int]:
+    """CDRL's draw: ``rng.sample`` of ``limit`` positions out of ``n`` (in draw order), or all of them
+    without touching the stream when ``n ≤ limit``."""
+    return rng.sample(range(n), limit) if n > limit else list(range(n))
 
 
-def csim_actor(real: np.ndarray, generated: np.ndarray, *, limit: int = MAX_FRAMES, seed: int = SEED) -> float:
-    """Mean of the full cosine matrix between sampled real and generated frames of one actor."""
+def csim_actor(real: np.ndarray, generated: np.ndarray) -> float:
+    """Mean of the full cosine matrix between (already sampled) real and generated frames of one actor."""
     if len(real) == 0 or len(generated) == 0:
         raise ValueError("CSIM needs at least one real and one generated frame")
-    return float(cosine_matrix(sample_rows(real, limit, seed), sample_rows(generated, limit, seed)).mean())
+    return float(cosine_matrix(real, generated).mean())
 
 
 def csim(per_actor: Mapping[str, tuple[np.ndarray, np.ndarray]], *, limit: int = MAX_FRAMES, seed: int = SEED) -> float:
-    """Mean over actors of :func:`csim_actor`; ``per_actor[actor] = (real features, generated features)``."""
+    """CSIM of one (protocol, emotion): ``per_actor[actor] = (real rows, generated rows)`` in draw order."""
     if not per_actor:
         raise ValueError("CSIM needs at least one actor")
-    return float(np.mean([csim_actor(r, g, limit=limit, seed=seed) for r, g in per_actor.values()]))
+    rng = random.Random(seed)
+    values = []
+    for real, generated in per_actor.values():
+        real = np.asarray(real)[sample_index(len(real), rng, limit)]
+        generated = np.asarray(generated)[sample_index(len(generated), rng, limit)]
+        values.append(csim_actor(real, generated))
+    return float(np.mean(values))

@@ -1,12 +1,16 @@
 """The three evaluator networks behind one small interface: face images in, feature rows out.
 
-Preprocessing lives here, next to the network it belongs to (reference facts §3):
-- FAD (ArcFace ResNet-Face-18): grayscale (ITU-R 601 luma, as PIL's ``convert('L')``), resize to
-  164², centre-crop 128², ``(x/255 − 0.5)/0.5``; 512-d.
-- CSIM (EfficientFace AffectNet-7): RGB, resize to 256², centre-crop 224², mean/std of the checkpoint;
-  1024-d pooled features.
+Preprocessing lives here, next to the network it belongs to, as CDRL's ``metrics/models.py``
+``get_transforms`` does it with torchvision on PIL images (reference facts §3), reproduced with
+Pillow alone:
+- FAD (ArcFace ResNet-Face-18): PIL ``convert('L')``, ``Resize(164)``, ``CenterCrop(128)``,
+  ``(x/255 − 0.5)/0.5``; 512-d.
+- CSIM (EfficientFace AffectNet-7): RGB, ``Resize(256)``, ``CenterCrop(224)``, EfficientFace's
+  mean/std (:data:`models.efficientface.MEAN`/``STD``, all 8 digits); 1024-d pooled features.
 - LSE (SyncNet v2): see :mod:`spfem_cli.evaluate.lse`.
-Faces are square crops (aligned 256² faces), so "resize the short side" is a plain resize here.
+``Resize(n)`` on a PIL image: the shorter side becomes n, the other ``int(n·long/short)`` (aspect
+kept), PIL bilinear (antialiased when shrinking), untouched when the shorter side already is n;
+``CenterCrop`` offsets are ``int(round((size − crop)/2))``.
 Missing weights raise one line that names the command to get them.
 """
 
@@ -15,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 from spfem_cli.errors import SpfemError
 
@@ -26,31 +30,49 @@ CSIM_WEIGHT = "efficientface_affectnet7"
 SYNC_WEIGHT = "syncnet_v2"
 
 
-def _resize_crop(images: np.ndarray, resize: int, crop: int) -> np.ndarray:
-    out = []
-    off = (resize - crop) // 2
-    for img in images:
-        if img.shape[:2] != (resize, resize):
-            interp = cv2.INTER_AREA if img.shape[0] > resize else cv2.INTER_LINEAR
-            img = cv2.resize(img, (resize, resize), interpolation=interp)
-        out.append(img[off:off + crop, off:off + crop])
-    return np.stack(out)
+def resize_shorter(img: Image.Image, size: int) -> Image.Image:
+    """torchvision ``Resize(size)`` (bilinear) on a PIL image."""
+    w, h = img.size
+    short, long = (w, h) if w <= h else (h, w)
+    if short == size:
+        return img
+    new_long = int(size * long / short)
+    return img.resize((size, new_long) if w <= h else (new_long, size), Image.BILINEAR)
+
+
+def center_crop(img: np.ndarray, size: int) -> np.ndarray:
+    """torchvision ``CenterCrop(size)`` of an image at least ``size`` on each side."""
+    h, w = img.shape[:2]
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return img[top:top + size, left:left + size]
+
+
+def resize_crop(face: np.ndarray, resize: int, crop: int, *, gray: bool = False) -> np.ndarray:
+    """One RGB uint8 image → ``Resize(resize)`` then ``CenterCrop(crop)`` of its PIL image
+    (after PIL ``convert('L')`` when ``gray``), as uint8."""
+    img = Image.fromarray(np.ascontiguousarray(face))
+    if gray:
+        img = img.convert("L")
+    return center_crop(np.asarray(resize_shorter(img, resize)), crop)
+
+
+def _unit(crops: list[np.ndarray]) -> np.ndarray:
+    """torchvision ``ToTensor`` scale: float32 ``x / 255``."""
+    return np.stack(crops).astype(np.float32) / np.float32(255)
 
 
 def fad_input(faces: np.ndarray) -> torch.Tensor:
     """``(N, H, W, 3)`` RGB uint8 → ``N×1×128×128`` in [-1, 1]."""
-    gray = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in faces])
-    crops = _resize_crop(gray, 164, 128).astype(np.float32) / 255.0
-    return torch.from_numpy((crops - 0.5) / 0.5)[:, None]
+    x = _unit([resize_crop(f, 164, 128, gray=True) for f in faces])
+    return torch.from_numpy((x - np.float32(0.5)) / np.float32(0.5))[:, None]
 
 
 def csim_input(faces: np.ndarray) -> torch.Tensor:
     """``(N, H, W, 3)`` RGB uint8 → ``N×3×224×224`` normalised with EfficientFace's mean/std."""
     from models.efficientface import MEAN, STD
 
-    crops = _resize_crop(faces, 256, 224).astype(np.float32) / 255.0
-    crops = (crops - np.array(MEAN, np.float32)) / np.array(STD, np.float32)
-    return torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2)))
+    x = (_unit([resize_crop(f, 256, 224) for f in faces]) - np.array(MEAN, np.float32)) / np.array(STD, np.float32)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
 
 @dataclass

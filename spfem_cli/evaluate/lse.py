@@ -5,15 +5,23 @@ Procedure of ``SyncNetInstance.evaluate`` (joonson/syncnet_python): 5-frame vide
 Euclidean distances between video window *i* and audio windows *i−vshift … i+vshift* (audio features
 zero-padded at both ends, as the reference does), ``mdist`` = mean over windows per offset,
 **LSE-D = min(mdist)**, **LSE-C = median(mdist) − min(mdist)**, **AV offset = vshift − argmin**.
-The reference evaluates ``len(frames) − 5`` windows (its last full window is never used); we keep
-that count so numbers stay comparable, further limited by the audio length.
+The window count is each reference's own (:meth:`LsePreset.window_count`), last full window unused:
+joonson/Wav2Lip ``min(frames, floor(samples/640)) − 5``; CDRL ``min(frames − 5, floor(cols/4) − 5)``.
 
 Sign of the offset (SyncNet convention): a clip whose sound comes *k* frames after the matching lip
 motion reports ``−k``.
 
-Two presets (reference facts §3): ``spfem-ned`` (30 fps, MFCC step 1/120 s, vshift 10, first 2 frames
-and their audio skipped, 256² aligned faces trimmed 35 px per side and resized to 224) and ``wav2lip``
-(25 fps, 10 ms step, vshift 15, 224² crops of 1.4× the face box). Frames are BGR 0–255 for the lip
+Two presets (reference facts §3):
+
+- ``spfem-ned`` = CDRL's ``metrics/lse_*.py --skip_frame 2`` (the published SPFEM LSE-D): 30 fps,
+  MFCC step 1/120 s, vshift 10, the first 2 frames skipped and ``(16000//30)·2 = 1066`` audio
+  samples cut before the MFCC, float audio in [−1, 1] as ``librosa.load`` gives it (no int16 scale),
+  256² aligned faces trimmed 35 px per side and resized to 224;
+- ``wav2lip`` = joonson/syncnet_python ``SyncNetInstance.evaluate`` as Wav2Lip's ``scores_LSE`` run
+  it: 25 fps, 10 ms step, vshift 15, 16-bit WAV sample scale, 224² crops of 1.4× the face box.
+
+Audio is the mean of the channels (ffmpeg ``-ac 1`` to s16 and ``librosa.load(mono=True)`` both give
+0.5·(L+R)); :func:`spfem_cli.video.read_audio` reads it so. Frames are BGR 0–255 for the lip
 tower, as the reference reads them with OpenCV. No ffmpeg subprocess, no frames on disk: a video at
 another rate is resampled by frame selection (source frame ``floor(j·src/dst)`` for output frame j).
 """
@@ -47,15 +55,35 @@ class LsePreset:
     skip_frames: int          # leading frames (and their audio) ignored
     crop: Literal["aligned", "box"]
     trim: int = 0             # px per side removed from a 256² aligned face before resizing to 224
+    int16_audio: bool = False  # MFCC of 16-bit WAV samples (joonson) or of float audio in [-1, 1] (CDRL)
+    windows: Literal["joonson", "cdrl"] = "joonson"   # whose window-count formula
 
     @property
     def n_offsets(self) -> int:
         return 2 * self.vshift + 1
 
+    @property
+    def audio_skip(self) -> int:
+        """Samples cut before the MFCC: CDRL's ``(16000 // fps) · skip_frame``."""
+        return AUDIO_RATE // int(self.fps) * self.skip_frames
+
+    def window_count(self, n_frames: int, n_samples: int, n_cols: int) -> int:
+        """Windows the reference scores, from the frames after the skip and the audio after the cut.
+
+        joonson: ``min(frames, floor(samples · fps / 16000)) − 5`` (``floor(len/640)`` at 25 fps);
+        CDRL: ``min(frames − 5, floor(cols / 4) − 5)``. Never negative.
+        """
+        if self.windows == "cdrl":
+            n = min(n_frames - VIDEO_WINDOW, n_cols // COLS_PER_FRAME - VIDEO_WINDOW)
+        else:
+            by_audio = n_samples * self.fps.numerator // (AUDIO_RATE * self.fps.denominator)
+            n = min(n_frames, by_audio) - VIDEO_WINDOW
+        return max(0, n)
+
 
 PRESETS: dict[str, LsePreset] = {
-    "spfem-ned": LsePreset("spfem-ned", Fraction(30), 1 / 120, 10, 2, "aligned", 35),
-    "wav2lip": LsePreset("wav2lip", Fraction(25), 0.01, 15, 0, "box", 0),
+    "spfem-ned": LsePreset("spfem-ned", Fraction(30), 1 / 120, 10, 2, "aligned", 35, False, "cdrl"),
+    "wav2lip": LsePreset("wav2lip", Fraction(25), 0.01, 15, 0, "box", 0, True, "joonson"),
 }
 
 
@@ -85,18 +113,15 @@ def get_preset(name: str) -> LsePreset:
     return PRESETS[name]
 
 
-def window_count(n_frames: int, n_mfcc_cols: int) -> int:
-    """Windows the reference evaluates: ``n_frames − 5``, and no more than the audio covers."""
-    by_audio = (n_mfcc_cols - MFCC_WINDOW) // COLS_PER_FRAME + 1 if n_mfcc_cols >= MFCC_WINDOW else 0
-    return max(0, min(n_frames - VIDEO_WINDOW, by_audio))
-
-
 def audio_features(audio: np.ndarray, preset: LsePreset, rate: int = AUDIO_RATE) -> np.ndarray:
-    """``(13, C)`` MFCC columns of float audio in [-1, 1] at ``rate``, after the preset's skip."""
+    """``(13, C)`` MFCC columns of mono float audio in [-1, 1] at ``rate``: the preset's first
+    :attr:`~LsePreset.audio_skip` samples cut, the rest as 16-bit samples or as floats (preset)."""
     if rate != AUDIO_RATE:
         raise ValueError(f"LSE expects {AUDIO_RATE} Hz audio, got {rate}")
-    cols = mfcc(int16_scale(audio), rate, winstep=preset.mfcc_step).T
-    return cols[:, preset.skip_frames * COLS_PER_FRAME:]
+    kept = np.asarray(audio, np.float64)[preset.audio_skip:]
+    if len(kept) == 0:
+        return np.zeros((13, 0))
+    return mfcc(int16_scale(kept) if preset.int16_audio else kept, rate, winstep=preset.mfcc_step).T
 
 
 def lip_crop(face: np.ndarray, preset: LsePreset) -> np.ndarray:
@@ -198,6 +223,18 @@ def lse_from_embeddings(lip: np.ndarray, aud: np.ndarray, vshift: int) -> LseRes
     return LseResult(float(mdist[arg]), float(np.median(mdist) - mdist[arg]), vshift - arg, n, mdist.tolist())
 
 
+def score(model: SyncModel, lips: LipEmbedder, audio: np.ndarray, preset: LsePreset, *, rate: int = AUDIO_RATE,
+          device: torch.device | str = "cpu") -> LseResult | None:
+    """LSE from streamed lip windows (frames after the skip) and the clip's whole mono audio;
+    ``None`` when the reference would score no window."""
+    cols = audio_features(audio, preset, rate)
+    n = preset.window_count(lips.frames, max(0, len(audio) - preset.audio_skip), cols.shape[1])
+    if n <= 0:
+        return None
+    aud = audio_embeddings(model, cols, n, device=device)
+    return lse_from_embeddings(lips.result()[:n], aud, preset.vshift)
+
+
 def lse(model: SyncModel, crops: Iterable[np.ndarray], audio: np.ndarray, preset: LsePreset | str, *,
         rate: int = AUDIO_RATE, device: torch.device | str = "cpu", batch: int = 16) -> LseResult:
     """LSE of a clip: ``crops`` yields chunks of 224² BGR lip-tower inputs at the preset frame rate,
@@ -206,12 +243,10 @@ def lse(model: SyncModel, crops: Iterable[np.ndarray], audio: np.ndarray, preset
     lips = LipEmbedder(model, device=device, batch=batch)
     for chunk in _skip(crops, preset.skip_frames):
         lips.add(chunk)
-    cols = audio_features(audio, preset, rate)
-    n = window_count(lips.frames, cols.shape[1])
-    if n <= 0:
-        raise ValueError(f"clip too short for LSE: {lips.frames} frames after the skip, {cols.shape[1]} MFCC columns")
-    aud = audio_embeddings(model, cols, n, device=device)
-    return lse_from_embeddings(lips.result()[:n], aud, preset.vshift)
+    result = score(model, lips, audio, preset, rate=rate, device=device)
+    if result is None:
+        raise ValueError(f"clip too short for LSE: {lips.frames} frames after the skip, {len(audio)} audio samples")
+    return result
 
 
 def _skip(chunks: Iterable[np.ndarray], n: int) -> Iterator[np.ndarray]:

@@ -7,8 +7,9 @@ divided by NFFT, 26 triangular mel filters on ``floor((NFFT+1)·hz/rate)`` bins,
 DCT-II, 13 coefficients, sinusoidal lifter 22, and c0 replaced by the log frame energy. Zero
 energies become ``float eps`` before the log, as in the reference.
 
-Input scale matters for c0: the reference reads 16-bit WAV files, so float audio in [-1, 1] is
-multiplied by 32768 first (:func:`int16_scale`).
+Input scale matters for c0: joonson/syncnet_python reads 16-bit WAV files written by ffmpeg, so its
+float audio in [-1, 1] becomes ``round(x·32768)`` first (:func:`int16_scale`); CDRL feeds librosa's
+floats as they are (c0 lower by 2·ln 32768).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ def _round_half_up(x: float) -> int:
 
 
 def int16_scale(audio: np.ndarray) -> np.ndarray:
-    """Float audio in [-1, 1] → the sample scale of a 16-bit WAV (what the reference feeds)."""
-    return np.asarray(audio, np.float64) * 32768.0
+    """Float audio in [-1, 1] → the samples of the 16-bit WAV ffmpeg writes (``pcm_s16le``: ×32768,
+    rounded to nearest, clipped), as float64."""
+    return np.clip(np.rint(np.asarray(audio, np.float64) * 32768.0), -32768, 32767)
 
 
 def frame_signal(signal: np.ndarray, frame_len: float, frame_step: float) -> np.ndarray:

@@ -135,7 +135,7 @@ def build_plan(dataset: str, root: Path, *, actors: tuple[str, ...] | None = Non
     wanted = [a for a in wanted if a in present]
     if not wanted:
         raise SpfemError(f"none of the test actors ({', '.join(test_actors)}) is under {root}")
-    real = {k: v for k, v in test.items() if k[0] in wanted}
+    real = {k: sorted(v, key=lambda c: c.key) for k, v in test.items() if k[0] in wanted}   # CSIM's frame order
     jobs: list[Job] = []
     for actor in wanted:
         sources = sorted((c for (a, _), v in test.items() if a == actor for c in v), key=lambda c: c.key)

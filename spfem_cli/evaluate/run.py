@@ -22,20 +22,11 @@ from spfem_cli.evaluate import csim as csim_mod
 from spfem_cli.evaluate.embedders import EvalModels
 from spfem_cli.evaluate.faces import CropMode, TrackArrays, face_chunks
 from spfem_cli.evaluate.fad import fad
-from spfem_cli.evaluate.lse import (
-    AUDIO_RATE,
-    LipEmbedder,
-    audio_embeddings,
-    audio_features,
-    get_preset,
-    lse_from_embeddings,
-    resample_counts,
-    window_count,
-)
+from spfem_cli.evaluate.lse import AUDIO_RATE, LipEmbedder, get_preset, resample_counts, score
 from spfem_cli.evaluate.protocol import PROTOCOLS, SPLIT_SEED, Job, Plan, build_plan
 from spfem_cli.evaluate.report import METRICS, write_reports
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -105,11 +96,8 @@ def video_features(video: Path, models: EvalModels, *, preset: str = "spfem-ned"
             audio = read_audio(source, AUDIO_RATE)
         except SpfemError as exc:
             raise SpfemError(f"LSE needs audio: {exc}") from None
-        cols = audio_features(audio, lse_preset)
-        n = window_count(lips.frames, cols.shape[1])
-        if n > 0:
-            aud = audio_embeddings(models.sync, cols, n, device=models.device)
-            lse = lse_from_embeddings(lips.result()[:n], aud, lse_preset.vshift).as_dict()
+        result = score(models.sync, lips, audio, lse_preset, device=models.device)
+        lse = result.as_dict() if result is not None else None
     feats = VideoFeatures(_stack(fad_rows, 512), _stack(csim_rows, 1024), lse)
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -181,7 +169,7 @@ def aggregate(plan: Plan, real: dict[tuple[str, str], VideoFeatures],
             jobs = [j for j in generated if j.protocol == protocol and j.target == emotion]
             if not jobs:
                 continue
-            actors = sorted({j.actor for j in jobs})
+            actors = list(dict.fromkeys(j.actor for j in jobs))   # test-actor order: CSIM's draw order
             real_fad = [real[(a, emotion)].fad for a in actors if (a, emotion) in real]
             gen_fad = [generated[j].fad for j in jobs]
             r, g = _stack(real_fad, 512), _stack(gen_fad, 512)
