@@ -231,10 +231,24 @@ def test_release_containers_and_prefixes(tmp_path: Path, wrap: str) -> None:
     blob = {"module." + k: v for k, v in state.items()} if wrap == "module" else {wrap: state, "epoch": 20}
     torch.save(blob, tmp_path / "ckpt.pth")
     note = import_file(tmp_path / "ckpt.pth", tmp_path / "out.pt")
-    assert note and "no counterpart" in note
+    assert note and "no counterpart" in note and "untrained" not in note
     metric = STCCL.load(tmp_path / "out.pt")
     assert metric.config.arch == "r18"
     assert torch.equal(metric.state_dict()["spatial_proj.1.2.bias"], state["mlp.5.bias"])
+
+
+def test_untouched_projections_are_flagged(tmp_path: Path) -> None:
+    """spatial_coherent_model.py never runs ``mlp``: its checkpoints keep nn.Linear's initial weights."""
+    from spfem_cli.train.stccl_release import import_file
+
+    state = release_state(layers=(2, 2, 2, 2))
+    torch.manual_seed(0)
+    for i, c in enumerate((64, 128, 256, 512)):          # the release's mlp ModuleList, as constructed
+        for j, layer in ((3 * i, torch.nn.Linear(c, c)), (3 * i + 2, torch.nn.Linear(c, c // 4))):
+            state[f"mlp.{j}.weight"], state[f"mlp.{j}.bias"] = layer.weight.detach(), layer.bias.detach()
+    torch.save(state, tmp_path / "spatial_only.pth")
+    note = import_file(tmp_path / "spatial_only.pth", tmp_path / "out.pt")
+    assert "projections look untrained" in note and "\n" not in note
 
 
 def test_foreign_files_are_refused_in_one_line(tmp_path: Path) -> None:

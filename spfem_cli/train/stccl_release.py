@@ -15,7 +15,8 @@ or ``{'model': …}`` around it, and ``module.``-prefixed keys (DataParallel/DDP
 metric's forward never runs) and the temporal transformers (held in a plain list by the release, so never
 saved; ``time_models.*`` keys are dropped if a patched release saved them). Anything else is refused with
 one line. Note: ``spatial_coherent_model.py``'s forward skips ``mlp`` (the lines are commented out), so a
-checkpoint trained with that file carries untrained projections; the state dict cannot tell which file wrote it.
+checkpoint trained with that file carries untrained projections; the keys cannot tell which file wrote it, so
+the note says when every projection weight still lies in ``nn.Linear``'s initial range.
 """
 
 from __future__ import annotations
@@ -151,6 +152,17 @@ def _unused_summary(dropped: list[str]) -> str:
     return ", ".join(listed)
 
 
+def projections_look_untrained(state: Mapping[str, torch.Tensor]) -> bool:
+    """True when every ``mlp`` tensor lies inside ``nn.Linear``'s initial range ±1/√fan_in.
+
+    ``spatial_coherent_model.py`` never runs ``mlp`` (the lines are commented out), so its checkpoints keep the
+    initial draw; a trained projection leaves that range.
+    """
+    mlp = [(k, v) for k, v in state.items() if k.startswith("mlp.")]
+    return bool(mlp) and all(
+        float(v.abs().max()) <= state[k.rsplit(".", 1)[0] + ".weight"].shape[1] ** -0.5 for k, v in mlp)
+
+
 def import_file(source: Path | str, dest: Path | str) -> str | None:
     """Write ``dest`` for the ``stccl_metric`` name from ``source``.
 
@@ -168,5 +180,7 @@ def import_file(source: Path | str, dest: Path | str) -> str | None:
                                  f"(resnet50.* + mlp.* keys); found: {found}")
     model, dropped = metric_from_release(state)
     model.save(dest)
+    caveat = ("; the projections look untrained (inside nn.Linear's initial range), as spatial_coherent_model.py "
+              "leaves them: its metric used none" if projections_look_untrained(state) else "")
     return (f"converted the STCCL release ({model.config.arch} backbone + {STAGES} stage projections; DAAS and "
-            f"temporal positions as released); no counterpart: {_unused_summary(dropped)}")
+            f"temporal positions as released); no counterpart: {_unused_summary(dropped)}{caveat}")
