@@ -18,7 +18,10 @@ Generated-folder layout (a mirror of the protocol, what ``--generated DIR`` must
 
 with ``<actor>`` = ``M003`` … or ``Actor_01`` …, and ``<source key>`` = MEAD
 ``<emotion>_level_<k>_<clip>`` (e.g. ``neutral_level_1_001``) or the RAVDESS file stem
-(e.g. ``01-01-01-01-01-01-01``). Each generated video keeps the source's audio track.
+(e.g. ``01-01-01-01-01-01-01``). Each generated video keeps the source's audio track and starts at the
+source's frame 0 (the ``spfem-ned`` LSE preset drops frames 0–1 itself, as CDRL's frame lists, which
+start at source frame 2, do). ``Plan.jobs`` and ``Plan.real`` follow the data set's test-actor order and
+sorted clip keys: the order CSIM draws its frames in.
 """
 
 from __future__ import annotations
