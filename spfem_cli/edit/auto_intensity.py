@@ -47,6 +47,16 @@ class AutoIntensity:
                 f"(P {self.prob:.2f}; {len(self.tried)} trials)")
 
 
+def parse_intensity(text: str) -> float | None:
+    """``--intensity`` as given: a number (range-checked by :class:`EditTarget`), or None for ``auto``."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise SpfemError(f"--intensity must be a number from 0 to 1 or auto (got {text!r})") from None
+
+
 def check_auto(target: EditTarget) -> str:
     """The emotion to search for, or a one-line refusal (before any work)."""
     from spfem_cli.face.expression import column
