@@ -6,7 +6,8 @@ without it, the bundled synthetic sample with a made-up stereo track.
 Rows: the c0 shift of the old 0.7071·(L+R) downmix; the MFCC change from libswresample (ours) to
 soxr_hq (``librosa.load``'s default, CDRL's reader) at 16 kHz; FAD pixels changed by PIL bilinear
 (CDRL) vs OpenCV ``INTER_AREA`` (the old resize); PSNR of the ffmpeg-style MPEG-4 q2 + JPEG q2 round
-trip that the wav2lip reference applies to the frames and we skip.
+trip that the wav2lip reference applies to the frames and we skip, and of the JPEGs its scoring script
+extracts at ffmpeg's default quality.
 """
 
 from __future__ import annotations
@@ -45,11 +46,14 @@ def _audio(path: Path, rate: int | None) -> tuple[np.ndarray, int]:
         return np.concatenate(parts, axis=1).astype(np.float64), rate or stream.rate
 
 
-def _qscale_roundtrip(frames: np.ndarray, codec: str, pix_fmt: str, q: int = 2) -> np.ndarray:
-    """Encode and decode with libavcodec at a fixed quantiser (ffmpeg ``-qscale:v q``)."""
+def _roundtrip(frames: np.ndarray, codec: str, pix_fmt: str, q: int | None = 2) -> np.ndarray:
+    """Encode and decode with libavcodec at a fixed quantiser (ffmpeg ``-qscale:v q``), or with ffmpeg's
+    default rate control (200 kb/s at 25 fps) when ``q`` is None."""
     enc = av.codec.CodecContext.create(codec, "w")
     enc.width, enc.height, enc.pix_fmt, enc.time_base = frames.shape[2], frames.shape[1], pix_fmt, Fraction(1, 25)
-    enc.qscale, enc.global_quality, enc.qmin, enc.qmax = True, q * FF_QP2LAMBDA, q, q
+    enc.framerate = Fraction(25)
+    if q is not None:
+        enc.qscale, enc.global_quality, enc.qmin, enc.qmax = True, q * FF_QP2LAMBDA, q, q
     packets = []
     for i, frame in enumerate(frames):
         vf = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format=pix_fmt)
@@ -109,7 +113,12 @@ def _measure(path: Path, name: str) -> list[BenchRow]:
     rows.append(BenchRow("eval_protocol", "FAD input pixels changed, PIL bilinear vs cv2 INTER_AREA",
                          float(100 * np.mean(new != old)), "%", f"{note}; max {np.abs(new - old).max()} grey levels"))
     even = np.ascontiguousarray(frames[:, : h // 2 * 2, : w // 2 * 2])
-    trip = _qscale_roundtrip(_qscale_roundtrip(even, "mpeg4", "yuv420p"), "mjpeg", "yuvj420p")
+    trip = _roundtrip(_roundtrip(even, "mpeg4", "yuv420p"), "mjpeg", "yuvj420p")
     rows.append(BenchRow("eval_protocol", "wav2lip reference's MPEG-4 q2 + JPEG q2 round trip", _psnr(even, trip[:len(even)]),
                          "dB PSNR", f"{note}; {w}×{h} frames"))
+    crops = np.stack([cv2.resize(f, (224, 224), interpolation=cv2.INTER_AREA) for f in faces])
+    jpeg = _roundtrip(crops, "mjpeg", "yuvj420p", None)
+    rows.append(BenchRow("eval_protocol", "wav2lip reference's default-quality JPEG frames (scores_LSE)",
+                         _psnr(crops[-16:], jpeg[len(crops) - 16:len(crops)]), "dB PSNR",
+                         f"{note}; 224² crops, last 16 of 32 (rate control settled)"))
     return rows
