@@ -45,6 +45,17 @@ def test_save_png_palette_is_smaller(tmp_path):
     np.testing.assert_array_equal(np.asarray(Image.open(full)), image)
 
 
+def test_eye_openness_sees_a_blink():
+    from spfem_cli.face.align import TEMPLATE_68
+
+    open_eyes = TEMPLATE_68.copy()
+    shut = TEMPLATE_68.copy()
+    for top, bottom in ((37, 41), (38, 40), (43, 47), (44, 46)):
+        shut[[top, bottom], 1] = TEMPLATE_68[[top, bottom], 1].mean()
+    ratio = C.eye_openness(np.stack([open_eyes, shut]))
+    assert ratio[0] > 0.25 and ratio[1] < 0.1
+
+
 def test_crop_box_and_frame_picks():
     boxes = np.array([[100, 50, 180, 150], [110, 60, 190, 160]], float)
     x0, y0, x1, y1 = C.face_crop_box(boxes, (240, 320))
@@ -53,6 +64,9 @@ def test_crop_box_and_frame_picks():
     valid[:5] = False
     picks = C.pick_frames(valid, 3)
     assert len(picks) == 3 and all(valid[p] for p in picks) and picks == sorted(picks)
+    score = np.zeros(20)
+    score[[6, 12, 19]] = 1.0                     # one preferred frame (e.g. open eyes) in each third
+    assert C.pick_frames(valid, 3, score) == [6, 12, 19]
     with pytest.raises(ValueError):
         C.pick_frames(np.zeros(4, bool), 2)
 

@@ -111,7 +111,7 @@ class SheetFrames:
     box: tuple[int, int, int, int]
 
 
-def face_crop_box(boxes: np.ndarray, frame_size: tuple[int, int], scale: float = 1.7) -> tuple[int, int, int, int]:
+def face_crop_box(boxes: np.ndarray, frame_size: tuple[int, int], scale: float = 1.45) -> tuple[int, int, int, int]:
     """One square crop (x0, y0, x1, y1) holding every given face box (N, 4), enlarged, inside the frame."""
     b = np.asarray(boxes, np.float64)
     x0, y0 = np.nanmin(b[:, 0]), np.nanmin(b[:, 1])
@@ -124,13 +124,29 @@ def face_crop_box(boxes: np.ndarray, frame_size: tuple[int, int], scale: float =
     return left, top, left + int(side), top + int(side)
 
 
-def pick_frames(valid: np.ndarray, count: int) -> list[int]:
-    """``count`` evenly spaced frames among the valid ones (ends excluded)."""
+def pick_frames(valid: np.ndarray, count: int, score: np.ndarray | None = None) -> list[int]:
+    """``count`` frames spread over the valid ones: in each of ``count`` equal stretches the frame of highest
+    ``score`` (e.g. eye openness, so no sheet shows a blink), else its middle frame."""
     idx = np.flatnonzero(valid)
     if len(idx) == 0:
         raise ValueError("no frame with a face to show")
-    picks = np.linspace(0, len(idx) - 1, count + 2)[1:-1]
-    return sorted({int(idx[int(round(p))]) for p in picks})
+    picks = []
+    for part in np.array_split(idx, min(count, len(idx))):
+        if score is None or not np.isfinite(score[part]).any():
+            picks.append(int(part[len(part) // 2]))
+        else:
+            picks.append(int(part[np.nanargmax(score[part])]))
+    return picks
+
+
+def eye_openness(landmarks: np.ndarray) -> np.ndarray:
+    """Mean eye aspect ratio per frame from iBUG-68 landmarks (T, 68, 2): lid gap over eye width."""
+    lm = np.asarray(landmarks, np.float64)
+    ratios = []
+    for a, b, c, d, left, right in ((37, 41, 38, 40, 36, 39), (43, 47, 44, 46, 42, 45)):
+        gap = np.linalg.norm(lm[:, a] - lm[:, b], axis=-1) + np.linalg.norm(lm[:, c] - lm[:, d], axis=-1)
+        ratios.append(gap / (2 * np.linalg.norm(lm[:, left] - lm[:, right], axis=-1) + 1e-9))
+    return np.mean(ratios, axis=0)
 
 
 def trim(source: Path, output: Path, start: int, frames: int) -> Path:
@@ -165,7 +181,7 @@ def emotion_sheet(source: Path, emotions: Sequence[str], *, frames: int = 3, sta
             n = (length if length is not None else probe(clip).n_frames - start)
             clip = trim(clip, Path(tmp) / "stretch.mp4", start, n)
         track = cached_track(clip, "mediapipe", progress=False)
-        chosen = pick_frames(track.valid, frames)
+        chosen = pick_frames(track.valid, frames, eye_openness(track.landmarks))
         src, info = read_frames(clip)
         box = face_crop_box(track.boxes[chosen], src.shape[1:3])
         x0, y0, x1, y1 = box
