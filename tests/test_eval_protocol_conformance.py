@@ -123,6 +123,27 @@ def test_item3_ned_window_count_is_cdrls(n_img, n_samples):
     assert result.n_windows == expected
 
 
+def test_item3_ned_generated_frames_are_scored_from_source_frame_2(tmp_path):
+    """CDRL's generated-frame folders hold NED's renderer output, frames 2…N−1: FAD/CSIM rows of a generated
+    video under spfem-ned start there too (real clips keep every frame)."""
+    from spfem_cli.evaluate import run
+    from spfem_cli.evaluate.embedders import Embedder, EvalModels
+    from spfem_cli.video import write_video
+
+    class Brightness(Embedder):
+        def embed(self, faces: np.ndarray) -> np.ndarray:
+            return faces.reshape(len(faces), -1).mean(axis=1, keepdims=True)
+
+    frames = np.repeat((np.arange(12) * 20)[:, None, None, None], 64, 1).repeat(64, 2).repeat(3, 3).astype(np.uint8)
+    video = write_video(tmp_path / "gen.mp4", frames, 30, crf=0)
+    models = EvalModels(Brightness(None, "fad"), Brightness(None, "csim"), TinySync(), torch.device("cpu"))
+    skip = lse.PRESETS["spfem-ned"].skip_frames
+    gen = run.video_features(video, models, crop="none", want_lse=False, first_face=skip)
+    real = run.video_features(video, models, crop="none", want_lse=False)
+    assert len(gen.fad) == len(gen.csim) == 12 - 2 and len(real.fad) == 12
+    np.testing.assert_allclose(gen.fad[:, 0], real.fad[2:, 0])            # frames 2… exactly
+
+
 # 4. CSIM: random.seed(1) once; per actor random.sample(sorted paths, 100) of real, then generated frames.
 def test_item4_csim_draws_like_cdrl():
     sizes = {"M003": (150, 120), "M009": (80, 230), "W029": (101, 100), "M012": (400, 3)}

@@ -61,12 +61,15 @@ def _cache_key(video: Path, settings: dict) -> str:
 
 def video_features(video: Path, models: EvalModels, *, preset: str = "spfem-ned", crop: CropMode = "track",
                    want_lse: bool = True, audio_from: Path | None = None, cache_dir: Path | None = None,
-                   track: TrackArrays | None = None) -> VideoFeatures:
-    """FAD and CSIM embeddings of every face frame, and LSE of the clip, with an on-disk cache."""
+                   track: TrackArrays | None = None, first_face: int = 0) -> VideoFeatures:
+    """FAD and CSIM embeddings of every face frame from ``first_face`` on, and LSE of the clip, with an
+    on-disk cache. ``first_face`` = the preset's skip for generated videos under ``spfem-ned``: CDRL
+    scores NED's frames, which begin at source frame 2 (its renderer conditions on two frames before)."""
     from spfem_cli.video import AtomicOutput, probe, read_audio
 
     video = Path(video)
-    settings = {"preset": preset, "crop": crop, "lse": want_lse, "audio": str(audio_from), "models": models.identity}
+    settings = {"preset": preset, "crop": crop, "lse": want_lse, "audio": str(audio_from), "models": models.identity,
+                "first_face": first_face}
     cached = cache_dir / f"{_cache_key(video, settings)}.npz" if cache_dir is not None else None
     if cached is not None and cached.is_file():
         with np.load(cached, allow_pickle=False) as data:
@@ -78,7 +81,7 @@ def video_features(video: Path, models: EvalModels, *, preset: str = "spfem-ned"
     lips = LipEmbedder(models.sync, device=models.device) if want_lse else None
     skip = lse_preset.skip_frames
     for chunk in face_chunks(video, lse_preset, crop=crop, track=track):
-        faces = chunk.faces[chunk.valid]
+        faces = chunk.faces[chunk.valid & (np.arange(chunk.start, chunk.start + len(chunk.valid)) >= first_face)]
         if len(faces):
             fad_rows.append(models.fad.embed(faces))
             csim_rows.append(models.csim.embed(faces))
@@ -246,7 +249,8 @@ def evaluate_dataset(cfg: EvalConfig, models: EvalModels | None = None, *, progr
         for job in present:
             path = generated_dir / job.relpath
             generated[job] = video_features(path, models, preset=cfg.lse_preset, crop=cfg.crop, cache_dir=cache,
-                                            audio_from=None if probe(path).has_audio else _source_audio(job))
+                                            audio_from=None if probe(path).has_audio else _source_audio(job),
+                                            first_face=get_preset(cfg.lse_preset).skip_frames)
             bar.advance(task)
     real_merged = {k: VideoFeatures(_stack([v.fad for v in vs], 512), _stack([v.csim for v in vs], 1024), None)
                    for k, vs in real.items()}
