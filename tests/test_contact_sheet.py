@@ -65,8 +65,8 @@ def test_crop_box_and_frame_picks():
     picks = C.pick_frames(valid, 3)
     assert len(picks) == 3 and all(valid[p] for p in picks) and picks == sorted(picks)
     score = np.zeros(20)
-    score[[6, 12, 19]] = 1.0                     # one preferred frame (e.g. open eyes) in each third
-    assert C.pick_frames(valid, 3, score) == [6, 12, 19]
+    score[[6, 11, 17, 19]] = 1.0                 # preferred frames (e.g. open eyes); 19 is at a stretch's edge
+    assert C.pick_frames(valid, 3, score) == [6, 11, 17]
     with pytest.raises(ValueError):
         C.pick_frames(np.zeros(4, bool), 2)
 

@@ -125,17 +125,18 @@ def face_crop_box(boxes: np.ndarray, frame_size: tuple[int, int], scale: float =
 
 
 def pick_frames(valid: np.ndarray, count: int, score: np.ndarray | None = None) -> list[int]:
-    """``count`` frames spread over the valid ones: in each of ``count`` equal stretches the frame of highest
-    ``score`` (e.g. eye openness, so no sheet shows a blink), else its middle frame."""
+    """``count`` frames spread over the valid ones: in the middle half of each of ``count`` equal stretches the
+    frame of highest ``score`` (e.g. eye openness, so no sheet shows a blink), else the stretch's middle frame."""
     idx = np.flatnonzero(valid)
     if len(idx) == 0:
         raise ValueError("no frame with a face to show")
     picks = []
     for part in np.array_split(idx, min(count, len(idx))):
-        if score is None or not np.isfinite(score[part]).any():
-            picks.append(int(part[len(part) // 2]))
+        middle = part[len(part) // 4: len(part) - len(part) // 4]      # keep the picks apart
+        if score is None or not np.isfinite(score[middle]).any():
+            picks.append(int(middle[len(middle) // 2]))
         else:
-            picks.append(int(part[np.nanargmax(score[part])]))
+            picks.append(int(middle[np.nanargmax(score[middle])]))
     return picks
 
 
