@@ -233,7 +233,6 @@ def test_item6_csim_input_is_cdrls_pil_pipeline():
 
 
 # 7. The AffectNet-7 EfficientFace file: the Drive id of EfficientFace's README and CDRL's models.py.
-@pytest.mark.xfail(strict=True, reason="weights.toml still carries the wrong Drive id (integrator applies the fix)")
 def test_item7_efficientface_link_is_the_published_one():
     entry = tomllib.loads((Path(__file__).parents[1] / "weights.toml").read_text())["efficientface_affectnet7"]
     assert any("1nwerwDyDqC2ia1Eqa-S6lb2SipwL-hTs" in url for url in entry["urls"])
