@@ -1,7 +1,10 @@
 """Evaluation outputs: a Markdown table in the layout of the ASCCL paper's Table 1, JSON, CSV, a bar chart.
 
 Table rows are the emotions plus "Avg." (mean over the emotions); for each protocol the columns are
-FAD↓, LSE-D↓, CSIM↑ and LSE-C↑. Every file is written atomically.
+FAD↓, LSE-D↓, CSIM↑ and LSE-C↑. A second, separate table gives the emotion-recognition accuracy of
+the edits (the FER-2013 recogniser's top-1 is the target, as EAMM/EAT report it) beside the same
+recogniser's accuracy on the data set's real clips of that emotion (its ceiling). Every file is
+written atomically.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 from spfem_cli.video import AtomicOutput
 
 METRICS = (("fad", "FAD↓"), ("lse_d", "LSE-D↓"), ("csim", "CSIM↑"), ("lse_c", "LSE-C↑"))
+EMOTION_METRICS = (("emotion_acc", "Acc_emo↑"), ("emotion_acc_real", "Acc_emo real"))
 PROTOCOL_TITLES = {"inter-id": "Inter-ID", "cross-id": "Cross-ID"}
 
 
@@ -32,30 +36,40 @@ def rows(results: dict) -> list[tuple[str, str, dict]]:
     return out
 
 
-def markdown_table(results: dict) -> str:
+def _table(results: dict, metrics: tuple[tuple[str, str], ...]) -> list[str]:
     protocols = list(results["protocols"])
     emotions = list(dict.fromkeys(e for p in protocols for e in results["protocols"][p]["per_emotion"]))
-    titles = [f"{PROTOCOL_TITLES.get(p, p)} {label}" for p in protocols for _, label in METRICS]
-    head1 = "| Emotion | " + " | ".join(titles) + " |"
-    sep = "|---|" + "---:|" * (len(protocols) * len(METRICS))
-    lines = [f"**{results['dataset'].upper()}** ({results.get('lse_preset', '')} LSE preset)", "", head1, sep]
+    titles = [f"{PROTOCOL_TITLES.get(p, p)} {label}" for p in protocols for _, label in metrics]
+    lines = ["| Emotion | " + " | ".join(titles) + " |", "|---|" + "---:|" * (len(protocols) * len(metrics))]
     for emotion in emotions + ["Avg."]:
         cells = []
         for p in protocols:
             block = results["protocols"][p]
-            metrics = block["avg"] if emotion == "Avg." else block["per_emotion"].get(emotion, {})
-            cells += [_fmt(metrics.get(key)) for key, _ in METRICS]
+            values = block["avg"] if emotion == "Avg." else block["per_emotion"].get(emotion, {})
+            cells += [_fmt(values.get(key)) for key, _ in metrics]
         name = emotion if emotion == "Avg." else emotion.capitalize()
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown_table(results: dict) -> str:
+    """The papers' table, then (when measured) the emotion-recognition table."""
+    lines = [f"**{results['dataset'].upper()}** ({results.get('lse_preset', '')} LSE preset)", "", *_table(results, METRICS)]
+    if any(m.get("emotion_acc") is not None or m.get("emotion_acc_real") is not None
+           for block in results["protocols"].values() for m in block["per_emotion"].values()):
+        lines += ["", "Emotion recognition (FER-2013 mini-Xception, top-1 of the mean over a video's frames is the target; "
+                      "'real': the data set's own clips of that emotion)", "", *_table(results, EMOTION_METRICS)]
     return "\n".join(lines) + "\n"
 
 
 def csv_text(results: dict) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["protocol", "emotion", *[k for k, _ in METRICS], "n_videos"])
+    keys = [k for k, _ in METRICS + EMOTION_METRICS]
+    writer.writerow(["protocol", "emotion", *keys[:len(METRICS)], "n_videos", *keys[len(METRICS):]])
     for protocol, emotion, metrics in rows(results):
-        writer.writerow([protocol, emotion, *[metrics.get(k, "") for k, _ in METRICS], metrics.get("n_videos", "")])
+        values = ["" if metrics.get(k) is None else metrics[k] for k in keys]
+        writer.writerow([protocol, emotion, *values[:len(METRICS)], metrics.get("n_videos", ""), *values[len(METRICS):]])
     return buf.getvalue()
 
 

@@ -24,7 +24,7 @@ from spfem_cli.evaluate.faces import CropMode, TrackArrays, face_chunks
 from spfem_cli.evaluate.fad import fad
 from spfem_cli.evaluate.lse import AUDIO_RATE, LipEmbedder, get_preset, resample_counts, score
 from spfem_cli.evaluate.protocol import PROTOCOLS, SPLIT_SEED, Job, Plan, build_plan
-from spfem_cli.evaluate.report import METRICS, write_reports
+from spfem_cli.evaluate.report import EMOTION_METRICS, METRICS, write_reports
 
 CACHE_VERSION = 2
 
@@ -50,6 +50,7 @@ class VideoFeatures:
     fad: np.ndarray          # (T_valid, 512)
     csim: np.ndarray         # (T_valid, 1024)
     lse: dict | None         # lse_d, lse_c, av_offset, n_windows (None when not computed)
+    emotion: np.ndarray | None = None   # (T_valid, 7) FER-2013 probabilities (None: recogniser not installed)
 
 
 def _cache_key(video: Path, settings: dict) -> str:
@@ -74,10 +75,13 @@ def video_features(video: Path, models: EvalModels, *, preset: str = "spfem-ned"
     if cached is not None and cached.is_file():
         with np.load(cached, allow_pickle=False) as data:
             lse = json.loads(str(data["lse"])) if want_lse else None
-            return VideoFeatures(data["fad"], data["csim"], lse)
+            if "emotion" in data.files or _recognizer() is None:   # a cache from before the column is redone
+                emotion = data["emotion"] if "emotion" in data.files else None
+                return VideoFeatures(data["fad"], data["csim"], lse, emotion)
     lse_preset = get_preset(preset)
     info = probe(video)
-    fad_rows, csim_rows = [], []
+    fad_rows, csim_rows, emotion_rows = [], [], []
+    recognizer = _recognizer()
     lips = LipEmbedder(models.sync, device=models.device) if want_lse else None
     skip = lse_preset.skip_frames
     for chunk in face_chunks(video, lse_preset, crop=crop, track=track):
@@ -85,6 +89,8 @@ def video_features(video: Path, models: EvalModels, *, preset: str = "spfem-ned"
         if len(faces):
             fad_rows.append(models.fad.embed(faces))
             csim_rows.append(models.csim.embed(faces))
+            if recognizer is not None:
+                emotion_rows.append(recognizer.probabilities_aligned(faces))
         if lips is not None:
             counts = resample_counts(chunk.start, len(chunk.lips), info.fps, lse_preset.fps)
             stream = np.repeat(chunk.lips, counts, axis=0)
@@ -101,12 +107,35 @@ def video_features(video: Path, models: EvalModels, *, preset: str = "spfem-ned"
             raise SpfemError(f"LSE needs audio: {exc}") from None
         result = score(models.sync, lips, audio, lse_preset, device=models.device)
         lse = result.as_dict() if result is not None else None
-    feats = VideoFeatures(_stack(fad_rows, 512), _stack(csim_rows, 1024), lse)
+    feats = VideoFeatures(_stack(fad_rows, 512), _stack(csim_rows, 1024), lse,
+                          _stack(emotion_rows, 7) if recognizer is not None else None)
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         with AtomicOutput(cached) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, fad=feats.fad, csim=feats.csim, lse=json.dumps(lse))
+            extra = {"emotion": feats.emotion} if feats.emotion is not None else {}
+            np.savez(fh, fad=feats.fad, csim=feats.csim, lse=json.dumps(lse), **extra)
     return feats
+
+
+def _recognizer():
+    """The FER-2013 recogniser for the emotion-accuracy column; None when its package is not installed."""
+    from spfem_cli.face.expression import ExpressionRecognizer
+    from spfem_cli.weights import WeightsError
+
+    try:
+        return ExpressionRecognizer()
+    except WeightsError:
+        return None
+
+
+def emotion_accuracy(videos: list[np.ndarray | None], emotion: str) -> float | None:
+    """Share of videos whose mean FER-2013 probabilities have ``emotion`` on top (EAMM/EAT's emotion accuracy);
+    None when the recogniser has no such class or did not run."""
+    from spfem_cli.face.expression import column
+
+    col = column(emotion)
+    means = [v.mean(0) for v in videos if v is not None and len(v)]
+    return float(np.mean([m.argmax() == col for m in means])) if col is not None and means else None
 
 
 def _stack(rows: list[np.ndarray], dim: int) -> np.ndarray:
@@ -189,10 +218,16 @@ def aggregate(plan: Plan, real: dict[tuple[str, str], VideoFeatures],
                 "csim": csim_mod.csim(per_actor) if per_actor else None,
                 "lse_c": _mean([x["lse_c"] for x in lses]),
                 "n_videos": len(jobs),
+                "emotion_acc": emotion_accuracy([generated[j].emotion for j in jobs], emotion),
+                # the recogniser on the data set's own clips of this emotion: the ceiling of emotion_acc
+                "emotion_acc_real": emotion_accuracy([row[None] for a in actors if (a, emotion) in real
+                                                      and real[(a, emotion)].emotion is not None
+                                                      for row in real[(a, emotion)].emotion], emotion),
                 "n_real_frames": int(len(r)),
                 "n_generated_frames": int(len(g)),
             }
         avg = {key: _mean([m[key] for m in per_emotion.values()]) for key, _ in METRICS}
+        avg.update({key: _mean([m[key] for m in per_emotion.values()]) for key, _ in EMOTION_METRICS})
         avg["n_videos"] = sum(m["n_videos"] for m in per_emotion.values())
         if per_emotion:
             out[protocol] = {"per_emotion": per_emotion, "avg": avg}
@@ -252,7 +287,9 @@ def evaluate_dataset(cfg: EvalConfig, models: EvalModels | None = None, *, progr
                                             audio_from=None if probe(path).has_audio else _source_audio(job),
                                             first_face=get_preset(cfg.lse_preset).skip_frames)
             bar.advance(task)
-    real_merged = {k: VideoFeatures(_stack([v.fad for v in vs], 512), _stack([v.csim for v in vs], 1024), None)
+    real_merged = {k: VideoFeatures(_stack([v.fad for v in vs], 512), _stack([v.csim for v in vs], 1024), None,
+                                    _stack([v.emotion.mean(0, keepdims=True) for v in vs   # one row per clip
+                                            if v.emotion is not None and len(v.emotion)], 7))
                    for k, vs in real.items()}
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
     results = {
