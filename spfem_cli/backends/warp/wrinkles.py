@@ -364,6 +364,27 @@ def shading_on(lm: np.ndarray, acts: dict[str, float], size: int) -> np.ndarray:
     return field
 
 
+def _clipped(activations: dict[str, float]) -> dict[str, float] | None:
+    """The activations of the AUs that fold skin, in [0, MAX_ACTIVATION]; None when all are 0."""
+    acts = {au: float(np.clip(activations.get(au, 0.0), 0.0, MAX_ACTIVATION)) for au in WRINKLE_AUS}
+    return acts if any(acts.values()) else None
+
+
+def aligned_field(face: np.ndarray, lm: np.ndarray, activations: dict[str, float]) -> np.ndarray | None:
+    """The skin-masked log-luminance field (256², float32) of a 256² aligned face with landmarks ``lm``
+    (68, 2) for ``activations`` (AU name → ≥ 0); None when no AU folds skin (nothing to do)."""
+    acts = _clipped(activations)
+    return None if acts is None else shading_on(lm, acts, int(ALIGNED)) * skin_mask(face, lm)
+
+
+def gain(field: np.ndarray) -> np.ndarray:
+    """Per-channel multiplicative gain (H, W, 3) float32 of a log-luminance field: shadows slightly warmer
+    (SHADOW_TINT), highlights neutral; exp(0) = 1, so pixels without a crease keep their exact value."""
+    shadow = np.minimum(field, 0.0)
+    light = field - shadow
+    return cv2.merge([cv2.exp(shadow * t + light) for t in SHADOW_TINT])
+
+
 def shade(face: np.ndarray, landmarks: np.ndarray, activations: dict[str, float],
           mask: np.ndarray | None = None) -> np.ndarray:
     """The crop ``face`` (S×S RGB uint8) with the expression creases of ``activations`` (AU name → ≥ 0).
@@ -372,16 +393,17 @@ def shade(face: np.ndarray, landmarks: np.ndarray, activations: dict[str, float]
     [0, 1]) bounds the change; default :func:`skin_mask`. Zero activations return the input unchanged.
     """
     face = np.asarray(face)
-    acts = {au: float(np.clip(activations.get(au, 0.0), 0.0, MAX_ACTIVATION)) for au in WRINKLE_AUS}
-    if not any(acts.values()):
-        return face.copy()
     size = face.shape[0]
     work = int(ALIGNED)
     lm = (np.asarray(landmarks, np.float64) + 0.5) * (work / size) - 0.5   # pixel centres, as cv2.resize
-    field = shading_on(lm, acts, work)
     small = face if size == work else cv2.resize(face, (work, work), interpolation=cv2.INTER_AREA)
     if mask is None:
-        field *= skin_mask(small, lm)
+        field = aligned_field(small, lm, activations)
+    else:
+        acts = _clipped(activations)
+        field = None if acts is None else shading_on(lm, acts, work)
+    if field is None:
+        return face.copy()
     if size != work:
         field = cv2.resize(field, (size, size), interpolation=cv2.INTER_LINEAR)
     if mask is not None:
@@ -391,12 +413,8 @@ def shade(face: np.ndarray, landmarks: np.ndarray, activations: dict[str, float]
     if len(rows) == 0:
         return face.copy()
     roi = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]          # work only where something changes
-    f = field[roi]
-    shadow = np.minimum(f, 0.0)
-    light = f - shadow
-    gain = cv2.merge([cv2.exp(shadow * t + light) for t in SHADOW_TINT])  # exp(0) = 1: untouched pixels stay exact
     out = face.copy()
-    out[roi] = cv2.multiply(face[roi].astype(np.float32), gain, dtype=cv2.CV_8U)
+    out[roi] = cv2.multiply(face[roi].astype(np.float32), gain(field[roi]), dtype=cv2.CV_8U)
     return out
 
 
