@@ -122,6 +122,34 @@ def cached_track(video: Path, tracker: str = "mediapipe", face_index: int = 0, p
     return _ensure_track(Path(video), PreprocessConfig(tracker=tracker, face_index=face_index), progress)[0]
 
 
+def find_cached_track(video: Path, tracker: str = "mediapipe", face_index: int = 0) -> FaceTrack | None:
+    """The cached track of this content and config, or None; tracks nothing (the warp edit's first run
+    tracks inside its rendering pass and stores the result with :func:`store_track`)."""
+    from spfem_cli.face.tracking.base import FaceTrack
+
+    config = PreprocessConfig(tracker=tracker, face_index=face_index)
+    entry = cache_entry(content_hash(video), config)
+    manifest = _read_manifest(entry, config)
+    return FaceTrack.load(entry / "track.npz") if manifest is not None and manifest["complete"].get("track") else None
+
+
+def store_track(video: Path, track: FaceTrack, tracker: str = "mediapipe", face_index: int = 0) -> None:
+    """Cache a track made outside this module, exactly as :func:`cached_track` would have."""
+    config = PreprocessConfig(tracker=tracker, face_index=face_index)
+    video_sha = content_hash(video)
+    _store_track(video, video_sha, cache_entry(video_sha, config), config, track)
+
+
+def _store_track(video: Path, video_sha: str, entry: Path, config: PreprocessConfig, track: FaceTrack) -> dict:
+    entry.mkdir(parents=True, exist_ok=True)
+    track.save(entry / "track.npz")
+    manifest = _new_manifest(video, video_sha, config)
+    manifest["complete"]["track"] = True
+    manifest["stages_files"] = ["track.npz", "track.json"]
+    _write_manifest(entry, manifest)
+    return manifest
+
+
 def _ensure_track(video: Path, config: PreprocessConfig, progress: bool) -> tuple[FaceTrack, Path, dict, bool]:
     from spfem_cli.face.tracking.base import FaceTrack
     from spfem_cli.face.tracking.track import track_video
@@ -134,13 +162,7 @@ def _ensure_track(video: Path, config: PreprocessConfig, progress: bool) -> tupl
     if manifest is not None and manifest["complete"].get("track"):
         return FaceTrack.load(entry / "track.npz"), entry, manifest, True
     track = track_video(video, config.tracker, face_index=config.face_index, progress=progress)
-    entry.mkdir(parents=True, exist_ok=True)
-    track.save(entry / "track.npz")
-    manifest = _new_manifest(video, video_sha, config)
-    manifest["complete"]["track"] = True
-    manifest["stages_files"] = ["track.npz", "track.json"]
-    _write_manifest(entry, manifest)
-    return track, entry, manifest, False
+    return track, entry, _store_track(video, video_sha, entry, config, track), False
 
 
 def draw_debug(frame: np.ndarray, track: FaceTrack, index: int) -> np.ndarray:

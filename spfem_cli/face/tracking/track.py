@@ -8,7 +8,7 @@ not swap when their sizes cross. A scene cut forgets the followed face.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -60,52 +60,90 @@ def choose_face(detections: list[Detection], previous_box: np.ndarray | None, fa
     return ranked[face_index] if face_index < len(ranked) else None
 
 
+class FrameTracker:
+    """The per-frame half of tracking, fed one frame at a time: cut detection and face choice.
+
+    Used by :func:`track_video` and by the warp edit's single pass (track and render the same decoded
+    frames); both therefore see the same detections. Between detections the followed face is re-meshed
+    inside a box around its last points (``engine.detect_near(frame, previous)``, when the tracker has
+    it) instead of searching the whole frame; the full detector runs on the first frame, after a cut
+    and whenever the face is lost.
+    """
+
+    def __init__(self, engine: Tracker, face_index: int = 0, config: TemporalConfig | None = None):
+        if face_index < 0:
+            raise SpfemError("--face must be 0 (largest face) or a positive index")
+        self.engine, self.face_index = engine, face_index
+        self.config = config or TemporalConfig()
+        self.detections: list[Detection | None] = []
+        self.cuts: list[bool] = []
+        self._signature: np.ndarray | None = None
+        self._last: Detection | None = None          # the previous frame's face: where ROI tracking looks
+        self._follow_box: np.ndarray | None = None   # the followed face's last box (kept across short losses)
+        self._near = getattr(engine, "detect_near", None)
+
+    def __len__(self) -> int:
+        return len(self.cuts)
+
+    def push(self, frame: np.ndarray) -> Detection | None:
+        """Track the next frame (frames come in order); returns its detection (None: no face)."""
+        sig = frame_signature(frame)
+        cut = is_cut(self._signature, sig, self.config)
+        self._signature = sig
+        if cut:
+            self._last = self._follow_box = None
+        det = self._near(frame, self._last) if self._near is not None and self._last is not None else None
+        if det is None:
+            det = choose_face(self.engine.detect(frame), self._follow_box, self.face_index)
+        self._last = det
+        if det is not None:
+            self._follow_box = det.box
+        self.detections.append(det)
+        self.cuts.append(cut)
+        return det
+
+    def finish(self, fps, frame_size: tuple[int, int], meta: dict | None = None, start: int = 0,
+               stop: int | None = None) -> FaceTrack:
+        """The cleaned-up :class:`FaceTrack` of frames [start, stop) (gaps filled, smoothed, aligned)."""
+        stop = len(self) if stop is None else stop
+        dets = self.detections[start:stop]
+        cuts = np.array(self.cuts[start:stop], bool)
+        if start > 0 and len(cuts):
+            cuts[0] = False                  # a window's first frame starts no new shot
+        lms = [np.full((68, 2), np.nan) if d is None else d.landmarks for d in dets]
+        boxes = [np.full(4, np.nan) if d is None else d.box for d in dets]
+        pupils = [np.full((2, 2), np.nan) if d is None else d.pupils for d in dets]
+        return finish_track(np.array(lms, np.float64).reshape(-1, 68, 2), np.array(boxes, np.float64).reshape(-1, 4),
+                            np.array(pupils, np.float64).reshape(-1, 2, 2), np.array([d is not None for d in dets], bool),
+                            cuts, fps, frame_size, self.engine.name, self.config, meta=meta,
+                            mesh=_stack_meshes([None if d is None else d.mesh for d in dets]))
+
+
+def track_meta(path: Path, face_index: int, rotation: int) -> dict:
+    """What a track records about the video it came from."""
+    return {"source": str(path), "face_index": face_index, "rotation": rotation}
+
+
 def track_video(path: Path, tracker: str | Tracker = "mediapipe", face_index: int = 0, progress: bool = True, *,
                 config: TemporalConfig | None = None, chunk_size: int = 32,
                 max_frames: int | None = None) -> FaceTrack:
     """Track one face through ``path``; frames without it are marked invalid (arrays hold NaN there)."""
     if face_index < 0:
         raise SpfemError("--face must be 0 (largest face) or a positive index")
-    config = config or TemporalConfig()
     info = probe(path)
     owned = isinstance(tracker, str)
     engine = get_tracker(tracker) if owned else tracker
-    lms, boxes, pupils, valid, cuts = [], [], [], [], []
-    meshes: list[np.ndarray | None] = []
-    previous_sig = None
-    follow_box: np.ndarray | None = None
     try:
+        frames = FrameTracker(engine, face_index, config)
         with frame_progress(progress, info.n_frames, f"tracking ({engine.name})") as advance:
             for chunk in iter_chunks(path, chunk_size, max_frames=max_frames):
                 for frame in chunk.frames:
-                    sig = frame_signature(frame)
-                    cut = is_cut(previous_sig, sig, config)
-                    previous_sig = sig
-                    if cut:
-                        follow_box = None
-                    det = choose_face(engine.detect(frame), follow_box, face_index)
-                    cuts.append(cut)
-                    if det is None:
-                        lms.append(np.full((68, 2), np.nan))
-                        boxes.append(np.full(4, np.nan))
-                        pupils.append(np.full((2, 2), np.nan))
-                        meshes.append(None)
-                        valid.append(False)
-                    else:
-                        follow_box = det.box
-                        lms.append(det.landmarks)
-                        boxes.append(det.box)
-                        pupils.append(det.pupils)
-                        meshes.append(det.mesh)
-                        valid.append(True)
+                    frames.push(frame)
                 advance(len(chunk.frames))
     finally:
         if owned:
             engine.close()
-    return finish_track(np.array(lms, np.float64), np.array(boxes, np.float64), np.array(pupils, np.float64),
-                        np.array(valid, bool), np.array(cuts, bool), info.fps, (info.height, info.width),
-                        engine.name, config, meta={"source": str(path), "face_index": face_index,
-                                                   "rotation": info.rotation}, mesh=_stack_meshes(meshes))
+    return frames.finish(info.fps, (info.height, info.width), track_meta(path, face_index, info.rotation))
 
 
 def _stack_meshes(meshes: list[np.ndarray | None]) -> np.ndarray | None:
@@ -137,3 +175,22 @@ def finish_track(landmarks: np.ndarray, boxes: np.ndarray, pupils: np.ndarray, v
     return FaceTrack(boxes=boxes, landmarks=landmarks, pupils=pupils, valid=valid, transforms=transforms,
                      interpolated=interpolated, cuts=cuts, fps=fps, frame_size=frame_size, tracker=tracker,
                      meta={"temporal": asdict(config), **(meta or {})}, mesh=mesh)
+
+
+def _per_frame(track: FaceTrack) -> dict[str, np.ndarray]:
+    """The track's per-frame arrays by field name (a field a tracker adds follows automatically)."""
+    n = len(track)
+    return {f.name: value for f in fields(track)
+            if isinstance(value := getattr(track, f.name), np.ndarray) and value.ndim >= 1 and len(value) == n}
+
+
+def track_prefix(track: FaceTrack, stop: int, length: int) -> FaceTrack:
+    """``track``'s frames before ``stop`` as a track of ``length`` frames, invalid (NaN, False) from ``stop`` on."""
+    out = {}
+    for name, value in _per_frame(track).items():
+        fill = False if value.dtype == bool else np.nan
+        blank = np.full((length, *value.shape[1:]), fill, value.dtype)
+        keep = min(stop, length, len(value))
+        blank[:keep] = value[:keep]
+        out[name] = blank
+    return replace(track, **out)

@@ -1,0 +1,261 @@
+"""The warp edit's video pass: decode (and track) ahead, render the face region, encode behind.
+
+Three stages overlap in threads (PyAV and OpenCV release the GIL in their C loops): a decoder that,
+on a first run, also tracks each frame as it is decoded; the render loop, which edits each frame in
+place over the face region only (:func:`spfem_cli.face.region_warp.warp_face_region`); and an
+encoder writing the output (and the side-by-side) video. Queues hold a few small chunks, so memory
+does not grow with the video's length.
+
+A first run tracks and renders in one decode: the tracker's temporal clean-up is zero-phase (it
+looks forward), so a frame is rendered once :data:`LOOKAHEAD` later frames are tracked, from the
+track of a window around it; the source's resting expression is read off its first
+:data:`ESTIMATE_SECONDS` with a face, which are tracked (and decoded) once before the pass starts.
+Cached runs read the expression off the same frames, so a first and a cached run make the same edit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from spfem_cli.backends.warp import wrinkles
+from spfem_cli.backends.warp.mesh_warp import mesh_topology, warp_points, warp_region_mask
+from spfem_cli.backends.warp.rigid import rigid_damping
+from spfem_cli.edit.stream import Behind, Prefetch, StageClock
+from spfem_cli.face.align import ALIGNED_SIZE, warp_to_aligned
+from spfem_cli.face.region_warp import warp_face_region
+from spfem_cli.face.tracking.base import FaceTrack
+from spfem_cli.face.tracking.mediapipe_tracker import MP_TO_IBUG68
+from spfem_cli.face.tracking.track import FrameTracker, track_prefix
+from spfem_cli.progress import frame_progress
+from spfem_cli.video import FrameChunk, VideoWriter, iter_chunks
+
+CHUNK = 8                # frames per decoded chunk: small, so the queues stay small at 1080p
+QUEUE_CHUNKS = 2         # chunks decoded ahead / waiting for the encoder
+LOOKAHEAD = 24           # tracked frames after a frame before it is rendered (the zero-phase filter's reach)
+LOOKBACK = 24            # tracked frames before a rendered chunk that its smoothing window starts with
+ESTIMATE_SECONDS = 3.0   # the source's resting expression: median over its first seconds with a face
+DAMPING_SIZE = 512       # largest aligned crop the eyeglass damping is found on
+
+
+def warp_mesh(backend, frame: np.ndarray, matrix: np.ndarray, source: np.ndarray, edited: np.ndarray) -> tuple:
+    """One frame's warp edit as the arguments of :func:`warp_face_region`, in the coordinates of the
+    backend's (supersampled) aligned crop: frame → crop matrix, mesh vertices before and after (points +
+    the fixed anchors), triangles, and the two maps that the reference path
+    (``backend.render`` + ``paste_back``) applies: the feathered region mask it blends with, and the
+    factor on the displacement (one minus the eyeglass damping). The damping is found on an aligned crop of at most :data:`DAMPING_SIZE` px (its
+    edge thresholds are tuned there; the reference uses the supersampled crop, the same up to 2x)."""
+    k = backend.supersample(matrix)
+    matrix_k = np.asarray(matrix, np.float64) * k
+    src_k, dst_k = np.asarray(source) * k, np.asarray(edited) * k
+    size = ALIGNED_SIZE * k
+    src = warp_points(src_k, size)
+    dst = np.concatenate([dst_k, src[len(src_k):]])
+    alpha = warp_region_mask(src_k, size)
+    d = min(k, DAMPING_SIZE // ALIGNED_SIZE)
+    damping = rigid_damping(warp_to_aligned(frame, matrix_k * (d / k), size=ALIGNED_SIZE * d), src_k * (d / k))
+    scale = None
+    if damping is not None:
+        scale = 1.0 - np.clip(damping, 0.0, 1.0)
+        if d != k:
+            scale = cv2.resize(scale, (size, size), interpolation=cv2.INTER_LINEAR)
+    return matrix_k, src, dst, mesh_topology(len(source)), alpha, scale
+
+
+def shade_region(frame: np.ndarray, matrix: np.ndarray, source: np.ndarray, edited: np.ndarray,
+                 aus: dict[str, float]) -> None:
+    """The backend's expression wrinkles (:func:`spfem_cli.backends.warp.wrinkles.shade`), applied to the
+    already warped ``frame`` in place: the gain is made on a 256² aligned crop (faded by the paste-back
+    mask, as the reference blends it) and carried into the frame over the box where it is not 1 only."""
+    m = np.asarray(matrix, np.float64)
+    points = np.asarray(edited, np.float64)
+    lm = points if len(points) == 68 else points[MP_TO_IBUG68]
+    field = wrinkles.aligned_field(warp_to_aligned(frame, m, ALIGNED_SIZE), lm, aus)
+    if field is None:
+        return
+    field *= warp_region_mask(source, ALIGNED_SIZE)
+    changed = np.abs(field) > 1e-4
+    rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))
+    if len(rows) == 0:
+        return
+    bx0, by0, bx1, by1 = cols[0], rows[0], cols[-1] + 2, rows[-1] + 2
+    gain = wrinkles.gain(np.ascontiguousarray(field[by0:by1, bx0:bx1]))
+    m_inv = cv2.invertAffineTransform(m)
+    corners = np.array([[bx0, by0], [bx1, by0], [bx0, by1], [bx1, by1]], np.float64) @ m_inv[:, :2].T + m_inv[:, 2]
+    h, w = frame.shape[:2]
+    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int), 0)
+    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 1, (w, h))
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        return
+    local = m.copy()                                   # frame box pixel → gain pixel
+    local[:, 2] += m[:, :2] @ (x0, y0) - (bx0, by0)
+    gain = cv2.warpAffine(gain, local, (int(x1 - x0), int(y1 - y0)), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(1.0, 1.0, 1.0))
+    box = frame[y0:y1, x0:x1]
+    box[:] = cv2.multiply(box.astype(np.float32), gain, dtype=cv2.CV_8U)
+
+
+def render_frame(backend, frame: np.ndarray, matrix: np.ndarray, source: np.ndarray, edited: np.ndarray) -> None:
+    """Edit one frame in place over its face region: the mesh warp, then the wrinkle shading."""
+    warp_face_region(frame, *warp_mesh(backend, frame, matrix, source, edited), out=frame)
+    shade_region(frame, matrix, source, edited, backend.frame_aus(source, edited))
+
+
+@dataclass
+class FrameEdits:
+    """What rendering frames [start, start + n) needs: validity, frame → aligned transforms, landmarks."""
+
+    start: int
+    valid: np.ndarray
+    transforms: np.ndarray
+    source: np.ndarray
+    edited: np.ndarray
+
+
+def frame_edits(backend, track: FaceTrack, plan, start: int = 0) -> FrameEdits:
+    """Encode ``track`` (frames ``start``…) and apply the rows of ``plan`` that belong to them."""
+    seq = backend.encode(track)
+    edited = backend.manipulate(seq, plan)
+    return FrameEdits(start, track.valid, track.transforms, seq.landmarks, edited.landmarks)
+
+
+def render_chunk(backend, frames: np.ndarray, start: int, edits: FrameEdits) -> None:
+    """Edit ``frames`` (video frames ``start``…) in place; frames without a face stay untouched."""
+    for j, frame in enumerate(frames):
+        i = start + j - edits.start
+        if 0 <= i < len(edits.valid) and edits.valid[i]:
+            render_frame(backend, frame, edits.transforms[i], edits.source[i], edits.edited[i])
+
+
+def plan_rows(plan, start: int, stop: int):
+    """``plan`` restricted to frames [start, stop): every per-frame array sliced (indices past its end
+    repeat the last frame: the container's frame count is an estimate)."""
+    n = len(plan.displacement)
+    rows = np.clip(np.arange(start, stop), 0, n - 1)
+    per_frame = {f.name: getattr(plan, f.name)[rows] for f in dataclasses.fields(plan)
+                 if isinstance(getattr(plan, f.name), np.ndarray) and len(getattr(plan, f.name)) == n}
+    return dataclasses.replace(plan, **per_frame)
+
+
+def estimation_stop(valid: np.ndarray, fps: float) -> int | None:
+    """Index just after the first :data:`ESTIMATE_SECONDS` of frames with a face (None: fewer in ``valid``)."""
+    need = max(1, math.ceil(ESTIMATE_SECONDS * fps))
+    hits = np.flatnonzero(valid)
+    return int(hits[need - 1]) + 1 if len(hits) >= need else None
+
+
+def estimation_track(track: FaceTrack, length: int | None = None) -> FaceTrack:
+    """The frames the source's expression is read from (the first seconds with a face), as a track of
+    ``length`` frames (default the track's) with every other frame invalid."""
+    stop = estimation_stop(track.valid, float(track.fps))
+    return track_prefix(track, len(track) if stop is None else stop, length or len(track))
+
+
+@contextlib.contextmanager
+def video_sink(req, fps, clock: StageClock) -> Iterator[Callable[[np.ndarray | None, np.ndarray], None]]:
+    """``emit(original, edited)``: encode a chunk in a background thread into the output (and the
+    side-by-side, which needs the chunk's original frames). On error the encoder stops before the
+    writers discard their temporary files."""
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(VideoWriter(req.output, fps, audio_from=req.input, crf=req.crf, preset=req.preset,
+                                                 overwrite=req.overwrite))
+        side = None
+        if req.side_by_side is not None:
+            side = stack.enter_context(VideoWriter(req.side_by_side, fps, audio_from=req.input, crf=req.crf,
+                                                   preset=req.preset, overwrite=req.overwrite))
+
+        def encode(item: tuple[np.ndarray | None, np.ndarray]) -> None:
+            original, edited = item
+            writer.write(edited)
+            if side is not None:
+                side.write(np.concatenate([original, edited], axis=2))
+
+        encoder = stack.enter_context(Behind(encode, QUEUE_CHUNKS, clock=clock, stage="encode"))
+        yield lambda original, edited: encoder.put((original, edited))
+
+
+def _render_and_emit(backend, chunk: FrameChunk, edits: FrameEdits, emit, keep_original: bool,
+                     clock: StageClock) -> None:
+    with clock.timed("render"):
+        original = chunk.frames.copy() if keep_original else None
+        render_chunk(backend, chunk.frames, chunk.start, edits)
+    emit(original, chunk.frames)
+
+
+def render_tracked(req, backend, track: FaceTrack, plan, clock: StageClock, label: str = "rendering (warp)") -> int:
+    """The pass of an edit whose track is known (cached): decode ahead, render, encode behind."""
+    edits = frame_edits(backend, track, plan)
+    frames_done = 0
+    with video_sink(req, track.fps, clock) as emit, frame_progress(req.progress, len(track), label) as advance, \
+            Prefetch(iter_chunks(req.input, CHUNK), QUEUE_CHUNKS, clock=clock, stage="decode") as decoded:
+        for chunk in decoded:
+            _render_and_emit(backend, chunk, edits, emit, req.side_by_side is not None, clock)
+            frames_done += len(chunk.frames)
+            advance(len(chunk.frames))
+    return frames_done
+
+
+def track_for_estimate(req, tracker: FrameTracker, fps: float, clock: StageClock) -> bool:
+    """Track the video's first frames until the expression-estimation prefix is complete.
+
+    Returns True when the whole video was tracked on the way (short clips: no single pass needed).
+    """
+    need = max(1, math.ceil(ESTIMATE_SECONDS * fps))
+    found = 0
+    with clock.timed("prefix decode+track"):
+        for chunk in iter_chunks(req.input, CHUNK):
+            for frame in chunk.frames:
+                found += tracker.push(frame) is not None
+            if found >= need:
+                return False
+    return True
+
+
+def _decode_and_track(req, tracker: FrameTracker) -> Iterable[FrameChunk]:
+    """Decoded chunks, each tracked before it is handed on (frames tracked earlier are not re-tracked)."""
+    for chunk in iter_chunks(req.input, CHUNK):
+        for j, frame in enumerate(chunk.frames):
+            if chunk.start + j == len(tracker):
+                tracker.push(frame)
+        yield chunk
+
+
+def render_single_pass(req, backend, tracker: FrameTracker, plan, fps, frame_size: tuple[int, int], n_hint: int,
+                       clock: StageClock) -> int:
+    """Decode once, tracking frames after the tracker's last and rendering each chunk as soon as
+    :data:`LOOKAHEAD` frames after it are tracked (from the clean-up of a window around it)."""
+    frames_done = 0
+    pending: deque[FrameChunk] = deque()
+
+    def flush(chunk: FrameChunk) -> None:
+        a, b = chunk.start, chunk.start + len(chunk.frames)
+        lo, hi = max(0, a - LOOKBACK), min(len(tracker), b + LOOKAHEAD)
+        # The window's clean-up and the backend's temporal filters (fold-free scale) see LOOKBACK/LOOKAHEAD
+        # frames around the chunk, so chunk edges do not show.
+        window = tracker.finish(fps, frame_size, start=lo, stop=hi)
+        edits = frame_edits(backend, window, plan_rows(plan, lo, hi), start=lo)
+        _render_and_emit(backend, chunk, edits, emit, req.side_by_side is not None, clock)
+
+    with video_sink(req, fps, clock) as emit, frame_progress(req.progress, n_hint, "tracking + rendering (warp)") as advance, \
+            Prefetch(_decode_and_track(req, tracker), QUEUE_CHUNKS, clock=clock, stage="decode+track") as decoded:
+        for chunk in decoded:
+            pending.append(chunk)
+            tracked = chunk.start + len(chunk.frames)
+            while pending and pending[0].start + len(pending[0].frames) + LOOKAHEAD <= tracked:
+                done = pending.popleft()
+                flush(done)
+                frames_done += len(done.frames)
+                advance(len(done.frames))
+        while pending:
+            done = pending.popleft()
+            flush(done)
+            frames_done += len(done.frames)
+            advance(len(done.frames))
+    return frames_done
