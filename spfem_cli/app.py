@@ -1,8 +1,9 @@
 """The `spfem` command line: thin Typer commands over library stages.
 
 Every command turns :class:`~spfem_cli.errors.SpfemError` (bad input, missing weights, unreadable
-video) into one red line and a non-zero exit; Ctrl-C exits 130 after the stage cleaned up its
-temporary files.
+video) into one red line and a non-zero exit; SIGINT (Ctrl-C) and SIGTERM print "interrupted" and exit
+128 + the signal number after every stage removed its temporary files. ``--quiet``, ``--json`` and
+``--version`` work before or after the command name.
 """
 
 from __future__ import annotations
@@ -11,35 +12,77 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from spfem_cli.cli_output import emit, json_mode
 from spfem_cli.edit.targets import DEFAULT_INTENSITY
 from spfem_cli.errors import SpfemError
+from spfem_cli.progress import console as make_console
+from spfem_cli.progress import is_quiet, say
 from spfem_cli.train.metric_config import CHOICES, RENDERER_STCCL_WEIGHT, AnalysisConfig, MetricTrainConfig
 
-console = Console(stderr=True)
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+console = make_console()
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Speech-preserving facial expression manipulation: change the emotion of a "
                        "talking face, keep the speech and the audio.")
-weights_app = typer.Typer(no_args_is_help=True, help="Pretrained weights: list, fetch, verify, path.")
+weights_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Pretrained weights: list, fetch, verify, path.")
 app.add_typer(weights_app, name="weights")
+GLOBAL_FLAGS = ("--quiet", "-q", "--json", "--version")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib import metadata
+
+        try:
+            version = metadata.version("spfem")
+        except metadata.PackageNotFoundError:
+            version = "unknown (not installed)"
+        print(f"spfem {version}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors on stderr: no progress, no summaries."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary of the result on stdout."),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_version, help="Print the version and exit."),
+) -> None:
+    """Options valid for every command (before or after the command name)."""
+    from spfem_cli.cli_output import set_json
+    from spfem_cli.progress import set_quiet
+
+    set_quiet(quiet)
+    set_json(json_out)
+
+
+def _table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """A table on stdout; names and paths are never cut (piped: as wide as needed)."""
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, no_wrap=col in ("name", "file"))
+    for row in rows:
+        table.add_row(*row)
+    make_console(stderr=False).print(table)
 
 
 # --------------------------------------------------------------------------- weights
 @weights_app.command("list")
 def weights_list() -> None:
-    """Every weight spfem knows, with its state on this machine."""
+    """Every weight spfem knows: its state here, where its file goes, access, licence, use."""
     from spfem_cli import weights
 
-    table = Table(title="spfem weights")
-    for col in ("name", "state", "access", "licence", "used by"):
-        table.add_column(col)
+    rows = []
     for name, spec in weights.load_registry().items():
         access = ("bundled" if spec.bundled else "trained here" if spec.trained_here else
                   "gated" if spec.gated else "manual" if spec.manual else "fetch")
-        table.add_row(name, weights.status(name), access, spec.licence, spec.used_by)
-    Console().print(table)
+        file = "(inside its Python package)" if spec.bundled else str(weights.where(name))
+        rows.append((name, weights.status(name), access, spec.licence, spec.used_by, file))
+    columns = ("name", "state", "access", "licence", "used by", "file")
+    if json_mode():
+        emit({"weights": [dict(zip(columns, row, strict=True)) for row in rows]})
+        return
+    _table("spfem weights", columns, rows)
 
 
 @weights_app.command("fetch")
@@ -58,10 +101,12 @@ def weights_fetch(
         if not names or len(names) != 1:
             raise SpfemError("--from needs exactly one weight name")
         path = weights.install_user_file(names[0], from_file)
-        console.print(f"installed {names[0]} -> {path}")
+        say(f"installed {names[0]} -> {path}")
+        emit({"installed": {names[0]: path}})
         return
     chosen = names or [n for n, s in registry.items() if s.downloadable]
     failed = 0
+    installed = {}
     for name in chosen:
         spec = weights.get_spec(name)
         if not spec.downloadable:
@@ -69,7 +114,7 @@ def weights_fetch(
             failed += 1
             continue
         with Progress("[bold]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                      console=console) as progress:
+                      console=console, disable=is_quiet()) as progress:
             task = progress.add_task(name, total=spec.size)
             try:
                 path = weights.fetch(name, force=force,
@@ -78,7 +123,9 @@ def weights_fetch(
                 console.print(f"[red]{name}[/]: {exc}")
                 failed += 1
                 continue
-        console.print(f"[green]{name}[/] -> {path}")
+        say(f"[green]{name}[/] -> {path}")
+        installed[name] = path
+    emit({"installed": installed, "failed": failed})
     if failed:
         raise typer.Exit(1)
 
@@ -89,18 +136,27 @@ def weights_verify(names: list[str] = typer.Argument(None, help="Names; none = a
     from spfem_cli import weights
 
     bad = 0
+    results = []
     for name in names or list(weights.load_registry()):
         spec = weights.get_spec(name)
-        path = weights.user_override(name) or weights.default_path(spec)
+        path = weights.where(name)
         if spec.bundled or not path.is_file():
             if names:
-                console.print(f"{name}: {'bundled' if spec.bundled else 'missing — ' + weights.how_to_get(spec)}")
+                state = "bundled" if spec.bundled else "missing"
+                results.append({"name": name, "state": state, "file": str(path)})
+                say(f"{name}: {state if spec.bundled else 'missing — ' + weights.how_to_get(spec)}")
                 bad += 0 if spec.bundled else 1
             continue
         result = weights.verify(spec, path)
+        state = {True: "ok", False: "mismatch", None: "unverified"}[result]
+        results.append({"name": name, "state": state, "file": str(path)})
         label = {True: "[green]ok[/]", False: "[red]MISMATCH[/]", None: "[yellow]unverified (no hash recorded)[/]"}
-        console.print(f"{name}: {label[result]}  {path}")
+        say(f"{name}: {label[result]}  {path}")
         bad += result is False
+    if not results:
+        say(f"no weights installed (looked in {weights.weights_dir()} and {weights.torch_hub_checkpoints()}); "
+            "`spfem weights list` shows them all, `spfem weights fetch` downloads the public ones")
+    emit({"weights": results})
     if bad:
         raise typer.Exit(1)
 
@@ -110,8 +166,11 @@ def weights_path(name: str) -> None:
     """Print where NAME is (or would be) stored."""
     from spfem_cli import weights
 
-    spec = weights.get_spec(name)
-    print(weights.user_override(name) or weights.default_path(spec))
+    path = weights.where(name)
+    if json_mode():
+        emit({"name": name, "file": path})
+    else:
+        print(path)
 
 
 # --------------------------------------------------------------------------- doctor
@@ -124,44 +183,47 @@ def doctor() -> None:
     from spfem_cli import weights
     from spfem_cli.device import pick_device
 
-    table = Table(title="spfem doctor")
-    table.add_column("item")
-    table.add_column("state")
-    table.add_row("python", platform.python_version())
+    rows = [("python", platform.python_version())]
     for pkg in ("torch", "numpy", "av", "opencv-python-headless", "mediapipe", "face-alignment",
                 "syncnet-python", "librosa", "scipy", "typer", "rich"):
         try:
-            table.add_row(pkg, md.version(pkg))
+            rows.append((pkg, md.version(pkg)))
         except md.PackageNotFoundError:
-            table.add_row(pkg, "[red]not installed[/]")
+            rows.append((pkg, "[red]not installed[/]"))
     others = sorted(d.metadata["Name"] for d in md.distributions()
                     if d.metadata["Name"].lower().startswith("opencv") and d.metadata["Name"] != "opencv-python-headless")
     if others:
-        table.add_row("[red]conflicting OpenCV[/]", ", ".join(others))
-    table.add_row("device (auto)", str(pick_device("auto")))
+        rows.append(("[red]conflicting OpenCV[/]", ", ".join(others)))
+    rows.append(("device (auto)", str(pick_device("auto"))))
     from spfem_cli.backends.ned.backend import missing_model_weights
     from spfem_cli.face.tracking.track import auto_tracker
 
     missing = missing_model_weights()
-    table.add_row("backend warp", "ready (embedded)")
-    table.add_row("backend ned", "ready: give --renderer DIR (spfem train-renderer)" if not missing
-                  else f"[yellow]needs {', '.join(missing)}[/]")
-    table.add_row("tracker auto (ned)", auto_tracker())
-    table.add_row("SPFEM_HOME", str(weights.spfem_home()))
+    rows.append(("backend warp", "ready (embedded)"))
+    rows.append(("backend ned", "ready: give --renderer DIR (spfem train-renderer)" if not missing
+                  else f"[yellow]needs {', '.join(missing)}[/]"))
+    rows.append(("tracker auto (ned)", auto_tracker()))
+    rows.append(("SPFEM_HOME", str(weights.spfem_home())))
     for name in weights.load_registry():
-        table.add_row(f"weight {name}", weights.status(name))
-    Console().print(table)
+        rows.append((f"weight {name}", weights.status(name)))
+    if json_mode():
+        from rich.text import Text
+
+        emit({Text.from_markup(item).plain: Text.from_markup(state).plain for item, state in rows})
+        return
+    _table("spfem doctor", ("item", "state"), rows)
 
 
 # --------------------------------------------------------------------------- pipeline commands
 @app.command()
 def preprocess(
     video: Path = typer.Argument(..., help="Input video."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output folder (created if missing)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder (created with its parents if missing)."),
     tracker: str = typer.Option("mediapipe", "--tracker",
                                 help="Landmark tracker: mediapipe (embedded) or fan "
                                      "(needs `spfem weights fetch fan_2d68 s3fd`)."),
     face: int = typer.Option(0, "--face", help="Which face: 0 = largest, N = N-th largest."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace results already in the output folder."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     with_3d: bool = typer.Option(False, "--3d/--no-3d", help="Also reconstruct per-frame DECA/FLAME coefficients (gated FLAME + DECA files)."),
     detail: bool = typer.Option(True, "--3d-detail/--no-3d-detail", help="Detailed shape (DECA detail normals) in the 3D debug video."),
@@ -170,18 +232,31 @@ def preprocess(
 ) -> None:
     """Track, align and crop the face of VIDEO into OUT: track.npz/json, aligned.mp4, debug.mp4.
 
-    Cached by content hash: running it again on the same video and options is instant. With --3d,
-    also OUT/reconstruct-<hash>.npz (DECA codes per frame) and OUT/debug3d.mp4 (mesh, NMFC, shape, gaze).
+    Cached by content hash: running it again on the same video and options is instant. With --3d, also
+    OUT/reconstruct-<hash>.npz (DECA codes per frame) and OUT/debug3d.mp4 (mesh, NMFC, shape, gaze).
     """
-    from spfem_cli.face.preprocess import PreprocessConfig
+    from spfem_cli import weights
+    from spfem_cli.face.preprocess import OUTPUT_FILES, OUTPUT_FILES_3D, WEIGHTS_3D, PreprocessConfig, check_out_dir
     from spfem_cli.face.preprocess import preprocess as run_preprocess
-    from spfem_cli.face.tracking.track import TRACKERS
+    from spfem_cli.face.tracking.track import FAN_WEIGHTS, TRACKERS
 
     if tracker not in TRACKERS:
         raise SpfemError(f"unknown tracker '{tracker}'; choose one of: {', '.join(TRACKERS)}")
-    result = run_preprocess(video, out, PreprocessConfig(tracker=tracker, face_index=face), progress=progress)
+    needed = (FAN_WEIGHTS if tracker == "fan" else ()) + (WEIGHTS_3D if with_3d else ())
+    weights.require(needed, f"preprocess{' --3d' if with_3d else ''}{' --tracker fan' if tracker == 'fan' else ''}")
+    check_out_dir(out, overwrite=overwrite,
+                  names=(*OUTPUT_FILES, "manifest.json", *(OUTPUT_FILES_3D if with_3d else ())))
+    if with_3d and device != "auto":
+        from spfem_cli.device import pick_device
+
+        pick_device(device)
+    progress = progress and not is_quiet()
+    result = run_preprocess(video, out, PreprocessConfig(tracker=tracker, face_index=face), progress=progress,
+                            overwrite=overwrite)
     state = "cached" if result.cached else "done"
-    console.print(f"{state}: {result.valid_frames}/{result.frames} frames with a face -> {result.out_dir}")
+    say(f"{state}: {result.valid_frames}/{result.frames} frames with a face -> {result.out_dir}")
+    summary = {"out_dir": result.out_dir, "files": result.files, "cached": result.cached, "frames": result.frames,
+               "valid_frames": result.valid_frames}
     if with_3d:
         from spfem_cli.backends.ned.reconstruct import reconstruct_video
         from spfem_cli.backends.ned.render3d import write_3d_debug_video
@@ -189,51 +264,121 @@ def preprocess(
 
         track = cached_track(video, tracker, face_index=face, progress=progress)
         recon = reconstruct_video(video, track, out, device, batch_size=batch, progress=progress)
-        write_3d_debug_video(video, track, recon, out / "debug3d.mp4", device=device, detail=detail)
-        console.print(f"3D: {recon} and {out / 'debug3d.mp4'}")
+        write_3d_debug_video(video, track, recon, out / "debug3d.mp4", device=device, detail=detail,
+                             overwrite=overwrite)
+        say(f"3D: {recon} and {out / 'debug3d.mp4'}")
+        summary["files"] = {**result.files, "reconstruction": recon, "debug3d.mp4": out / "debug3d.mp4"}
+    emit(summary)
+
+
+@app.command()
+def probe(video: Path = typer.Argument(..., help="A video file.")) -> None:
+    """What spfem sees in VIDEO: size, rotation, frame rate (and whether it varies), frames, audio."""
+    from spfem_cli.video import probe as probe_video
+
+    info = probe_video(video, timing=True)
+    timing = {True: "variable frame rate (edits keep every frame's time)", False: "constant frame rate",
+              None: "frame times not stored in the container"}[info.vfr]
+    if json_mode():
+        emit(info)
+        return
+    audio = f"{info.audio_codec} {info.audio_rate} Hz" if info.has_audio else "no audio"
+    print(f"{info.path}: {info.width}x{info.height}, rotation {info.rotation}, {float(info.fps):.3f} fps average "
+          f"({info.fps}), {timing}, {info.n_frames} frames, {info.duration:.3f} s, {audio}")
 
 
 @app.command()
 def edit(
-    video: Path = typer.Argument(..., help="Input video with a talking face."),
-    output: Path | None = typer.Option(None, "-o", "--output", help="Edited video (default: INPUT.<emotion>.mp4 next to the input)."),
+    videos: list[Path] = typer.Argument(..., metavar="VIDEO...", help="Input video(s) with a talking face (several: each is edited; shell globs work)."),
+    output: str | None = typer.Option(None, "-o", "--out", "--output", metavar="PATH",
+                                      help="Edited video (.mp4, .mov or .mkv), or a folder (DIR/ or existing): "
+                                           "DIR/<name>.<emotion>.mp4. Default: <name>.<emotion>.mp4 next to the input."),
     emotion: str | None = typer.Option(None, "--emotion", "-e", help="Target emotion: neutral, happy, sad, surprised, fear, angry, disgusted, contempt."),
     reference: Path | None = typer.Option(None, "--reference", help="Take the expression of the face in this clip."),
     timeline: str | None = typer.Option(None, "--timeline", help='Emotions over time in seconds, e.g. "happy@0-3,sad@3-6".'),
     intensity: float = typer.Option(DEFAULT_INTENSITY, "--intensity", help="Edit strength, 0 (none) to 1 (full)."),
     backend: str = typer.Option("auto", "--backend", help="auto (ned when its weights and --renderer are present, else warp) | warp | ned."),
     renderer: Path | None = typer.Option(None, "--renderer", help="Actor renderer folder from `spfem train-renderer` (ned backend)."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (ned backend)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (ned backend; cuda without a GPU is refused)."),
     tracker: str = typer.Option("auto", "--tracker", help="auto (fan for ned when its weights are present, else mediapipe) | mediapipe (embedded) | fan."),
     face: int = typer.Option(0, "--face", help="Which face when several: 0 = largest, 1 = next, ..."),
-    side_by_side: Path | None = typer.Option(None, "--side-by-side", help="Also write source | edited to this file."),
-    plot: Path | None = typer.Option(None, "--plot", help="Write a PNG of source vs output mouth opening (re-tracked)."),
+    start: float | None = typer.Option(None, "--start", help="Edit only from this second on (quick previews; audio cut to match)."),
+    end: float | None = typer.Option(None, "--end", help="Edit only up to this second."),
+    side_by_side: str | None = typer.Option(None, "--side-by-side", metavar="PATH",
+                                            help="Also write source | edited to this file (or DIR/: <name>.<emotion>.sbs.mp4)."),
+    plot: str | None = typer.Option(None, "--plot", metavar="PATH",
+                                    help="Write a PNG of source vs output mouth opening, re-tracked (or DIR/: <name>.<emotion>.mouth.png)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     allow_no_face: bool = typer.Option(False, "--allow-no-face", help="Copy the video through when no face is found."),
     crf: int = typer.Option(18, "--crf", help="H.264 quality: 0 lossless … 51 worst; 18 is visually lossless."),
     preset: str = typer.Option("medium", "--preset", help="x264 speed/size: ultrafast … veryslow (veryfast ≈ 2× faster encode, larger file)."),
 ) -> None:
-    """Change the emotion of the talking face in VIDEO, keeping the speech and the audio."""
+    """Change the emotion of the talking face in VIDEO, keeping the speech and the audio.
+
+    Several videos: each is edited in turn, one summary line each; a failing file does not stop the
+    others and the exit status is 1 if any failed.
+    """
+    from spfem_cli.edit.naming import check_distinct, resolve_output
     from spfem_cli.edit.pipeline import EditRequest, edit_video
     from spfem_cli.edit.targets import EditTarget, parse_timeline
 
     target = EditTarget(emotion=emotion, reference=reference,
                         timeline=parse_timeline(timeline) if timeline else (), intensity=intensity)
-    if output is None:
-        suffix = target.emotion or ("reference" if reference else "timeline")
-        output = video.with_name(f"{video.stem}.{suffix}.mp4")
-    request = EditRequest(video, output, target, backend=backend, tracker=tracker, face_index=face,
-                          side_by_side=side_by_side, plot=plot, overwrite=overwrite, allow_no_face=allow_no_face,
-                          renderer=renderer, device=device, crf=crf, preset=preset)
-    result = edit_video(request)
-    console.print(f"[green]wrote[/] {result.output}  ({result.frames} frames, {result.valid_frames} with a face, "
-                  f"{float(result.fps):.3f} fps, backend {result.backend})")
+    tag = target.emotion or ("reference" if reference else "timeline")
+    several = len(videos) > 1
+    requests = []
+    for video in videos:
+        requests.append(EditRequest(
+            video, resolve_output(video, output, tag, several=several), target, backend=backend, tracker=tracker,
+            face_index=face, overwrite=overwrite, allow_no_face=allow_no_face, renderer=renderer, device=device,
+            crf=crf, preset=preset, start=start, end=end, progress=not is_quiet(),
+            side_by_side=resolve_output(video, side_by_side, tag, kind="sbs", several=several) if side_by_side else None,
+            plot=resolve_output(video, plot, tag, kind="plot", several=several) if plot else None))
+    check_distinct([r.output for r in requests], videos)
+    results, failed = [], 0
+    for request in requests:
+        try:
+            result = edit_video(request)
+        except SpfemError as exc:
+            if not several:
+                raise
+            failed += 1
+            console.print(f"[red]failed[/] {request.input}: {exc}")
+            results.append({"input": request.input, "ok": False, "error": str(exc)})
+            continue
+        say(edit_summary(result))
+        results.append({"input": request.input, "ok": True, **jsonable_result(result)})
+    if several:
+        say(f"{len(videos) - failed} of {len(videos)} edited" + (f", {failed} failed" if failed else ""))
+    emit({"results": results, "failed": failed} if several else results[0])
+    if failed:
+        raise typer.Exit(1)
+
+
+def jsonable_result(result) -> dict:
+    """The edit result for --json, with the mouth correlation under its short name."""
+    from spfem_cli.cli_output import jsonable
+
+    data = jsonable(result)
+    data["mouth_r"] = data.pop("mouth_correlation", None)
+    return data
+
+
+def edit_summary(result) -> str:
+    """One line per edited file: where it went, frames, rate, backend, and the extras written."""
+    import math
+
+    line = (f"[green]wrote[/] {result.output}  ({result.frames} frames, {result.valid_frames} with a face, "
+            f"{float(result.fps):.3f} fps, backend {result.backend})")
     if result.note:
-        console.print(result.note)
+        line += f"; {result.note}"
     if result.side_by_side:
-        console.print(f"side by side: {result.side_by_side}")
+        line += f"; side by side: {result.side_by_side}"
     if result.plot:
-        console.print(f"mouth-opening plot: {result.plot}  (source vs output r = {result.mouth_correlation:.3f})")
+        r = result.mouth_correlation
+        shown = f"{r:.3f}" if r is not None and math.isfinite(r) else "n/a (needs 2+ frames with a face and a moving mouth)"
+        line += f"; mouth plot: {result.plot} (source vs output r = {shown})"
+    return line
 
 
 _MT = MetricTrainConfig()   # the single source of train-metric defaults
@@ -352,7 +497,7 @@ def analyze_metric(
     for emotion, rows in report["emotions"].items():
         for name, row in rows.items():
             table.add_row(f"neutral→{emotion}", name, *(f"{row[f'all/{k}']:.3f}" for k in ("pos_cos", "neg_cos", "pos_r", "neg_r")))
-    Console().print(table)
+    make_console(stderr=False).print(table)
     console.print(f"wrote {out / 'metric_analysis.json'} and {out / 'metric_analysis.png'}")
 
 
@@ -488,13 +633,49 @@ def train_translator_cmd(
         console.print(f"translator written to {path} (STCCL term {'on' if stccl else 'off'}); use it with: "
                       f"SPFEM_WEIGHT_NED_TRANSLATOR={path} or spfem weights fetch ned_translator --from {path}")
 
+def _hoist_global_flags(argv: list[str]) -> list[str]:
+    """Move --quiet/-q/--json/--version found after the command name to the front (before any ``--``),
+    so they work in either place."""
+    stop = argv.index("--") if "--" in argv else len(argv)
+    flags = [a for a in argv[:stop] if a in GLOBAL_FLAGS]
+    rest = [a for a in argv[:stop] if a not in GLOBAL_FLAGS]
+    return flags + rest + argv[stop:]
+
+
+def _one_line_warnings() -> None:
+    """Python warnings (unverified weight files, ...) as one ``warning:`` line, no source echo."""
+    import warnings
+
+    warnings.formatwarning = lambda message, category, filename, lineno, line=None: f"warning: {message}\n"
+
+
 def main() -> None:
-    """Console entry point: one-line errors and exit 1 for bad input; Ctrl-C exits non-zero."""
+    """Console entry point: one-line errors and exit 1 for bad input; SIGINT/SIGTERM say "interrupted"
+    and exit 128 + signal after cleaning up; native library log noise is filtered from stderr."""
+    from spfem_cli.errors import Interrupted, raise_on_signals
+    from spfem_cli.native_logs import filter_native_stderr
+
+    stop_filter = filter_native_stderr()
+    raise_on_signals()
+    _one_line_warnings()
     try:
-        app()
+        app(args=_hoist_global_flags(sys.argv[1:]), prog_name="spfem")
     except SpfemError as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/] {exc}")
         sys.exit(1)
+    except Interrupted as exc:
+        console.print(f"[yellow]interrupted[/] ({exc}): nothing half-written was left behind")
+        sys.exit(exc.exit_code)
+    except Exception as exc:   # a weight file torch/numpy cannot read: one line naming it, not a traceback
+        from spfem_cli.weights import unreadable_file_message
+
+        message = unreadable_file_message(exc)
+        if message is None:
+            raise
+        console.print(f"[red]error:[/] {message}")
+        sys.exit(1)
+    finally:
+        stop_filter()
 
 
 if __name__ == "__main__":

@@ -22,8 +22,15 @@ import numpy as np
 
 from spfem_cli.errors import SpfemError
 
-# Audio codecs the MP4 muxer takes as they are (remux, no quality loss).
-MP4_REMUX_AUDIO = {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"}
+# Output containers by file extension (FFmpeg muxer name) and the audio codecs each takes as they are
+# (remux, no quality loss); other audio is re-encoded to AAC.
+CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
+REMUX_AUDIO = {
+    "mp4": {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"},
+    "mov": {"aac", "mp3", "alac", "ac3", "eac3", "pcm_s16le", "pcm_s24le"},
+    "matroska": {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac", "vorbis", "pcm_s16le", "pcm_s24le"},
+}
+TIMED_CLOCK = Fraction(1, 90000)   # output clock for frames that keep their source times (MPEG's 90 kHz)
 
 
 class VideoError(SpfemError):
@@ -41,6 +48,7 @@ class VideoInfo:
     rotation: int         # degrees counter-clockwise that were applied on decode (0, 90, 180, 270)
     audio_codec: str | None
     audio_rate: int | None
+    vfr: bool | None = None   # variable frame rate; None = not checked (probe(..., timing=True) checks)
 
     @property
     def has_audio(self) -> bool:
@@ -82,8 +90,37 @@ def _unrotate(image: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(image, k=turns)) if turns else image
 
 
-def probe(path: Path) -> VideoInfo:
-    """Stream facts without decoding the whole file."""
+def frame_times(path: Path) -> np.ndarray | None:
+    """Presentation time (s) of every video frame, from the packets (no decoding); None when the container
+    does not carry them (raw streams)."""
+    with _open(path) as container:
+        if not container.streams.video:
+            raise VideoError(f"no video stream in {path}")
+        stream = container.streams.video[0]
+        pts = []
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue
+            if packet.pts is None:
+                return None
+            pts.append(packet.pts)
+    return np.sort(np.asarray(pts, np.float64)) * float(stream.time_base)
+
+
+def is_constant_rate(times: np.ndarray, fps: Fraction, *, from_zero: bool = False) -> bool:
+    """True when ``times`` are ``times[0] + i / fps`` within a tenth of a frame (and start at 0 if asked)."""
+    if len(times) == 0:
+        return True
+    period = 1.0 / float(fps)
+    if from_zero and abs(times[0]) > 0.1 * period:
+        return False
+    ideal = times[0] + np.arange(len(times)) * period
+    return bool(np.max(np.abs(times - ideal)) <= 0.1 * period)
+
+
+def probe(path: Path, *, timing: bool = False) -> VideoInfo:
+    """Stream facts without decoding the whole file; ``timing`` also reads every frame's timestamp to tell
+    a variable frame rate (``VideoInfo.vfr``)."""
     with _open(path) as container:
         if not container.streams.video:
             raise VideoError(f"no video stream in {path}")
@@ -102,8 +139,12 @@ def probe(path: Path) -> VideoInfo:
         rotation = _rotation_of(stream, container)
     if rotation in (90, 270):
         width, height = height, width
+    vfr = None
+    if timing:
+        times = frame_times(path)
+        vfr = None if times is None else not is_constant_rate(times, fps)
     return VideoInfo(Path(path), width, height, fps, n_frames, duration, rotation,
-                     audio.codec_context.name if audio else None, audio.rate if audio else None)
+                     audio.codec_context.name if audio else None, audio.rate if audio else None, vfr)
 
 
 def iter_chunks(path: Path, chunk_size: int = 32, *, max_frames: int | None = None) -> Iterator[FrameChunk]:
@@ -150,9 +191,21 @@ def read_frames(path: Path, max_frames: int | None = None) -> tuple[np.ndarray, 
     return np.concatenate(chunks), probe(path)
 
 
+def container_format(path: Path) -> str:
+    """The FFmpeg muxer for a video output, chosen by its extension (.mp4, .mov, .mkv); others refused."""
+    fmt = CONTAINERS.get(Path(path).suffix.lower())
+    if fmt is None:
+        what = f"'{Path(path).suffix}'" if Path(path).suffix else "a name without an extension"
+        raise VideoError(f"cannot write {what} ({path}): a video output must end in {', '.join(CONTAINERS)} "
+                         "(for a folder, end the name with /)")
+    return fmt
+
+
 def check_output_path(output: Path, *, inputs: tuple[Path, ...] = (), overwrite: bool = False) -> Path:
-    """Refuse to clobber the input or an existing file, and fail early on an unwritable folder."""
+    """Refuse to clobber the input, a folder or an existing file, and fail early on an unwritable folder."""
     output = Path(output)
+    if output.is_dir():
+        raise VideoError(f"output {output} is a folder; give a file name")
     for item in inputs:
         if output.resolve() == Path(item).resolve():
             raise VideoError(f"output {output} is the input file; choose another path")
@@ -200,22 +253,30 @@ class AtomicOutput:
 
 
 class _AudioCarrier:
-    """Copies the source's first audio stream into the output: remux when MP4 takes the codec,
-    otherwise decode and re-encode to AAC. Packets are interleaved with video by time."""
+    """Copies the source's first audio stream into the output, interleaved with video by time.
 
-    def __init__(self, source: Path, output: av.container.OutputContainer):
+    Remuxed without re-encoding when the container takes the codec, otherwise decoded and re-encoded to
+    AAC. ``span=(start, end)`` keeps only the source's audio in [start, end) (re-encoded, sample-exact) and
+    moves it by ``-start``, to match a video cut to the same span.
+    """
+
+    def __init__(self, source: Path, output: av.container.OutputContainer, *,
+                 span: tuple[float, float] | None = None):
         self.input = av.open(str(source))
         self.in_stream = self.input.streams.audio[0]
-        self.remux = self.in_stream.codec_context.name in MP4_REMUX_AUDIO
+        self.span = span
+        self.origin = span[0] if span else 0.0
+        self.remux = span is None and self.in_stream.codec_context.name in REMUX_AUDIO[output.format.name.split(",")[0]]
         if self.remux:
             self.out_stream = output.add_stream_from_template(self.in_stream)
         else:
-            rate = self.in_stream.rate or 48000
-            self.out_stream = output.add_stream("aac", rate=rate)
+            self.rate = self.in_stream.rate or 48000
+            self.out_stream = output.add_stream("aac", rate=self.rate)
             channels = self.in_stream.codec_context.channels or 2
             self.out_stream.layout = "mono" if channels == 1 else "stereo"
-            self.resampler = av.AudioResampler(format="fltp", layout=self.out_stream.layout, rate=rate)
-            self.fifo = av.AudioFifo()
+            self.resampler = av.AudioResampler(format="fltp", layout=self.out_stream.layout, rate=self.rate)
+            self.pending = np.zeros((channels if channels == 1 else 2, 0), np.float32)
+            self.next_pts: int | None = None    # output sample index of pending[:, 0]
         self.output = output
         self.packets = self.input.demux(self.in_stream)
         self.done = False
@@ -226,14 +287,37 @@ class _AudioCarrier:
             self.output.mux(packet)
             return
         for frame in packet.decode():
+            start = float(frame.time) if frame.time is not None else None
             for resampled in self.resampler.resample(frame):
-                self.fifo.write(resampled)
+                self._take(resampled.to_ndarray().astype(np.float32), start)
+                start = None
         self._drain(final=False)
+
+    def _take(self, samples: np.ndarray, start: float | None) -> None:
+        """Queue decoded samples whose first one plays at source time ``start`` (None: right after the last)."""
+        if self.next_pts is None:
+            start = 0.0 if start is None else start
+            if self.span is not None:
+                skip = int(round((self.span[0] - start) * self.rate))
+                if skip >= samples.shape[1]:
+                    return
+                if skip > 0:
+                    samples, start = samples[:, skip:], start + skip / self.rate
+            self.next_pts = max(0, int(round((start - self.origin) * self.rate)))
+        if self.span is not None:
+            room = int(round((self.span[1] - self.origin) * self.rate)) - (self.next_pts + self.pending.shape[1])
+            samples = samples[:, :max(room, 0)]
+        self.pending = np.concatenate([self.pending, samples], axis=1)
 
     def _drain(self, *, final: bool) -> None:
         size = self.out_stream.codec_context.frame_size or 1024
-        while self.fifo.samples >= size or (final and self.fifo.samples):
-            frame = self.fifo.read(min(size, self.fifo.samples) if final else size)
+        while self.pending.shape[1] >= size or (final and self.pending.shape[1]):
+            block, self.pending = self.pending[:, :size], self.pending[:, size:]
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format="fltp", layout=self.out_stream.layout)
+            frame.rate = self.rate
+            frame.pts = self.next_pts
+            frame.time_base = Fraction(1, self.rate)
+            self.next_pts += block.shape[1]
             for out in self.out_stream.encode(frame):
                 self.output.mux(out)
 
@@ -244,8 +328,11 @@ class _AudioCarrier:
         for packet in self.packets:
             if packet.dts is None and packet.size == 0:
                 continue
+            at = float(packet.pts * self.in_stream.time_base) if packet.pts is not None else None
+            if self.span is not None and at is not None and at >= self.span[1]:
+                break
             self._mux_packet(packet)
-            if packet.pts is not None and float(packet.pts * self.in_stream.time_base) > seconds:
+            if at is not None and at - self.origin > seconds:
                 return
         self.done = True
 
@@ -253,7 +340,7 @@ class _AudioCarrier:
         self.mux_until(float("inf"))
         if not self.remux:
             for frame in self.resampler.resample(None):
-                self.fifo.write(frame)
+                self._take(frame.to_ndarray().astype(np.float32), None)
             self._drain(final=True)
             for out in self.out_stream.encode(None):
                 self.output.mux(out)
@@ -272,66 +359,108 @@ def check_encoder(crf: int, preset: str) -> None:
 
 
 class VideoWriter:
-    """H.264 (yuv420p) MP4 writer with the source audio carried over, written atomically.
+    """H.264 (yuv420p) writer, MP4/MOV/MKV by the file extension, with the source audio carried over,
+    written atomically.
 
+    Frames keep the presentation times of the video they came from, so picture and sound stay in sync
+    for any input timing (variable frame rate, a first frame that does not start at 0): explicitly with
+    ``write(frames, times)``, or else those of ``audio_from``'s video stream, frame for frame. A
+    constant-rate source starting at 0 is written at its exact rate. ``audio_span=(start, end)`` cuts the
+    carried audio to that span of the source and starts it at 0 (for a clip cut to the same span).
     Odd frame sizes are padded by one replicated row/column (yuv420p needs even sizes).
     """
 
     def __init__(self, path: Path, fps: Fraction | float, *, audio_from: Path | None = None,
-                 crf: int = 18, preset: str = "medium", overwrite: bool = False):
+                 audio_span: tuple[float, float] | None = None, crf: int = 18, preset: str = "medium",
+                 overwrite: bool = False):
         self.path = Path(path)
+        self.format = container_format(self.path)
         if self.path.exists() and not overwrite:
             raise VideoError(f"output {self.path} already exists (pass --overwrite to replace it)")
         check_encoder(crf, preset)
         self.fps = Fraction(fps).limit_denominator(1001 * 1000) if not isinstance(fps, Fraction) else fps
         self.crf, self.preset = crf, preset
         self.audio_from = audio_from
-        self._atomic = AtomicOutput(self.path, suffix=".mp4")
+        self.audio_span = audio_span
+        self._atomic = AtomicOutput(self.path)
         self._container: av.container.OutputContainer | None = None
         self._stream = None
         self._audio: _AudioCarrier | None = None
+        self._source_times: np.ndarray | None = None
+        self._timed = False            # frames carry their own presentation times (else index / fps)
+        self._last_time = float("-inf")
         self.frames_written = 0
         self.size: tuple[int, int] | None = None
 
-    def _start(self, height: int, width: int) -> None:
-        self._container = av.open(str(self._atomic.tmp), mode="w", format="mp4")
+    def _source_video(self) -> tuple[bool, bool]:
+        """(has audio, has video) of ``audio_from``."""
+        try:
+            with av.open(str(self.audio_from)) as src:
+                return bool(src.streams.audio), bool(src.streams.video)
+        except (av.error.FFmpegError, OSError):
+            return False, False
+
+    def _start(self, height: int, width: int, explicit_times: bool) -> None:
+        has_audio, has_video = self._source_video() if self.audio_from is not None else (False, False)
+        if has_video and not explicit_times and self.audio_span is None:
+            times = frame_times(self.audio_from)
+            if times is not None and not is_constant_rate(times, self.fps, from_zero=True):
+                self._source_times = times
+        self._timed = explicit_times or self._source_times is not None
+        self._container = av.open(str(self._atomic.tmp), mode="w", format=self.format)
         self._stream = self._container.add_stream("libx264", rate=self.fps)
+        if self._timed:
+            self._stream.codec_context.time_base = TIMED_CLOCK
+            self._stream.time_base = TIMED_CLOCK
         self._stream.width, self._stream.height = width + width % 2, height + height % 2
         self._stream.pix_fmt = "yuv420p"
         self._stream.options = {"crf": str(self.crf), "preset": self.preset}
         self.size = (height, width)
-        if self.audio_from is not None:
-            try:
-                with av.open(str(self.audio_from)) as probe_in:
-                    has_audio = bool(probe_in.streams.audio)
-            except av.error.FFmpegError:
-                has_audio = False
-            if has_audio:
-                self._audio = _AudioCarrier(Path(self.audio_from), self._container)
+        if has_audio:
+            self._audio = _AudioCarrier(Path(self.audio_from), self._container, span=self.audio_span)
 
-    def write(self, frames: np.ndarray) -> None:
-        """Append one frame ``(H, W, 3)`` or a chunk ``(N, H, W, 3)`` of RGB uint8."""
+    def _time_of(self, index: int, given: float | None) -> float:
+        """Presentation time of frame ``index``: given, else the source's, else one frame after the last."""
+        if given is None and self._source_times is not None and index < len(self._source_times):
+            given = float(self._source_times[index])
+        if given is None:
+            given = self._last_time + 1.0 / float(self.fps) if index else 0.0
+        if given <= self._last_time:
+            raise ValueError(f"frame {index}: time {given:.6f} s is not after the previous frame's")
+        return given
+
+    def write(self, frames: np.ndarray, times: np.ndarray | None = None) -> None:
+        """Append one frame ``(H, W, 3)`` or a chunk ``(N, H, W, 3)`` of RGB uint8, optionally with the
+        presentation time (s) of each."""
         frames = np.asarray(frames)
         if frames.ndim == 3:
             frames = frames[None]
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError("frames must be uint8 RGB of shape (N, H, W, 3)")
+        if times is not None and len(np.atleast_1d(times)) != len(frames):
+            raise ValueError("one time per frame")
         if self._container is None:
-            self._start(*frames.shape[1:3])
+            self._start(*frames.shape[1:3], explicit_times=times is not None)
         if frames.shape[1:3] != self.size:
             raise ValueError(f"frame size changed from {self.size} to {frames.shape[1:3]}")
         pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
         if pad_h or pad_w:
             frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-        for image in frames:
+        for k, image in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-            frame.pts = self.frames_written
-            frame.time_base = 1 / self.fps
+            if self._timed:
+                self._last_time = self._time_of(self.frames_written, None if times is None else float(np.atleast_1d(times)[k]))
+                frame.pts = int(round(self._last_time / TIMED_CLOCK))
+                frame.time_base = TIMED_CLOCK
+            else:
+                frame.pts = self.frames_written
+                frame.time_base = 1 / self.fps
+                self._last_time = self.frames_written / float(self.fps)
             for packet in self._stream.encode(frame):
                 self._container.mux(packet)
             self.frames_written += 1
             if self._audio is not None:
-                self._audio.mux_until(self.frames_written / float(self.fps))
+                self._audio.mux_until(self._last_time + 1.0 / float(self.fps))
 
     def close(self) -> Path:
         """Flush, carry the remaining audio and rename into place."""
@@ -414,3 +543,28 @@ def read_audio(path: Path, rate: int = 16000) -> np.ndarray:
         for out in resampler.resample(None):
             parts.append(out.to_ndarray().mean(axis=0))
     return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+
+
+def cut_span(source: Path, target: Path, start: float, end: float | None = None) -> Path:
+    """The frames of ``source`` shown in [start, end) seconds and the audio of that span, into ``target``
+    (x264 lossless; frame times and audio moved by ``-start``, so they keep their sync).
+
+    Used for quick previews (``spfem edit --start/--end``): later stages see a short clip.
+    """
+    info = probe(source)
+    if start >= info.duration > 0:
+        raise VideoError(f"--start {start:g} s is past the end of {source} ({info.duration:.2f} s)")
+    end = info.duration if end is None or end > info.duration else end
+    if start < 0 or end <= start:
+        raise VideoError(f"--start {start:g} / --end {end:g}: the span must satisfy 0 <= start < end")
+    with VideoWriter(target, info.fps, audio_from=source, audio_span=(start, end), crf=0, preset="ultrafast",
+                     overwrite=True) as writer:
+        for chunk in iter_chunks(source):
+            keep = (chunk.times >= start) & (chunk.times < end)
+            if keep.any():
+                writer.write(chunk.frames[keep], chunk.times[keep] - start)
+            if chunk.times[-1] >= end:
+                break
+        if writer.frames_written == 0:
+            raise VideoError(f"no frame of {source} is shown between {start:g} s and {end:g} s")
+    return Path(target)

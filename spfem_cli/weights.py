@@ -182,6 +182,74 @@ def missing(names: Iterable[str]) -> list[str]:
     return [n for n in names if status(n) in ("missing", "user file missing")]
 
 
+def require(names: Iterable[str], purpose: str) -> None:
+    """Raise one :class:`WeightsError` naming every missing weight of ``names`` and how to get each;
+    called before any work, so a run never stops half-way for the next missing file."""
+    absent = missing(dict.fromkeys(names))
+    if not absent:
+        return
+    fetchable = [n for n in absent if get_spec(n).downloadable]
+    others = [how_to_get(get_spec(n)) for n in absent if n not in fetchable]
+    parts = ([f"run `spfem weights fetch {' '.join(fetchable)}`"] if fetchable else []) + others
+    raise WeightsError(f"{purpose} needs {len(absent)} weight(s) not installed here ({', '.join(absent)}): "
+                       + "; ".join(parts))
+
+
+def where(name: str) -> Path:
+    """Where ``name``'s file is or would be: the user's override, else the default location."""
+    return user_override(name) or default_path(get_spec(name))
+
+
+def name_of_file(path: Path) -> str | None:
+    """The registry name whose file is ``path`` (default location or user override), if any."""
+    try:
+        target = Path(path).resolve()
+    except OSError:
+        return None
+    for name in load_registry():
+        if where(name).resolve() == target:
+            return name
+    return None
+
+
+_LOADERS = (("torch/serialization.py", "load", "f"),          # torch.load(f, ...)
+            ("numpy/lib/npyio.py", "load", "file"),             # np.load(file, ...)
+            ("numpy/lib/_npyio_impl.py", "load", "file"))
+
+
+def unreadable_file_message(exc: BaseException) -> str | None:
+    """One line for an exception raised while ``torch.load``/``np.load`` read a file (corrupt, truncated,
+    not a checkpoint at all), naming the file and the weight it stands for; None for other exceptions.
+
+    Found from the traceback, so every loader in the code base is covered without wrapping each call.
+    """
+    path = None
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        filename = code.co_filename.replace("\\", "/")
+        for suffix, function, argument in _LOADERS:
+            if code.co_name == function and filename.endswith(suffix):
+                value = tb.tb_frame.f_locals.get(argument)
+                if isinstance(value, (str, os.PathLike)):
+                    path = Path(value)
+        tb = tb.tb_next
+    if path is None:
+        return None
+    name = name_of_file(path)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    reason = f"{exc.__class__.__name__}: {first}" if 0 < len(first) <= 80 else exc.__class__.__name__
+    if name is None:
+        return f"cannot read {path}: not a valid checkpoint or array file ({reason}); check the file you passed"
+    if user_override(name) is not None:
+        fix = f"point SPFEM_WEIGHT_{name.upper()} (or weights.local.toml) at a good copy"
+    elif get_spec(name).downloadable:
+        fix = f"run `spfem weights fetch {name} --force`"
+    else:
+        fix = f"install a good copy with `spfem weights fetch {name} --from FILE`"
+    return f"cannot read weight '{name}' at {path}: the file is corrupt or not that checkpoint ({reason}); {fix}"
+
+
 ProgressHook = Callable[[int, int | None], None]
 
 

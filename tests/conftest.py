@@ -30,3 +30,25 @@ def short_clip(tmp_path_factory):
     from spfem_cli.demo.sample import make_talking_clip
 
     return make_talking_clip(tmp_path_factory.mktemp("short") / "short.mp4", seconds=1.2, fps=25, seed=3)
+
+
+@pytest.fixture(scope="session")
+def small_clip(tmp_path_factory):
+    """1 s, 25 fps, 240x320 talking clip with audio (fast CLI end-to-end runs)."""
+    from spfem_cli.demo.sample import make_talking_clip
+
+    return make_talking_clip(tmp_path_factory.mktemp("small") / "small.mp4", seconds=1.0, fps=25, size=(240, 320),
+                             face_scale=0.9, seed=5)
+
+
+@pytest.fixture(scope="session")
+def spfem():
+    """Run the CLI as a user would: a subprocess with stdout/stderr piped. ``spfem(*args, env=None)``."""
+    import subprocess
+    import sys
+
+    def run(*args, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "spfem_cli.app", *map(str, args)], capture_output=True,
+                              text=True, timeout=timeout, env=None if env is None else {**os.environ, **env})
+
+    return run

@@ -73,9 +73,12 @@ def test_bad_input_videos_give_one_line_and_write_nothing(kind, tmp_path):
     assert not out.exists()
 
 
-def test_preprocess_3d_without_gated_weights_names_them(short_clip, tmp_path):
-    result = _spfem("preprocess", str(short_clip.path), "-o", str(tmp_path / "pre"), "--3d", "--no-progress")
+def test_preprocess_3d_without_gated_weights_names_them_all_before_work(short_clip, tmp_path):
+    result = _spfem("preprocess", str(short_clip.path), "-o", str(tmp_path / "pre"), "--3d", "--tracker", "fan")
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
-    assert "deca" in result.stderr.lower() or "flame" in result.stderr.lower()
-    assert (tmp_path / "pre" / "track.npz").exists()   # the 2D part is done and kept
+    for name in ("flame_generic", "flame_landmark_embedding", "deca_model", "deca_head_template",
+                 "deca_uv_face_eye_mask", "deca_fixed_displacement", "fan_2d68", "s3fd"):
+        assert name in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
+    assert not (tmp_path / "pre").exists()             # refused before any work

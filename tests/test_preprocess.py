@@ -104,8 +104,8 @@ def test_bad_inputs_fail_with_one_line(tmp_path):
     clip = write_clip(tmp_path / "none.mp4", no_face_frames(2))
     with pytest.raises(SpfemError, match="not a folder"):
         pp.preprocess(clip, tmp_path / "file", progress=False)
-    with pytest.raises(SpfemError, match="parent does not exist"):
-        pp.preprocess(clip, tmp_path / "no" / "such" / "dir", progress=False)
+    with pytest.raises(SpfemError, match="not a writable folder"):
+        pp.preprocess(clip, tmp_path / "file" / "below" / "dir", progress=False)
     assert not (tmp_path / "out").exists()
 
 

@@ -9,24 +9,23 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import tempfile
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from rich.console import Console
 
 from spfem_cli.backends.warp.backend import LandmarkSeq, WarpBackend
 from spfem_cli.backends.warp.mesh_warp import warp_region_mask
 from spfem_cli.edit.targets import EditTarget
 from spfem_cli.errors import SpfemError
 from spfem_cli.face.blend import paste_back
-from spfem_cli.progress import frame_progress
-from spfem_cli.video import AtomicOutput, VideoWriter, check_encoder, check_output_path, iter_chunks, probe
+from spfem_cli.progress import frame_progress, say_once
+from spfem_cli.video import AtomicOutput, VideoWriter, check_encoder, check_output_path, container_format, cut_span, iter_chunks, probe
 
 BackendName = Literal["auto", "warp", "ned"]
-console = Console(stderr=True)
 
 
 @dataclass
@@ -46,6 +45,8 @@ class EditRequest:
     preset: str = "medium"            # x264 speed/size trade-off: ultrafast … veryslow
     renderer: Path | None = None      # actor renderer folder (ned backend)
     device: str = "auto"
+    start: float | None = None        # seconds: edit only [start, end) of the input (audio cut to match)
+    end: float | None = None
 
 
 @dataclass
@@ -112,15 +113,39 @@ def write_side_by_side(source: Path, edited: Path, output: Path, *, crf: int = 1
     return output
 
 
-def _check_paths(req: EditRequest) -> None:
+def _check_request(req: EditRequest) -> None:
+    """Everything a user can get wrong, refused before any work: paths, containers, encoder, device,
+    span and timeline against the video's length."""
     check_encoder(req.crf, req.preset)
     inputs = tuple(p for p in (req.input, req.target.reference) if p is not None)
-    probe(req.input)   # unreadable input fails here, before anything is written
+    info = probe(req.input)   # unreadable input fails here, before anything is written
     outputs = [p for p in (req.output, req.side_by_side, req.plot) if p is not None]
     if len({Path(p).resolve() for p in outputs}) != len(outputs):
         raise SpfemError("output, --side-by-side and --plot must be different files")
+    for path in (req.output, req.side_by_side):
+        if path is not None:
+            container_format(path)
     for path in outputs:
         check_output_path(path, inputs=inputs, overwrite=req.overwrite)
+    if req.tracker == "fan":
+        from spfem_cli import weights
+        from spfem_cli.face.tracking.track import FAN_WEIGHTS
+
+        weights.require(FAN_WEIGHTS, "--tracker fan")
+    if req.device != "auto":
+        from spfem_cli.device import pick_device
+
+        pick_device(req.device)        # --device cuda without a GPU is refused whichever backend runs
+    start, end = req.start or 0.0, req.end if req.end is not None else info.duration
+    if start < 0 or end <= start:
+        raise SpfemError(f"--start {start:g} / --end {end:g}: need 0 <= start < end")
+    if info.duration and start >= info.duration:
+        raise SpfemError(f"--start {start:g} s is past the end of {req.input} ({info.duration:.2f} s)")
+    length = min(end, info.duration or end) - start
+    for seg in req.target.timeline:
+        if seg.start >= length:
+            raise SpfemError(f"--timeline segment {seg.emotion}@{seg.start:g}-{seg.end:g} starts after the "
+                             f"{'span' if req.start or req.end else 'video'} ends ({length:.2f} s)")
 
 
 def _track(path: Path, req: EditRequest, *, cache: bool = True):
@@ -163,8 +188,47 @@ def render_edit(req: EditRequest, backend: WarpBackend, track, source: LandmarkS
 
 
 def _copy_through(req: EditRequest) -> None:
-    with AtomicOutput(req.output) as tmp:
-        shutil.copyfile(req.input, tmp)
+    """The input unchanged: byte for byte when the container matches, else re-encoded into the asked one."""
+    if req.output.suffix.lower() == req.input.suffix.lower():
+        with AtomicOutput(req.output) as tmp:
+            shutil.copyfile(req.input, tmp)
+        return
+    info = probe(req.input)
+    with VideoWriter(req.output, info.fps, audio_from=req.input, crf=req.crf, preset=req.preset,
+                     overwrite=req.overwrite) as writer:
+        for chunk in iter_chunks(req.input):
+            writer.write(chunk.frames)
+
+
+def faces_found(path: Path, tracker: str, samples: int = 12) -> int:
+    """The most faces the tracker sees in one of ``samples`` evenly spaced frames (for error messages)."""
+    from spfem_cli.face.tracking.track import get_tracker
+
+    n = probe(path).n_frames
+    picks = set(np.linspace(0, max(n - 1, 0), samples).round().astype(int).tolist())
+    engine = get_tracker(tracker)
+    most = 0
+    try:
+        for chunk in iter_chunks(path):
+            for j, frame in enumerate(chunk.frames):
+                if chunk.start + j in picks:
+                    most = max(most, len(engine.detect(frame)))
+    finally:
+        engine.close()
+    return most
+
+
+def _no_face(req: EditRequest, track, backend_name: str) -> EditResult:
+    """No frame has the asked face: say how many faces there are when --face asked for a later one."""
+    if req.face_index > 0:
+        found = faces_found(req.input, req.tracker)
+        if found:
+            raise SpfemError(f"--face {req.face_index} asks for the face ranked {req.face_index + 1} by size, but "
+                             f"{req.input} shows at most {found} face(s) at once: use --face 0 to {found - 1}")
+    if not req.allow_no_face:
+        raise SpfemError(f"no face found in {req.input} (pass --allow-no-face to copy it through unchanged)")
+    _copy_through(req)
+    return EditResult(req.output, backend_name, len(track), track.fps, 0, note="no face: copied through")
 
 
 def _reference_track(req: EditRequest):
@@ -188,19 +252,38 @@ def _edit_ned(req: EditRequest, backend, track) -> EditResult:
     return EditResult(req.output, backend.name, n, track.fps, track.n_valid, req.side_by_side)
 
 
+def span_target(target: EditTarget, start: float) -> EditTarget:
+    """``target`` for a clip cut at ``start`` s: timeline segments move with it (those before it dropped)."""
+    if not target.timeline:
+        return target
+    moved = tuple(replace(seg, start=max(seg.start - start, 0.0), end=seg.end - start)
+                  for seg in target.timeline if seg.end > start)
+    if not moved:
+        raise SpfemError(f"no --timeline segment reaches into the span starting at --start {start:g} s")
+    return replace(target, timeline=moved)
+
+
 def edit_video(req: EditRequest) -> EditResult:
-    """Run one edit end to end; see the module docstring for the stages."""
-    _check_paths(req)
+    """Run one edit end to end; see the module docstring for the stages. ``--start/--end`` first cut the
+    span (frames and audio, kept in sync) into a temporary clip, which is then edited as a whole."""
+    _check_request(req)
+    if req.start is None and req.end is None:
+        return _edit_whole(req)
+    start = req.start or 0.0
+    target = span_target(req.target, start)
+    with tempfile.TemporaryDirectory(prefix="spfem-span-") as tmp:
+        clip = cut_span(req.input, Path(tmp) / f"{req.input.stem}.mp4", start, req.end)
+        return _edit_whole(replace(req, input=clip, target=target, start=None, end=None))
+
+
+def _edit_whole(req: EditRequest) -> EditResult:
     backend, why = choose_backend(req)
     req = replace(req, tracker=resolve_tracker(req, backend.name))
     if req.progress:
-        console.print(f"{why}; tracker {req.tracker}")
+        say_once(f"{why}; tracker {req.tracker}")
     track = _track(req.input, req)
     if track.n_valid == 0:
-        if not req.allow_no_face:
-            raise SpfemError(f"no face found in {req.input} (pass --allow-no-face to copy it through unchanged)")
-        _copy_through(req)
-        return EditResult(req.output, backend.name, len(track), track.fps, 0, note="no face: copied through")
+        return _no_face(req, track, backend.name)
     reference = None
     if req.target.reference is not None and backend.name == "warp":
         reference = backend.encode(_reference_track(req))

@@ -1,0 +1,58 @@
+"""Where `spfem edit` writes: ``-o FILE``, ``-o DIR/`` (or an existing folder), or next to the input.
+
+Default names are ``<stem>.<tag>.mp4`` (tag = the emotion, ``reference`` or ``timeline``), side-by-side
+videos ``<stem>.<tag>.sbs.mp4`` and plots ``<stem>.<tag>.mouth.png``. The video container follows the
+extension (:data:`spfem_cli.video.CONTAINERS`); anything else is refused before any work.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from spfem_cli.errors import SpfemError
+from spfem_cli.video import container_format
+
+
+def _is_folder(text: str) -> bool:
+    return text.endswith(("/", os.sep)) or Path(text).is_dir()
+
+
+def resolve_output(video: Path, given: str | None, tag: str, *, kind: str = "video", several: bool = False) -> Path:
+    """The output path of one input. ``kind``: ``video`` (``.<tag>.mp4``), ``sbs`` (``.<tag>.sbs.mp4``)
+    or ``plot`` (``.<tag>.mouth.png``). A folder given with a trailing slash is created."""
+    suffix = {"video": ".mp4", "sbs": ".sbs.mp4", "plot": ".mouth.png"}[kind]
+    option = {"video": "-o", "sbs": "--side-by-side", "plot": "--plot"}[kind]
+    default_name = f"{video.stem}.{tag}{suffix}"
+    if given is None:
+        return video.with_name(default_name)
+    if given == "-":
+        raise SpfemError(f"{option} - (standard output) is not supported: MP4/MOV/MKV outputs are written "
+                         "to a file and renamed into place when complete; give a file or folder name")
+    if _is_folder(given):
+        folder = Path(given)
+        if folder.exists() and not folder.is_dir():
+            raise SpfemError(f"{option} {given}: {folder} exists and is not a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / default_name
+    if several:
+        raise SpfemError(f"{option} {given}: with several inputs give a folder (end it with /)")
+    path = Path(given)
+    if kind == "plot":
+        if path.suffix.lower() != ".png":
+            raise SpfemError(f"--plot {given}: the plot is a PNG; end the name in .png")
+    else:
+        container_format(path)
+    return path
+
+
+def check_distinct(outputs: Sequence[Path], inputs: Sequence[Path]) -> None:
+    """Refuse a batch in which two inputs would write the same file (e.g. a/x.mp4 and b/x.mp4 into one folder)."""
+    seen: dict[Path, Path] = {}
+    for output, video in zip(outputs, inputs, strict=True):
+        key = output.resolve()
+        if key in seen:
+            raise SpfemError(f"{seen[key]} and {video} would both write {output}; edit them in separate runs "
+                             "or give separate output folders")
+        seen[key] = video

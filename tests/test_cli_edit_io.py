@@ -1,0 +1,180 @@
+"""`spfem edit` as users drive it (subprocess, stderr piped): timing, output paths, containers, several
+inputs, spans, signals, and how much it prints."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import av
+import numpy as np
+import pytest
+
+from spfem_cli.video import VideoWriter, frame_times, probe, read_audio, write_audio
+
+VFR_TIMES = np.r_[np.arange(30) / 25, 1.2 + np.arange(10) / 12.5]     # 30 frames at 25 fps, then 12.5 fps
+
+
+def _audio_start(path) -> float:
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        return float(stream.start_time * stream.time_base)
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def vfr_clip(tmp_path_factory):
+    """A talking clip whose frame rate halves after 1.2 s, with its speech track."""
+    from spfem_cli.demo.sample import render_frame, speech_like_audio, speech_like_signal
+
+    folder = tmp_path_factory.mktemp("vfr")
+    signal_25 = speech_like_signal(50, 25.0, seed=7)
+    wav = write_audio(folder / "speech.wav", speech_like_audio(signal_25, 25.0, seed=7), 16000)
+    path = folder / "vfr.mp4"
+    with VideoWriter(path, 25, audio_from=wav) as writer:
+        for t in VFR_TIMES:
+            frame = render_frame(float(signal_25[min(int(t * 25), 49)]), float(t), size=(240, 320), face_scale=0.9)
+            writer.write(frame, np.array([t]))
+    return path
+
+
+def test_vfr_edit_keeps_every_frame_time_and_the_audio_offset(vfr_clip, tmp_path, spfem):
+    probed = spfem("probe", vfr_clip)
+    assert probed.returncode == 0 and "variable frame rate" in probed.stdout
+    out = tmp_path / "vfr.happy.mp4"
+    result = spfem("edit", vfr_clip, "-e", "happy", "-o", out)
+    assert result.returncode == 0, result.stderr
+    source, edited = frame_times(vfr_clip), frame_times(out)
+    assert len(edited) == len(source) == len(VFR_TIMES)
+    half_frame = np.diff(source) / 2
+    assert np.all(np.abs(edited - source)[1:] < half_frame) and abs(edited[0] - source[0]) < half_frame[0]
+    assert _audio_start(out) == pytest.approx(_audio_start(vfr_clip), abs=1e-3)
+    assert probe(out).audio_codec == "aac"
+
+
+def test_existing_folder_gets_default_names_and_a_span_is_cut_with_its_audio(small_clip, tmp_path, spfem):
+    folder = tmp_path / "existing"
+    folder.mkdir()
+    result = spfem("edit", small_clip.path, "-e", "sad", "-o", folder, "--plot", f"{folder}/",
+                   "--start", "0.2", "--end", "0.6")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["small.sad.mouth.png", "small.sad.mp4"]
+    out = folder / "small.sad.mp4"
+    assert len(frame_times(out)) == 10                                   # 0.2 s .. 0.6 s at 25 fps
+    assert len(read_audio(out)) / 16000 == pytest.approx(0.4, abs=0.07)   # audio cut to the same span
+
+
+@pytest.mark.parametrize("given, message", [("out.avi", ".mp4, .mov, .mkv"), ("noext", "end the name with /"),
+                                            ("-", "standard output")])
+def test_unsupported_outputs_are_refused_before_work(small_clip, tmp_path, spfem, given, message):
+    result = spfem("edit", small_clip.path, "-e", "happy", "-o", tmp_path / given if given != "-" else "-")
+    assert result.returncode == 1 and message in result.stderr
+    assert len(_lines(result.stderr)) == 1 and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_several_inputs_into_a_new_folder_one_bad_the_others_done(small_clip, tmp_path, spfem):
+    second = tmp_path / "second.mp4"
+    shutil.copyfile(small_clip.path, second)
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    out = tmp_path / "new" / "out"
+    result = spfem("edit", small_clip.path, bad, second, "-e", "happy", "-o", f"{out}/", "--json")
+    assert result.returncode == 1
+    assert out.is_dir(), result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["second.happy.mp4", "small.happy.mp4"]
+    assert sum("failed" in line and "bad.mp4" in line for line in _lines(result.stderr)) == 1
+    report = json.loads(result.stdout)
+    assert report["failed"] == 1 and [r["ok"] for r in report["results"]] == [True, False, True]
+    assert report["results"][0]["frames"] == 25 and report["results"][0]["backend"] == "warp"
+
+
+@pytest.mark.slow
+def test_a_successful_edit_prints_at_most_three_lines_when_piped(small_clip, tmp_path, spfem):
+    clean = {"SPFEM_HOME": str(tmp_path / "home"), "TORCH_HOME": str(tmp_path / "torch")}  # nothing cached
+    mkv = tmp_path / "o.mkv"
+    result = spfem("edit", small_clip.path, "-e", "happy", "-o", mkv, env=clean)
+    assert result.returncode == 0, result.stderr
+    assert 1 <= len(_lines(result.stderr)) <= 3, result.stderr
+    assert "W0000" not in result.stderr and "TensorFlow Lite" not in result.stderr and result.stdout == ""
+    with av.open(str(mkv)) as container:                       # the extension chose the container
+        assert container.format.name.startswith("matroska") and container.streams.audio
+    assert len(frame_times(mkv)) == 25
+    mov = tmp_path / "q.mov"
+    quiet = spfem("edit", small_clip.path, "-e", "sad", "-o", mov, "--quiet", "--end", "0.2")
+    assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == ""
+    with av.open(str(mov)) as container:
+        assert "mov" in container.format.name and container.streams.video[0].frames == 5
+
+
+def test_plain_progress_lines_when_not_a_terminal(monkeypatch, capsys):
+    from spfem_cli import progress
+
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)
+    with progress.frame_progress(True, 100, "rendering (warp)") as advance:
+        for _ in range(10):
+            advance(10)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"rendering (warp): {p} % ({p}/100)" for p in range(10, 100, 10)]
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 3600.0)        # a short run prints nothing
+    with progress.frame_progress(True, 100, "tracking") as advance:
+        advance(100)
+    assert capsys.readouterr().err == ""
+
+
+def test_sigterm_mid_render_leaves_the_folder_as_it_was(sample_clip, tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    before = sorted(os.listdir(folder))
+    proc = subprocess.Popen([sys.executable, "-m", "spfem_cli.app", "edit", str(sample_clip.path), "-e", "happy",
+                             "-o", str(folder / "x.mp4"), "--side-by-side", str(folder / "x.sbs.mp4"),
+                             "--preset", "slow"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not any(n.startswith(".x") for n in os.listdir(folder)):
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(0.3)                                  # rendering has started: temp files are being written
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "interrupted" in err and "Traceback" not in err
+    assert sorted(os.listdir(folder)) == before
+
+
+def test_face_beyond_the_faces_found_says_how_many(small_clip, tmp_path, spfem):
+    result = spfem("edit", small_clip.path, "-e", "happy", "--face", "2", "-o", tmp_path / "o.mp4", "--allow-no-face")
+    assert result.returncode == 1
+    assert "at most 1 face" in result.stderr and "--face 0" in result.stderr
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_timeline_outside_the_video_and_cuda_without_gpu_are_refused(small_clip, tmp_path, spfem):
+    result = spfem("edit", small_clip.path, "--timeline", "happy@10-20", "-o", tmp_path / "o.mp4")
+    assert result.returncode == 1 and "starts after the video ends" in result.stderr
+    import torch
+
+    if not torch.cuda.is_available():
+        result = spfem("edit", small_clip.path, "-e", "happy", "--backend", "warp", "--device", "cuda",
+                       "-o", tmp_path / "o.mp4")
+        assert result.returncode == 1 and "no CUDA GPU" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_plot_of_a_one_frame_clip_has_no_nan(tmp_path, spfem):
+    from spfem_cli.demo.sample import make_talking_clip
+
+    clip = make_talking_clip(tmp_path / "one.mp4", seconds=0.04, fps=25, size=(240, 320), face_scale=0.9)
+    result = spfem("--json", "edit", clip.path, "-e", "happy", "-o", tmp_path / "o.mp4", "--plot", tmp_path / "o.png")
+    assert result.returncode == 0, result.stderr
+    assert "nan" not in result.stderr.lower() and "r = n/a" in result.stderr
+    assert json.loads(result.stdout)["mouth_r"] is None
