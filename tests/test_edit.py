@@ -89,11 +89,16 @@ def test_inner_lip_gap_and_jaw_are_exactly_the_source(emotion, source_track):
 
 
 def test_intensity_scales_the_edit_and_zero_is_identity(source_track):
+    backend = WarpBackend()
+    seq = backend.encode(source_track)
+    plans = {k: backend.plan(seq, EditTarget(emotion="happy", intensity=k), float(source_track.fps)) for k in (1.0, 0.5)}
+    np.testing.assert_allclose(plans[0.5].activations, 0.5 * plans[1.0].activations)
     src, full = _edited_landmarks("happy", source_track, 1.0)
     _, half = _edited_landmarks("happy", source_track, 0.5)
     _, none = _edited_landmarks("happy", source_track, 0.0)
     np.testing.assert_allclose(none, src)
-    assert np.nanmean(np.abs(half - src)) == pytest.approx(0.5 * np.nanmean(np.abs(full - src)), rel=0.05)
+    # What is applied grows with intensity up to where fold-free scaling caps it (then it stays).
+    assert 0 < np.nanmean(np.abs(half - src)) <= 1.1 * np.nanmean(np.abs(full - src))
 
 
 def test_expression_estimate_reads_a_planted_smile():
@@ -186,10 +191,10 @@ def test_no_face_is_refused_or_copied_through(tmp_path):
 
 
 def test_interrupt_leaves_no_partial_output(short_clip, tmp_path, monkeypatch):
-    import spfem_cli.edit.pipeline as pipeline
+    import spfem_cli.edit.warp_render as warp_render
 
     calls = {"n": 0}
-    real = pipeline.paste_back
+    real = warp_render.warp_face_region
 
     def interrupting(*args, **kwargs):
         calls["n"] += 1
@@ -197,7 +202,7 @@ def test_interrupt_leaves_no_partial_output(short_clip, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "paste_back", interrupting)
+    monkeypatch.setattr(warp_render, "warp_face_region", interrupting)
     out, side = tmp_path / "o.mp4", tmp_path / "s.mp4"
     with pytest.raises(KeyboardInterrupt):
         edit_video(EditRequest(short_clip.path, out, EditTarget(emotion="happy"), backend="warp",

@@ -74,7 +74,7 @@ def test_extreme_fields_are_scaled_back_until_nothing_folds(track):
     backend = WarpBackend()
     seq = backend.encode(track)
     plan = backend.plan(seq, EditTarget(emotion="surprised", intensity=1.0), float(track.fps))
-    plan.displacement *= 4.0                                      # far beyond any calibrated AU
+    plan.activations *= 4.0                                       # far beyond any calibrated AU
     edited = backend.manipulate(seq, plan)
     tris = mesh_topology(478)
     for i in np.flatnonzero(seq.valid)[::5]:

@@ -47,7 +47,7 @@ class LandmarkSeq:
 
     @property
     def ibug68(self) -> np.ndarray:
-        return self.landmarks[:, facs.point_set(self.landmarks.shape[1])] if self.landmarks.shape[1] != 68 else self.landmarks
+        return self.landmarks if self.landmarks.shape[1] == 68 else self.landmarks[:, facs.point_set(68)]
 
 
 @dataclass
@@ -92,6 +92,7 @@ def _au_pinv(n_points: int) -> np.ndarray:
 
 
 FOLD_STEPS = np.linspace(1.0, 0.0, 11)
+UPPER_FACE_AUS = frozenset({"AU1", "AU2", "AU4", "AU5", "AU6", "AU7", "AU9"})
 MIN_AREA = 6.0        # doubled aligned px²: thinner source triangles (closed lips, silhouette) have no orientation
 
 
@@ -117,6 +118,18 @@ def fold_free_scale(points: np.ndarray, displacement: np.ndarray, valid: np.ndar
         scale = minimum_filter1d(scale, window, mode="nearest")
         scale = np.minimum(scale, uniform_filter1d(scale, window, mode="nearest"))
     return scale
+
+
+def fold_free(points: np.ndarray, activations: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Displacement (T, P, 2) of ``activations`` with the upper face (brows, lids, nose) and the mouth
+    scaled back separately: a fold at the mouth corner must not cancel a brow raise."""
+    n_points = points.shape[1]
+    upper = np.array([a in UPPER_FACE_AUS for a in facs.AU_NAMES])
+    up = facs.field_of(activations * upper, n_points)
+    low = facs.field_of(activations * ~upper, n_points)
+    up *= fold_free_scale(points, up, valid)[:, None, None]
+    low *= fold_free_scale(points + up, low, valid)[:, None, None]
+    return up + low
 
 
 class WarpBackend:
@@ -166,11 +179,12 @@ class WarpBackend:
         """Source + the plan's displacement, speech opening restored, never folding the mesh.
 
         Where a frame's edit would turn a warp triangle over (a fold shows as a torn or doubled
-        patch), that frame's displacement is scaled down just enough; the scale is then made
-        smooth in time (a windowed minimum, then a moving average) so the edit never flickers.
+        patch), that frame's displacement (upper face and mouth separately) is scaled down just
+        enough; the scale is made smooth in time (a windowed minimum, then a moving average) so
+        the edit never flickers. ``plan.activations`` is what is applied (``plan.displacement`` is
+        its field, kept for reports).
         """
-        scale = fold_free_scale(seq.landmarks, plan.displacement, seq.valid)
-        edited = seq.landmarks + scale[:, None, None] * plan.displacement
+        edited = seq.landmarks + fold_free(seq.landmarks, plan.activations, seq.valid)
         edited = facs.restore_speech_and_eyes(seq.landmarks, edited)
         edited[~seq.valid] = np.nan
         return LandmarkSeq(edited, seq.valid.copy())
