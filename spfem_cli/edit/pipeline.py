@@ -13,19 +13,22 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from spfem_cli.backends.warp.backend import LandmarkSeq, WarpBackend
-from spfem_cli.backends.warp.mesh_warp import warp_region_mask
+from spfem_cli.backends.warp.backend import WarpBackend
 from spfem_cli.edit.targets import EditTarget
 from spfem_cli.errors import SpfemError
-from spfem_cli.face.blend import paste_back
-from spfem_cli.progress import frame_progress, say_once
+from spfem_cli.progress import say_once
 from spfem_cli.video import AtomicOutput, VideoWriter, check_encoder, check_output_path, container_format, cut_span, iter_chunks, probe
 
+if TYPE_CHECKING:
+    from spfem_cli.edit.auto_intensity import AutoIntensity
+    from spfem_cli.face.expression import Perception
+
 BackendName = Literal["auto", "warp", "ned"]
+AUTO_NEEDS_WARP = "--intensity auto works with the warp backend (pass --backend warp, or a number)"
 
 
 @dataclass
@@ -47,6 +50,8 @@ class EditRequest:
     device: str = "auto"
     start: float | None = None        # seconds: edit only [start, end) of the input (audio cut to match)
     end: float | None = None
+    auto_intensity: bool = False      # --intensity auto: search the lowest that reads as --emotion (warp backend)
+    perceive: bool = True             # read the perceived emotion of source and output (FER-2013, ~40 frames)
 
 
 @dataclass
@@ -62,6 +67,10 @@ class EditResult:
     source_aus: dict[str, float] = field(default_factory=dict)
     target_aus: dict[str, float] = field(default_factory=dict)
     note: str = ""
+    stage_seconds: dict[str, float] = field(default_factory=dict)   # busy seconds per stage, each in its own thread
+    perceived_source: Perception | None = None
+    perceived_output: Perception | None = None
+    auto_intensity: AutoIntensity | None = None
 
 
 def choose_backend(req: EditRequest):
@@ -117,6 +126,12 @@ def _check_request(req: EditRequest) -> None:
     """Everything a user can get wrong, refused before any work: paths, containers, encoder, device,
     span and timeline against the video's length."""
     check_encoder(req.crf, req.preset)
+    if req.auto_intensity:
+        from spfem_cli.edit.auto_intensity import check_auto
+
+        check_auto(req.target)
+        if req.backend == "ned":
+            raise SpfemError(AUTO_NEEDS_WARP)
     inputs = tuple(p for p in (req.input, req.target.reference) if p is not None)
     info = probe(req.input)   # unreadable input fails here, before anything is written
     outputs = [p for p in (req.output, req.side_by_side, req.plot) if p is not None]
@@ -158,33 +173,6 @@ def _track(path: Path, req: EditRequest, *, cache: bool = True):
     from spfem_cli.face.tracking.track import track_video
 
     return track_video(path, req.tracker, face_index=req.face_index, progress=req.progress)
-
-
-def render_edit(req: EditRequest, backend: WarpBackend, track, source: LandmarkSeq, edited: LandmarkSeq) -> int:
-    """Stream the input through the renderer into the output (and side-by-side) writers; returns the frame count."""
-    frames_done = 0
-    with contextlib.ExitStack() as stack:
-        writer = stack.enter_context(VideoWriter(req.output, track.fps, audio_from=req.input, crf=req.crf, preset=req.preset,
-                                                 overwrite=req.overwrite))
-        side = None
-        if req.side_by_side is not None:
-            side = stack.enter_context(VideoWriter(req.side_by_side, track.fps, audio_from=req.input, crf=req.crf, preset=req.preset,
-                                                   overwrite=req.overwrite))
-        advance = stack.enter_context(frame_progress(req.progress, len(track), f"rendering ({backend.name})"))
-        for chunk in iter_chunks(req.input):
-            out = chunk.frames.copy()
-            for j, frame in enumerate(chunk.frames):
-                i = chunk.start + j
-                if i < len(track) and track.valid[i]:
-                    face, matrix = backend.render(frame, track.transforms[i], source.landmarks[i], edited.landmarks[i])
-                    mask = warp_region_mask(source.landmarks[i] * face.shape[0] / 256.0, face.shape[0])
-                    out[j] = paste_back(frame, face, matrix, mask=mask)
-            writer.write(out)
-            if side is not None:
-                side.write(np.concatenate([chunk.frames, out], axis=2))
-            frames_done += len(out)
-            advance(len(out))
-    return frames_done
 
 
 def _copy_through(req: EditRequest) -> None:
@@ -252,6 +240,66 @@ def _edit_ned(req: EditRequest, backend, track) -> EditResult:
     return EditResult(req.output, backend.name, n, track.fps, track.n_valid, req.side_by_side)
 
 
+def _edit_warp(req: EditRequest, backend: WarpBackend) -> tuple[EditResult, object]:
+    """The warp edit and its track. On a first run (no cached track) the video is tracked in the rendering
+    pass itself, one decode (:mod:`spfem_cli.edit.warp_render`); the track is cached for the next edit."""
+    from spfem_cli.edit import warp_render
+    from spfem_cli.edit.stream import StageClock
+    from spfem_cli.face.preprocess import find_cached_track, store_track
+
+    clock = StageClock()
+    track = find_cached_track(req.input, req.tracker, face_index=req.face_index)
+    n = 0
+    if track is None:
+        from spfem_cli.face.tracking.track import FrameTracker, get_tracker, track_meta
+
+        info = probe(req.input)
+        fps, size = info.fps, (info.height, info.width)
+        with get_tracker(req.tracker) as engine:
+            tracker = FrameTracker(engine, req.face_index)
+            if not warp_render.track_for_estimate(req, tracker, float(fps), clock):
+                # The expression estimate is complete before the end: render while tracking the rest.
+                reference = backend.encode(_reference_track(req)) if req.target.reference is not None else None
+                prefix = warp_render.estimation_track(tracker.finish(fps, size), max(info.n_frames, len(tracker)))
+                plan = backend.plan(backend.encode(prefix), req.target, float(fps), reference)
+                n = warp_render.render_single_pass(req, backend, tracker, plan, fps, size, info.n_frames, clock)
+            track = tracker.finish(fps, size, meta=track_meta(req.input, req.face_index, info.rotation))
+        store_track(req.input, track, req.tracker, face_index=req.face_index)
+    if not n:
+        if track.n_valid == 0:
+            return _no_face(req, track, backend.name), track
+        reference = backend.encode(_reference_track(req)) if req.target.reference is not None else None
+        plan = backend.plan(backend.encode(warp_render.estimation_track(track)), req.target, float(track.fps), reference)
+        n = warp_render.render_tracked(req, backend, track, plan, clock)
+    return EditResult(req.output, backend.name, n, track.fps, track.n_valid, req.side_by_side, source_aus=plan.source_aus,
+                      target_aus=plan.target_aus, stage_seconds=clock.seconds), track
+
+
+def _auto_intensity(req: EditRequest, backend) -> tuple[EditRequest, AutoIntensity | None]:
+    """``--intensity auto``: track (cached, the edit reuses it), then search on sampled frames rendered in memory
+    by the edit's own render path (:func:`spfem_cli.edit.auto_intensity.find_intensity`)."""
+    from spfem_cli.edit import warp_render
+    from spfem_cli.edit.auto_intensity import find_intensity
+
+    if backend.name != "warp":
+        raise SpfemError(AUTO_NEEDS_WARP)
+    track = _track(req.input, req)
+    if track.n_valid == 0:
+        return req, None
+    estimate = backend.encode(warp_render.estimation_track(track))
+
+    def render(intensity: float, frames, idx) -> list[np.ndarray]:
+        plan = backend.plan(estimate, replace(req.target, intensity=intensity), float(track.fps))
+        edits = warp_render.frame_edits(backend, track, plan)
+        out = [np.array(f) for f in frames]
+        for frame, i in zip(out, idx, strict=True):
+            warp_render.render_chunk(backend, frame[None], int(i), edits)
+        return out
+
+    found = find_intensity(req.input, req.target, track, render)
+    return replace(req, target=replace(req.target, intensity=found.intensity), auto_intensity=False), found
+
+
 def span_target(target: EditTarget, start: float) -> EditTarget:
     """``target`` for a clip cut at ``start`` s: timeline segments move with it (those before it dropped)."""
     if not target.timeline:
@@ -281,21 +329,18 @@ def _edit_whole(req: EditRequest) -> EditResult:
     req = replace(req, tracker=resolve_tracker(req, backend.name))
     if req.progress:
         say_once(f"{why}; tracker {req.tracker}")
-    track = _track(req.input, req)
-    if track.n_valid == 0:
-        return _no_face(req, track, backend.name)
-    reference = None
-    if req.target.reference is not None and backend.name == "warp":
-        reference = backend.encode(_reference_track(req))
-    if backend.name == "ned":
-        result = _edit_ned(req, backend, track)
+    auto = None
+    if req.auto_intensity:
+        req, auto = _auto_intensity(req, backend)
+    if backend.name == "warp":
+        result, track = _edit_warp(req, backend)
+        if result.note:
+            return result
     else:
-        source = backend.encode(track)
-        plan = backend.plan(source, req.target, float(track.fps), reference)
-        edited = backend.manipulate(source, plan)
-        n = render_edit(req, backend, track, source, edited)
-        result = EditResult(req.output, backend.name, n, track.fps, track.n_valid, req.side_by_side,
-                            source_aus=plan.source_aus, target_aus=plan.target_aus)
+        track = _track(req.input, req)
+        if track.n_valid == 0:
+            return _no_face(req, track, backend.name)
+        result = _edit_ned(req, backend, track)
     if req.plot is not None:
         from spfem_cli.edit.report import mouth_plot
 
@@ -303,4 +348,9 @@ def _edit_whole(req: EditRequest) -> EditResult:
         title = f"{req.input.name} → {req.target.description}"
         result.mouth_correlation = mouth_plot(track, out_track, req.plot, title=title)
         result.plot = req.plot
+    result.auto_intensity = auto
+    if req.perceive:
+        from spfem_cli.face.expression import perceive_files
+
+        result.perceived_source, result.perceived_output = perceive_files(req.input, req.output, track)
     return result
