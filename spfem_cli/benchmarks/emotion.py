@@ -113,7 +113,7 @@ def score(clip: Path, emotion: str, workdir: Path, *, intensity: float | None = 
     from spfem_cli.edit.pipeline import EditRequest, edit_video
     from spfem_cli.edit.report import mouth_correlation
     from spfem_cli.edit.targets import DEFAULT_INTENSITY, EditTarget
-    from spfem_cli.face.expression import ExpressionRecognizer, column, frames_at, perceived, sample_indices
+    from spfem_cli.face.expression import column, perceive_files
     from spfem_cli.face.preprocess import cached_track
     from spfem_cli.face.tracking.track import track_video
 
@@ -122,15 +122,10 @@ def score(clip: Path, emotion: str, workdir: Path, *, intensity: float | None = 
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:     # private: several processes may score at once
         output = Path(keep) if keep is not None else Path(tmp) / f"{source.stem}.{emotion}.mp4"
         edit_video(EditRequest(source, output, EditTarget(emotion=emotion, intensity=intensity), backend=backend,
-                               tracker="mediapipe", progress=False, overwrite=True, preset="veryfast"))
+                               tracker="mediapipe", progress=False, overwrite=True, preset="veryfast", perceive=False))
         track = cached_track(source, "mediapipe", progress=False)
         out_track = track_video(output, "mediapipe", progress=False)
-        recognizer = ExpressionRecognizer()
-        idx = sample_indices(track.valid[:len(out_track.valid)], samples)
-        src_frames, _ = frames_at(source, idx)
-        out_frames, _ = frames_at(output, idx)
-    before = perceived(recognizer.probabilities(src_frames, track, idx))
-    after = perceived(recognizer.probabilities(out_frames, track, idx))
+        before, after = perceive_files(source, output, track, samples)
     src_open, out_open = track.mouth_opening(), out_track.mouth_opening()
     n = min(len(src_open), len(out_open))
     has_class = column(emotion) is not None
@@ -138,7 +133,7 @@ def score(clip: Path, emotion: str, workdir: Path, *, intensity: float | None = 
                      before.prob_of(emotion) if has_class and before else None,
                      after.prob_of(emotion) if has_class and after else None,
                      before.label if before else "–", after.label if after else "–",
-                     mouth_correlation(src_open[:n], out_open[:n]), peak_ratio(src_open[:n], out_open[:n]), len(idx))
+                     mouth_correlation(src_open[:n], out_open[:n]), peak_ratio(src_open[:n], out_open[:n]), after.frames if after else 0)
 
 
 def summary_rows(scores: list[ClipScore], where: str) -> list[BenchRow]:
