@@ -385,6 +385,15 @@ _MT = MetricTrainConfig()   # the single source of train-metric defaults
 _MA = AnalysisConfig()      # ... and of analyze-metric defaults
 
 
+def _require_weights(choices: tuple[str | None, ...], names: tuple[str, ...], purpose: str) -> None:
+    """Before any work: every registry weight a command needs, from option values that may name one
+    (``--meta``, ``--metric``, ``--backbone-weights``: a registry name, a file, ``none`` or ``auto``) and fixed names."""
+    from spfem_cli import weights
+
+    registry = weights.load_registry()
+    weights.require((*(c for c in choices if c in registry), *names), purpose)
+
+
 def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
     if value not in allowed:
         raise SpfemError(f"{option} must be one of {', '.join(allowed)} (got {value!r})")
@@ -395,7 +404,7 @@ def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
 def train_metric(
     dataset: str = typer.Option(_MT.dataset, "--dataset", help="mead | ravdess"),
     root: Path = typer.Option(..., "--root", help="Data-set root (MEAD: <actor>/video/front/...; RAVDESS: Actor_XX/...)."),
-    out: Path = typer.Option(Path(_MT.out), "--out", help="Run folder: checkpoints, logs, stccl_metric.pt."),
+    out: Path = typer.Option(Path(_MT.out), "--out", "-o", help="Run folder: checkpoints, logs, stccl_metric.pt."),
     mode: str = typer.Option(_MT.mode, "--mode", help="spatial | temporal | joint"),
     steps: int = typer.Option(_MT.steps, "--steps", help="Optimiser steps in total (a resumed run continues to this)."),
     batch: int = typer.Option(_MT.batch, "--batch", help="Pairs per step (per process under torchrun)."),
@@ -451,21 +460,28 @@ def train_metric(
         backbone_weights=backbone_weights, crops=_choice(crops, CHOICES["crops"], "--crops"),
         pose_align=pose_align, device=device, amp=amp, seed=seed, ckpt_every=ckpt_every, log_every=log_every,
         num_workers=num_workers, cache_dir=str(cache_dir) if cache_dir else None)
+    if not prepare_only:       # --backbone-weights auto = ArcFace r50 for --arch r50 (as spfem_cli.train.metric)
+        _require_weights(("arcface_r50" if backbone_weights == "auto" and arch == "r50" else backbone_weights,), (),
+                         "train-metric")
     path = run(cfg, prepare_only=prepare_only)
     if prepare_only:
-        console.print(f"pairs and crops cached in {path}")
+        say(f"pairs and crops cached in {path}")
+        emit({"cache": path})
         return
     import os
 
     if os.environ.get("RANK", "0") != "0":     # torchrun: only rank 0 reports and installs
         return
-    console.print(f"metric written to {path}")
+    say(f"metric written to {path}")
+    installed = None
     if install:
         from spfem_cli import weights
 
-        console.print(f"installed as 'stccl_metric' -> {weights.install_user_file('stccl_metric', path)}")
+        installed = weights.install_user_file("stccl_metric", path)
+        say(f"installed as 'stccl_metric' -> {installed}")
     else:
-        console.print(f"use it with: spfem weights fetch stccl_metric --from {path}  (or SPFEM_WEIGHT_STCCL_METRIC={path})")
+        say(f"use it with: spfem weights fetch stccl_metric --from {path}  (or SPFEM_WEIGHT_STCCL_METRIC={path})")
+    emit({"metric": path, "installed": installed})
 
 
 @app.command("analyze-metric")
@@ -477,7 +493,7 @@ def analyze_metric(
     frames: int = typer.Option(_MA.frames, "--frames", help="Frame pairs per emotion."),
     batch: int = typer.Option(_MA.batch, "--batch"),
     crops: str = typer.Option(_MA.crops, "--crops", help="tracked | centre (must match training)."),
-    out: Path = typer.Option(Path(_MA.out), "--out", help="Folder for metric_analysis.json/.png."),
+    out: Path = typer.Option(Path(_MA.out), "--out", "-o", help="Folder for metric_analysis.json/.png."),
     device: str = typer.Option(_MA.device, "--device"),
     seed: int = typer.Option(_MA.seed, "--seed"),
     untrained_backbone: str = typer.Option(_MA.untrained_backbone, "--untrained-backbone",
@@ -497,8 +513,11 @@ def analyze_metric(
     for emotion, rows in report["emotions"].items():
         for name, row in rows.items():
             table.add_row(f"neutral→{emotion}", name, *(f"{row[f'all/{k}']:.3f}" for k in ("pos_cos", "neg_cos", "pos_r", "neg_r")))
-    make_console(stderr=False).print(table)
-    console.print(f"wrote {out / 'metric_analysis.json'} and {out / 'metric_analysis.png'}")
+    if json_mode():
+        emit(report)
+    else:
+        make_console(stderr=False).print(table)
+    say(f"wrote {out / 'metric_analysis.json'} and {out / 'metric_analysis.png'}")
 
 
 @app.command("eval")
@@ -544,11 +563,14 @@ def evaluate(
                      lse_preset=lse_preset, device=device, max_sources=max_sources, renderers=renderers,
                      actors=tuple(a.strip() for a in actors.split(",")) if actors else None)
     results, paths = evaluate_dataset(cfg)
-    print(markdown_table(results))
+    if json_mode():
+        emit({"results": results, "files": paths})
+    else:
+        print(markdown_table(results))
     for note in results["notes"]:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     for kind, path in paths.items():
-        console.print(f"{kind}: {path}", highlight=False)
+        say(f"{kind}: {path}")
 
 
 @app.command("train-renderer")
@@ -579,12 +601,18 @@ def train_renderer_cmd(
     Multi-GPU: `torchrun --nproc_per_node N -m spfem_cli.app train-renderer VIDEO --out DIR`.
     """
     from spfem_cli.backends.ned.train_renderer import RendererTrainConfig, train_renderer
+    from spfem_cli.face.preprocess import WEIGHTS_3D
+    from spfem_cli.face.tracking.track import FAN_WEIGHTS
 
+    prepare = data is None and not (out / "actor" / "actor.json").is_file()     # tracking + 3D of the actor video
+    _require_weights((meta, metric), ("vgg19_imagenet", *(WEIGHTS_3D if prepare else ()),
+                                      *(FAN_WEIGHTS if prepare and tracker == "fan" else ())), "train-renderer")
     path = train_renderer(video, out, data=data, meta=meta, metric=metric, epochs=epochs, steps=steps,
                           cfg=RendererTrainConfig(sample_every=sample_every, stccl_weight=stccl_weight),
                           tracker=_choice(tracker, ("auto", "fan", "mediapipe"), "--tracker"), device=device, amp=amp,
                           resume=resume, seed=seed)
-    console.print(f"renderer written to {path} (use it with: spfem edit VIDEO --backend ned --renderer {path})")
+    say(f"renderer written to {path} (use it with: spfem edit VIDEO --backend ned --renderer {path})")
+    emit({"renderer": path})
 
 
 
@@ -625,13 +653,23 @@ def train_translator_cmd(
                                 stccl=stccl, lambda_stccl=stccl_weight, stccl_frames=stccl_frames)
     run = TranslatorRun(out_dir=out, finetune=finetune, max_steps=steps, device=device, seed=seed,
                         ckpt_every=ckpt_every, amp=amp, resume=resume)
+    from spfem_cli.backends.ned.coeffs import is_mead_video_root
+    from spfem_cli.face.preprocess import WEIGHTS_3D
+    from spfem_cli.face.tracking.track import FAN_WEIGHTS
+
+    extract = is_mead_video_root(root)                  # coefficients are extracted first (tracking + DECA)
+    _require_weights((metric,) if stccl else (),
+                     (*(("flame_generic", "flame_landmark_embedding") if stccl else ()), *(WEIGHTS_3D if extract else ()),
+                      *(FAN_WEIGHTS if extract and tracker == "fan" else ())), "train-translator")
     path = train_translator_on(root, out, cfg, run, actors=actors or None, levels=levels or None,
                                coeffs_dir=coeffs_dir, metric=metric, tracker=_choice(tracker, ("fan", "mediapipe"), "--tracker"))
     from spfem_cli.train.loop import dist_env
 
     if dist_env()[0] == 0:
-        console.print(f"translator written to {path} (STCCL term {'on' if stccl else 'off'}); use it with: "
-                      f"SPFEM_WEIGHT_NED_TRANSLATOR={path} or spfem weights fetch ned_translator --from {path}")
+        say(f"translator written to {path} (STCCL term {'on' if stccl else 'off'}); use it with: "
+            f"SPFEM_WEIGHT_NED_TRANSLATOR={path} or spfem weights fetch ned_translator --from {path}")
+        emit({"translator": path, "stccl": stccl})
+
 
 def _hoist_global_flags(argv: list[str]) -> list[str]:
     """Move --quiet/-q/--json/--version found after the command name to the front (before any ``--``),
