@@ -339,12 +339,13 @@ def edit(
     for request in requests:
         try:
             result = edit_video(request)
-        except SpfemError as exc:
+        except Exception as exc:  # noqa: BLE001 - in a batch one broken file must not stop the others
             if not several:
                 raise
             failed += 1
-            console.print(f"[red]failed[/] {request.input}: {exc}")
-            results.append({"input": request.input, "ok": False, "error": str(exc)})
+            reason = str(exc) if isinstance(exc, SpfemError) else f"{exc.__class__.__name__}: {exc} (edit it alone for details)"
+            console.print(f"[red]failed[/] {request.input}: {reason}")
+            results.append({"input": request.input, "ok": False, "error": reason})
             continue
         say(edit_summary(result))
         results.append({"input": request.input, "ok": True, **jsonable_result(result)})
