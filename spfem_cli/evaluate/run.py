@@ -176,7 +176,8 @@ def generate_missing(plan: Plan, generated: Path, backend: str, *, renderers: Pa
         target.parent.mkdir(parents=True, exist_ok=True)
         # Reference-guided edit: the reference clip of the target emotion carries the expression (§3 protocol).
         edit_video(EditRequest(job.source.video, target, EditTarget(reference=job.reference.video), backend=backend,
-                               progress=False, renderer=per_actor.get(job.source.actor), device=device))
+                               progress=False, renderer=per_actor.get(job.source.actor), device=device,
+                               perceive=False))   # the evaluation reads the emotion itself (emotion_acc)
         made.append(target)
     return made
 
