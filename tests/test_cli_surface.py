@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 COMMANDS = ["edit", "preprocess", "probe", "train-metric", "analyze-metric", "eval", "train-renderer",
             "train-translator", "doctor", "weights list", "weights fetch", "weights verify", "weights path"]
 
@@ -21,14 +19,19 @@ def test_version_before_or_after_the_command(spfem):
         assert result.returncode == 0 and result.stdout.startswith("spfem "), result.stderr
 
 
-@pytest.mark.parametrize("command", COMMANDS)
-def test_help_fits_80_columns_without_bool_metavars(spfem, command):
-    result = spfem(*command.split(), "--help", env={"COLUMNS": "80"})
-    assert result.returncode == 0, result.stderr
-    assert "<bool>" not in result.stdout
-    assert max(len(line) for line in result.stdout.splitlines()) <= 80
-    assert "--out" in result.stdout or command in ("probe", "doctor", "weights list", "weights fetch",
-                                                   "weights verify", "weights path")
+def test_help_fits_80_columns_without_bool_metavars():
+    from typer.testing import CliRunner
+
+    from spfem_cli.app import app
+
+    runner = CliRunner(env={"COLUMNS": "80"})
+    for command in COMMANDS:
+        result = runner.invoke(app, [*command.split(), "--help"], terminal_width=80)
+        assert result.exit_code == 0, (command, result.output)
+        assert "<bool>" not in result.output, command
+        assert max(len(line) for line in result.output.splitlines()) <= 80, command
+        assert "--out" in result.output or command in ("probe", "doctor", "weights list", "weights fetch",
+                                                       "weights verify", "weights path"), command
 
 
 def test_weights_list_shows_full_names_and_files(spfem):
