@@ -32,8 +32,11 @@ def filter_native_stderr() -> Callable[[], None]:
     quiet_environment()
     if os.environ.get("SPFEM_NATIVE_LOGS") == "1":
         return lambda: None
-    sys.stderr.flush()
-    real = os.dup(2)
+    try:
+        sys.stderr.flush()
+        real = os.dup(2)
+    except (OSError, ValueError, AttributeError):   # no usable stderr (closed, or not a file): nothing to filter
+        return lambda: None
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)
     os.close(write_end)
