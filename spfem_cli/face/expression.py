@@ -54,12 +54,9 @@ def model_path() -> Path:
 
 @lru_cache(maxsize=2)
 def _load(path: str):
-    import torch
-
     from models.fer_xception import load_mini_xception
 
-    torch.set_grad_enabled(False)
-    return load_mini_xception(path)
+    return load_mini_xception(path).requires_grad_(False)
 
 
 def labels() -> tuple[str, ...]:
