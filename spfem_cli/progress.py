@@ -33,7 +33,7 @@ def is_quiet() -> bool:
 
 
 def stderr_is_terminal() -> bool:
-    return sys.stderr.isatty()
+    return sys.stderr is not None and sys.stderr.isatty()
 
 
 def console(*, stderr: bool = True) -> Console:
@@ -41,7 +41,7 @@ def console(*, stderr: bool = True) -> Console:
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() else 1000
+    width = None if stream is not None and stream.isatty() else 1000
     return Console(stderr=stderr, soft_wrap=True, highlight=False, width=width)
 
 
