@@ -70,8 +70,9 @@ def test_region_warp_matches_the_reference_path(edited_sample, scale):
 
 def test_identity_mesh_returns_the_frame_bit_for_bit(edited_sample):
     backend, track, seq, _, frames = edited_sample
+    alpha = warp_region_mask(seq.landmarks[5], 256)
     out, region = warp_face_region(frames[5], *warp_mesh(backend, frames[5], track.transforms[5], seq.landmarks[5],
-                                                         seq.landmarks[5]))
+                                                         seq.landmarks[5], alpha))
     assert region.empty and np.array_equal(out, frames[5])
 
 

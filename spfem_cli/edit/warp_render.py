@@ -39,38 +39,31 @@ from spfem_cli.video import FrameChunk, VideoWriter, iter_chunks
 
 CHUNK = 8                # frames per decoded chunk: small, so the queues stay small at 1080p
 QUEUE_CHUNKS = 2         # chunks decoded ahead / waiting for the encoder
-LOOKAHEAD = 24           # tracked frames after a frame before it is rendered (the zero-phase filter's reach)
-LOOKBACK = 24            # tracked frames before a rendered chunk that its smoothing window starts with
+LOOKAHEAD = 16           # tracked frames after a block before it is rendered (the zero-phase filter's reach)
+LOOKBACK = 16            # tracked frames before a block that its clean-up window starts with
+BLOCK = 24               # frames rendered from one window (windows overlap by LOOKBACK + LOOKAHEAD)
 ESTIMATE_SECONDS = 3.0   # the source's resting expression: median over its first seconds with a face
 DAMPING_SIZE = 512       # largest aligned crop the eyeglass damping is found on
 
 
-def warp_mesh(backend, frame: np.ndarray, matrix: np.ndarray, source: np.ndarray, edited: np.ndarray) -> tuple:
-    """One frame's warp edit as the arguments of :func:`warp_face_region`, in the coordinates of the
-    backend's (supersampled) aligned crop: frame → crop matrix, mesh vertices before and after (points +
-    the fixed anchors), triangles, and the two maps that the reference path
-    (``backend.render`` + ``paste_back``) applies: the feathered region mask it blends with, and the
-    factor on the displacement (one minus the eyeglass damping). The damping is found on an aligned crop of at most :data:`DAMPING_SIZE` px (its
-    edge thresholds are tuned there; the reference uses the supersampled crop, the same up to 2x)."""
-    k = backend.supersample(matrix)
-    matrix_k = np.asarray(matrix, np.float64) * k
-    src_k, dst_k = np.asarray(source) * k, np.asarray(edited) * k
-    size = ALIGNED_SIZE * k
-    src = warp_points(src_k, size)
-    dst = np.concatenate([dst_k, src[len(src_k):]])
-    alpha = warp_region_mask(src_k, size)
-    d = min(k, DAMPING_SIZE // ALIGNED_SIZE)
-    damping = rigid_damping(warp_to_aligned(frame, matrix_k * (d / k), size=ALIGNED_SIZE * d), src_k * (d / k))
-    scale = None
-    if damping is not None:
-        scale = 1.0 - np.clip(damping, 0.0, 1.0)
-        if d != k:
-            scale = cv2.resize(scale, (size, size), interpolation=cv2.INTER_LINEAR)
-    return matrix_k, src, dst, mesh_topology(len(source)), alpha, scale
+def warp_mesh(backend, frame: np.ndarray, matrix: np.ndarray, source: np.ndarray, edited: np.ndarray,
+              alpha: np.ndarray) -> tuple:
+    """One frame's warp edit as the arguments of :func:`warp_face_region`: the frame → aligned matrix,
+    mesh vertices before and after (points + the fixed anchors), triangles, and the two maps of the
+    reference path (``backend.render`` + ``paste_back``): ``alpha``, the feathered region mask it blends
+    with, and the factor on the displacement, one minus the eyeglass damping. The damping is found on
+    an aligned crop of the reference's size up to :data:`DAMPING_SIZE` px (its edge thresholds depend
+    on the crop's resolution; above that the reference's own crop costs more than the whole render)."""
+    src = warp_points(np.asarray(source, np.float64), ALIGNED_SIZE)
+    dst = np.concatenate([edited, src[len(source):]])
+    d = min(backend.supersample(matrix), DAMPING_SIZE // ALIGNED_SIZE)
+    damping = rigid_damping(warp_to_aligned(frame, np.asarray(matrix) * d, size=ALIGNED_SIZE * d), src[:len(source)] * d)
+    scale = None if damping is None else 1.0 - np.clip(damping, 0.0, 1.0)
+    return matrix, src, dst, mesh_topology(len(source)), alpha, scale
 
 
-def shade_region(frame: np.ndarray, matrix: np.ndarray, source: np.ndarray, edited: np.ndarray,
-                 aus: dict[str, float]) -> None:
+def shade_region(frame: np.ndarray, matrix: np.ndarray, edited: np.ndarray, aus: dict[str, float],
+                 alpha: np.ndarray) -> None:
     """The backend's expression wrinkles (:func:`spfem_cli.backends.warp.wrinkles.shade`), applied to the
     already warped ``frame`` in place: the gain is made on a 256² aligned crop (faded by the paste-back
     mask, as the reference blends it) and carried into the frame over the box where it is not 1 only."""
@@ -80,7 +73,7 @@ def shade_region(frame: np.ndarray, matrix: np.ndarray, source: np.ndarray, edit
     field = wrinkles.aligned_field(warp_to_aligned(frame, m, ALIGNED_SIZE), lm, aus)
     if field is None:
         return
-    field *= warp_region_mask(source, ALIGNED_SIZE)
+    field *= alpha
     changed = np.abs(field) > 1e-4
     rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))
     if len(rows) == 0:
@@ -104,8 +97,9 @@ def shade_region(frame: np.ndarray, matrix: np.ndarray, source: np.ndarray, edit
 
 def render_frame(backend, frame: np.ndarray, matrix: np.ndarray, source: np.ndarray, edited: np.ndarray) -> None:
     """Edit one frame in place over its face region: the mesh warp, then the wrinkle shading."""
-    warp_face_region(frame, *warp_mesh(backend, frame, matrix, source, edited), out=frame)
-    shade_region(frame, matrix, source, edited, backend.frame_aus(source, edited))
+    alpha = warp_region_mask(source, ALIGNED_SIZE)          # the region the warp may change, feathered
+    warp_face_region(frame, *warp_mesh(backend, frame, matrix, source, edited, alpha), out=frame)
+    shade_region(frame, matrix, edited, backend.frame_aus(source, edited), alpha)
 
 
 @dataclass
@@ -229,33 +223,45 @@ def _decode_and_track(req, tracker: FrameTracker) -> Iterable[FrameChunk]:
 
 def render_single_pass(req, backend, tracker: FrameTracker, plan, fps, frame_size: tuple[int, int], n_hint: int,
                        clock: StageClock) -> int:
-    """Decode once, tracking frames after the tracker's last and rendering each chunk as soon as
-    :data:`LOOKAHEAD` frames after it are tracked (from the clean-up of a window around it)."""
+    """Decode once, tracking the frames after the tracker's last, and render blocks of about :data:`BLOCK`
+    frames as soon as :data:`LOOKAHEAD` frames after them are tracked, from the clean-up (and the
+    backend's temporal filters: fold-free scale) of a window reaching :data:`LOOKBACK` frames before
+    and :data:`LOOKAHEAD` after the block, so block edges do not show."""
     frames_done = 0
     pending: deque[FrameChunk] = deque()
 
-    def flush(chunk: FrameChunk) -> None:
-        a, b = chunk.start, chunk.start + len(chunk.frames)
+    def flush(block: list[FrameChunk]) -> None:
+        nonlocal frames_done
+        a, b = block[0].start, block[-1].start + len(block[-1].frames)
         lo, hi = max(0, a - LOOKBACK), min(len(tracker), b + LOOKAHEAD)
-        # The window's clean-up and the backend's temporal filters (fold-free scale) see LOOKBACK/LOOKAHEAD
-        # frames around the chunk, so chunk edges do not show.
-        window = tracker.finish(fps, frame_size, start=lo, stop=hi)
-        edits = frame_edits(backend, window, plan_rows(plan, lo, hi), start=lo)
-        _render_and_emit(backend, chunk, edits, emit, req.side_by_side is not None, clock)
+        with clock.timed("window"):
+            edits = frame_edits(backend, tracker.finish(fps, frame_size, start=lo, stop=hi), plan_rows(plan, lo, hi), start=lo)
+        for chunk in block:
+            _render_and_emit(backend, chunk, edits, emit, req.side_by_side is not None, clock)
+            frames_done += len(chunk.frames)
+            advance(len(chunk.frames))
+
+    def ready(tracked: int | None) -> list[FrameChunk]:
+        """The front chunks to render now: a full block with its lookahead tracked (all at the end)."""
+        block: list[FrameChunk] = []
+        for chunk in pending:
+            if tracked is not None and chunk.start + len(chunk.frames) + LOOKAHEAD > tracked:
+                return []
+            block.append(chunk)
+            if sum(len(c.frames) for c in block) >= BLOCK:
+                return block
+        return block if tracked is None else []
 
     with video_sink(req, fps, clock) as emit, frame_progress(req.progress, n_hint, "tracking + rendering (warp)") as advance, \
             Prefetch(_decode_and_track(req, tracker), QUEUE_CHUNKS, clock=clock, stage="decode+track") as decoded:
         for chunk in decoded:
             pending.append(chunk)
-            tracked = chunk.start + len(chunk.frames)
-            while pending and pending[0].start + len(pending[0].frames) + LOOKAHEAD <= tracked:
-                done = pending.popleft()
-                flush(done)
-                frames_done += len(done.frames)
-                advance(len(done.frames))
-        while pending:
-            done = pending.popleft()
-            flush(done)
-            frames_done += len(done.frames)
-            advance(len(done.frames))
+            while block := ready(chunk.start + len(chunk.frames)):
+                for _ in block:
+                    pending.popleft()
+                flush(block)
+        while block := ready(None):
+            for _ in block:
+                pending.popleft()
+            flush(block)
     return frames_done

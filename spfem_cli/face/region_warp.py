@@ -97,7 +97,7 @@ def moving_region(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray, frame
 
 def _on_grid(image: np.ndarray, matrix: np.ndarray, origin: tuple[int, int], shape: tuple[int, int],
              step: int) -> np.ndarray:
-    """An aligned-space map sampled at the field's grid points (frame → aligned through ``matrix``)."""
+    """An aligned-space map sampled at the field's grid points (frame → the map's pixels through ``matrix``)."""
     gh, gw = shape
     base = (step - 1) / 2.0
     gx = np.arange(gw, dtype=np.float64) * step + base + origin[0]
@@ -109,13 +109,14 @@ def _on_grid(image: np.ndarray, matrix: np.ndarray, origin: tuple[int, int], sha
 
 def warp_face_region(frame: np.ndarray, matrix: np.ndarray, src: np.ndarray, dst: np.ndarray,
                      triangles: np.ndarray, alpha: np.ndarray | None = None, scale: np.ndarray | None = None, *,
-                     step: int = 4, out: np.ndarray | None = None) -> tuple[np.ndarray, Region]:
+                     size: int = 256, step: int = 4, out: np.ndarray | None = None) -> tuple[np.ndarray, Region]:
     """Warp ``frame``'s face so the aligned mesh ``src`` lands on ``dst``; returns (frame, region changed).
 
     ``matrix`` is the frame → aligned similarity (2×3, ``FaceTrack.transforms[i]``); ``src``/``dst``
-    (P, 2) are mesh vertices in aligned pixels, ``triangles`` (T, 3) index them. In the same aligned
-    pixels (S×S float32 in [0, 1]): ``scale`` multiplies the displacement (None = 1), ``alpha`` blends
-    the warped face over the frame (None = 1), as the reference paste-back's mask does. The backward
+    (P, 2) are mesh vertices in pixels of the ``size``² aligned crop, ``triangles`` (T, 3) index them.
+    Square maps over the same crop, at any resolution (float32 in [0, 1]): ``scale`` multiplies the
+    displacement (None = 1), ``alpha`` blends the warped face over the frame (None = 1), as the
+    reference paste-back's mask does. The backward
     field is computed every ``step`` frame pixels and interpolated. Writes into ``out`` (``frame``
     itself is fine: the region is resampled into a new buffer first) or into a copy of ``frame``.
     """
@@ -135,12 +136,12 @@ def warp_face_region(frame: np.ndarray, matrix: np.ndarray, src: np.ndarray, dst
     field = piecewise_affine_field(src_f, dst_f, triangles, (h + 2 * step, w + 2 * step), origin=origin, step=step)
     gh, gw = field.shape[:2]
     if scale is not None:
-        field *= _on_grid(scale, m, origin, (gh, gw), step)[..., None]
+        field *= _on_grid(scale, m * (len(scale) / size), origin, (gh, gw), step)[..., None]
     base = (step - 1) / 2.0
     field[..., 0] += (np.arange(gw, dtype=np.float32) * step + (base + origin[0]))[None]
     field[..., 1] += (np.arange(gh, dtype=np.float32) * step + (base + origin[1]))[:, None]
     if alpha is not None:                 # upsampled with the map, in the same resize
-        field = np.dstack([field, _on_grid(alpha, m, origin, (gh, gw), step)])
+        field = np.dstack([field, _on_grid(alpha, m * (len(alpha) / size), origin, (gh, gw), step)])
     up = cv2.resize(field, (gw * step, gh * step), interpolation=cv2.INTER_LINEAR)[step:step + h, step:step + w]
     warped = cv2.remap(frame, np.ascontiguousarray(up[..., :2]), None, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
     if alpha is not None:
