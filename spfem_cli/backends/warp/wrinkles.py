@@ -146,24 +146,24 @@ def creases(lm: np.ndarray, acts: dict[str, float]) -> list[Crease]:
         head = lm[brow_in]
         mid_x = 0.5 * (lm[21] + lm[22])
         base = mid_x + (head - mid_x) * 0.45
-        add([at(base, -0.5, 5.0), at(base, 0.0, -3.0), at(base, 0.8, -12.0)], w, 0.20, 1.2, group="glabella",
-            highlight=0.05, offset=sgn * 2.6, spread=2.2, taper=0.7, wobble=0.3)
-        # Nose wrinkles (AU9): short oblique lines over the side of the nasal bridge.
+        add([at(base, -0.5, 5.0), at(base, 0.0, -3.0), at(base, 0.8, -12.0)], w, 0.17, 1.5, group="glabella",
+            highlight=0.03, offset=sgn * 2.8, spread=2.4, taper=0.7, wobble=0.3)
+        # Nose wrinkles (AU9): short lines slanting up and out over the side wall of the nasal bridge.
         w = _activation(acts, {"AU9": 1.0})
-        for k, f in enumerate((0.3, 0.55, 0.8)):
+        for k, f in enumerate((0.35, 0.65)):
             p = lm[27] + f * (lm[30] - lm[27])
-            start = at(p, 3.0, 0.0)
-            end = at(start, 7.0 - 1.5 * k, -4.0)
-            add([start, end], w * (1.0 - 0.2 * k), 0.16, 0.9, group="nose", highlight=0.06, offset=sgn * 1.6, spread=1.4,
-                taper=0.9, wobble=0.3)
-        # Marionette / lip-corner depressor shading (AU15).
+            start = at(p, 4.0, 0.5)
+            end = at(start, 4.5, -4.5)
+            add([start, end], w * (1.0 - 0.25 * k), 0.12, 1.0, group="nose", highlight=0.05, offset=sgn * 1.6,
+                spread=1.5, taper=0.9, wobble=0.3)
+        # Lip-corner depressor (AU15): a soft shadow running down from beside the mouth corner.
         w = _activation(acts, {"AU15": 1.0})
-        add([at(lm[corner], 1.5, 2.0), at(lm[corner], 2.5, 9.0), at(lm[corner], 2.0, 16.0)], w, 0.25, 1.8,
-            group="chin" + name, highlight=0.07, offset=-sgn * 3.0, spread=3.0, taper=0.7)
+        add([at(lm[corner], 3.0, 4.0), at(lm[corner], 3.5, 10.0), at(lm[corner], 3.0, 17.0)], w, 0.15, 2.4,
+            group="chin" + name, highlight=0.05, offset=-sgn * 3.5, spread=3.5, taper=0.7)
     # Procerus line (AU4): a short transverse crease at the root of the nose.
     w = _activation(acts, {"AU4": 0.7, "AU9": 0.8})
     root = lm[27] + (lm[27] - lm[28]) * 0.1
-    add([root - 7 * u * x_axis, root + 0.5 * u * y_axis, root + 7 * u * x_axis], w, 0.25, 1.0, group="glabella",
+    add([root - 7 * u * x_axis, root + 0.5 * u * y_axis, root + 7 * u * x_axis], w, 0.15, 1.3, group="glabella",
         highlight=0.08,
         offset=-2.0, spread=1.8, taper=0.8)
     # Forehead lines (AU1 centre, AU2 sides): three arcs parallel to the brows, across the midline.
@@ -179,7 +179,7 @@ def creases(lm: np.ndarray, acts: dict[str, float]) -> list[Crease]:
             t = np.linspace(-1, 1, len(pts))                     # position across the forehead
             mix = centre_w * np.exp(-0.5 * (t / 0.35) ** 2) + side_w * np.exp(-0.5 * ((np.abs(t) - 0.55) / 0.25) ** 2)
             mix *= np.sin(np.pi * (t + 1) / 2) ** 0.5 * (1.0 - 0.25 * k)
-            out.append(Crease(pts, 1.0, 0.16, 1.3 * u, 0.06, -2.2 * u, 2.2 * u, along=mix, group="forehead"))
+            out.append(Crease(pts, 1.0, 0.13, 1.5 * u, 0.05, -2.4 * u, 2.4 * u, along=mix, group="forehead"))
     return out
 
 
