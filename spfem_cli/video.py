@@ -97,6 +97,7 @@ def frame_times(path: Path) -> np.ndarray | None:
         if not container.streams.video:
             raise VideoError(f"no video stream in {path}")
         stream = container.streams.video[0]
+        time_base = float(stream.time_base)      # read while open: a closed stream's time_base is None
         pts = []
         for packet in container.demux(stream):
             if packet.size == 0:
@@ -104,7 +105,7 @@ def frame_times(path: Path) -> np.ndarray | None:
             if packet.pts is None:
                 return None
             pts.append(packet.pts)
-    return np.sort(np.asarray(pts, np.float64)) * float(stream.time_base)
+    return np.sort(np.asarray(pts, np.float64)) * time_base
 
 
 def is_constant_rate(times: np.ndarray, fps: Fraction, *, from_zero: bool = False) -> bool:
