@@ -296,7 +296,9 @@ def edit(
     emotion: str | None = typer.Option(None, "--emotion", "-e", help="Target emotion: neutral, happy, sad, surprised, fear, angry, disgusted, contempt."),
     reference: Path | None = typer.Option(None, "--reference", help="Take the expression of the face in this clip."),
     timeline: str | None = typer.Option(None, "--timeline", help='Emotions over time in seconds, e.g. "happy@0-3,sad@3-6".'),
-    intensity: float = typer.Option(DEFAULT_INTENSITY, "--intensity", help="Edit strength, 0 (none) to 1 (full)."),
+    intensity: str = typer.Option(str(DEFAULT_INTENSITY), "--intensity", metavar="X|auto",
+                                  help="Edit strength, 0 (none) to 1 (full); auto: the lowest at which the FER-2013 "
+                                       "recogniser reads the output as --emotion (warp backend; capped at 1)."),
     backend: str = typer.Option("auto", "--backend", help="auto (ned when its weights and --renderer are present, else warp) | warp | ned."),
     renderer: Path | None = typer.Option(None, "--renderer", help="Actor renderer folder from `spfem train-renderer` (ned backend)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (ned backend; cuda without a GPU is refused)."),
@@ -318,12 +320,16 @@ def edit(
     Several videos: each is edited in turn, one summary line each; a failing file does not stop the
     others and the exit status is 1 if any failed.
     """
+    from spfem_cli.edit.auto_intensity import parse_intensity
     from spfem_cli.edit.naming import check_distinct, resolve_output
     from spfem_cli.edit.pipeline import EditRequest, edit_video
+    from spfem_cli.edit.report import perception_lines
     from spfem_cli.edit.targets import EditTarget, parse_timeline
 
-    target = EditTarget(emotion=emotion, reference=reference,
-                        timeline=parse_timeline(timeline) if timeline else (), intensity=intensity)
+    strength = parse_intensity(intensity)
+    auto = strength is None
+    target = EditTarget(emotion=emotion, reference=reference, timeline=parse_timeline(timeline) if timeline else (),
+                        intensity=DEFAULT_INTENSITY if auto else strength)
     tag = target.emotion or ("reference" if reference else "timeline")
     several = len(videos) > 1
     requests = []
@@ -331,7 +337,7 @@ def edit(
         requests.append(EditRequest(
             video, resolve_output(video, output, tag, several=several), target, backend=backend, tracker=tracker,
             face_index=face, overwrite=overwrite, allow_no_face=allow_no_face, renderer=renderer, device=device,
-            crf=crf, preset=preset, start=start, end=end, progress=not is_quiet(),
+            crf=crf, preset=preset, start=start, end=end, progress=not is_quiet(), auto_intensity=auto,
             side_by_side=resolve_output(video, side_by_side, tag, kind="sbs", several=several) if side_by_side else None,
             plot=resolve_output(video, plot, tag, kind="plot", several=several) if plot else None))
     check_distinct([r.output for r in requests], videos)
@@ -348,6 +354,8 @@ def edit(
             results.append({"input": request.input, "ok": False, "error": reason})
             continue
         say(edit_summary(result))
+        for line in perception_lines(result, target.emotion):
+            say(line)
         results.append({"input": request.input, "ok": True, **jsonable_result(result)})
     if several:
         say(f"{len(videos) - failed} of {len(videos)} edited" + (f", {failed} failed" if failed else ""))
@@ -532,6 +540,8 @@ def evaluate(
     backend: str | None = typer.Option(None, "--backend", help="warp | ned: generate the edits first (into OUT/generated)."),
     renderers: Path | None = typer.Option(None, "--renderers", help="--backend ned: DIR/<actor>/ actor renderers (spfem train-renderer)."),
     pair: tuple[Path, Path] | None = typer.Option(None, "--pair", help="SOURCE EDITED: evaluate one edit."),
+    emotion: str | None = typer.Option(None, "--emotion", "-e", help="--pair: the edit's target emotion, for the emotion "
+                                       "accuracy (default: read from EDITED's name, e.g. talk.happy.mp4)."),
     out: Path = typer.Option(Path("spfem_eval"), "--out", "-o", help="Reports, cache and generated edits go here."),
     crop: str = typer.Option("track", "--crop", help="track: track and align faces; none: videos are face crops."),
     lse_preset: str = typer.Option("spfem-ned", "--lse-preset", help="spfem-ned (30 fps, vshift 10) | wav2lip (25 fps, vshift 15)."),
@@ -549,10 +559,15 @@ def evaluate(
     if lse_preset not in PRESETS:
         raise SpfemError(f"--lse-preset must be one of: {', '.join(PRESETS)}")
     if pair and all(p is not None for p in pair):
+        from spfem_cli.edit.targets import EditTarget
         from spfem_cli.evaluate.pair import evaluate_pair
 
-        result = evaluate_pair(pair[0], pair[1], preset=lse_preset, crop=crop, device=device)
+        target = EditTarget(emotion=emotion).emotion if emotion else None   # canonical label or a one-line refusal
+        result = evaluate_pair(pair[0], pair[1], preset=lse_preset, crop=crop, device=device, target=target)
         print(json.dumps(result, indent=2))
+        if result.get("lse_unavailable"):
+            console.print(f"[yellow]note:[/] LSE-D/LSE-C unavailable (the rest is computed): {result['lse_unavailable']}",
+                          highlight=False)
         return
     if dataset not in ("mead", "ravdess") or root is None:
         raise SpfemError("pass --dataset mead|ravdess --root PATH (with --generated DIR or --backend), "
