@@ -3,7 +3,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 # Exact pins on one pip command line: torch==2.13.0 resolves to the local CPU wheel.
-NODEPS  := mediapipe==0.10.21 face-alignment==1.5.0 syncnet-python==0.2.3
+NODEPS  := mediapipe==0.10.21 face-alignment==1.5.0 syncnet-python==0.2.3 fer==25.10.3
 
 .PHONY: install test demo bench lint clean
 
