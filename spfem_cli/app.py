@@ -572,8 +572,12 @@ def evaluate(
     if dataset not in ("mead", "ravdess") or root is None:
         raise SpfemError("pass --dataset mead|ravdess --root PATH (with --generated DIR or --backend), "
                          "or --pair SOURCE EDITED")
+    from spfem_cli import weights
+    from spfem_cli.evaluate.embedders import CSIM_WEIGHT, FAD_WEIGHT, SYNC_WEIGHT
     from spfem_cli.evaluate.report import markdown_table
     from spfem_cli.evaluate.run import EvalConfig, evaluate_dataset
+
+    weights.require((FAD_WEIGHT, CSIM_WEIGHT, SYNC_WEIGHT), "eval")   # before any edit is generated
 
     cfg = EvalConfig(dataset=dataset, root=root, out=out, generated=generated, backend=backend, crop=crop,
                      lse_preset=lse_preset, device=device, max_sources=max_sources, renderers=renderers,
