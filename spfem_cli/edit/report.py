@@ -35,7 +35,7 @@ def mouth_plot(source_track, output_track, path: Path, *, title: str = "") -> fl
     ax.plot(t, out, label="edited (re-tracked)", lw=1.5, ls="--", color="#d62728")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("inner-lip opening (aligned px)")
-    ax.set_title(f"{title}   Pearson r = {r:.3f}")
+    ax.set_title(f"{title}   Pearson r = {r:.3f}" if np.isfinite(r) else f"{title}   Pearson r: n/a (under 3 frames or no mouth motion)")
     ax.legend(loc="upper right")
     fig.tight_layout()
     with AtomicOutput(Path(path), suffix=".png") as tmp:
