@@ -385,7 +385,7 @@ def edit_summary(result) -> str:
         line += f"; side by side: {result.side_by_side}"
     if result.plot:
         r = result.mouth_correlation
-        shown = f"{r:.3f}" if r is not None and math.isfinite(r) else "n/a (needs 2+ frames with a face and a moving mouth)"
+        shown = f"{r:.3f}" if r is not None and math.isfinite(r) else "n/a (needs 3+ frames with a face and a moving mouth)"
         line += f"; mouth plot: {result.plot} (source vs output r = {shown})"
     return line
 
