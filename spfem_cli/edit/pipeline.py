@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from spfem_cli.backends.warp.backend import WarpBackend
 from spfem_cli.edit.targets import EditTarget
 from spfem_cli.errors import SpfemError
 from spfem_cli.progress import say_once
@@ -78,8 +77,13 @@ def choose_backend(req: EditRequest):
     name = req.backend
     if name not in ("auto", "warp", "ned"):
         raise SpfemError(f"unknown backend '{name}': choose auto, warp or ned")
+    from spfem_cli.backends.warp.backend import WarpBackend  # here: a refused request stays fast
+
     if name == "warp":
         return WarpBackend(), "backend warp"
+    if name == "auto" and req.renderer is None:     # ned cannot run without one: no need to load torch to say so
+        return WarpBackend(), ("backend warp (auto: the ned backend lacks an actor renderer: "
+                               "spfem train-renderer VIDEO --out DIR, then --renderer DIR)")
     from spfem_cli.backends.ned.backend import NedBackend, missing_weights
 
     if name == "ned":
@@ -240,7 +244,7 @@ def _edit_ned(req: EditRequest, backend, track) -> EditResult:
     return EditResult(req.output, backend.name, n, track.fps, track.n_valid, req.side_by_side)
 
 
-def _edit_warp(req: EditRequest, backend: WarpBackend) -> tuple[EditResult, object]:
+def _edit_warp(req: EditRequest, backend) -> tuple[EditResult, object]:
     """The warp edit and its track. On a first run (no cached track) the video is tracked in the rendering
     pass itself, one decode (:mod:`spfem_cli.edit.warp_render`); the track is cached for the next edit."""
     from spfem_cli.edit import warp_render
