@@ -544,7 +544,9 @@ def evaluate(
                                        "accuracy (default: read from EDITED's name, e.g. talk.happy.mp4)."),
     out: Path = typer.Option(Path("spfem_eval"), "--out", "-o", help="Reports, cache and generated edits go here."),
     crop: str = typer.Option("track", "--crop", help="track: track and align faces; none: videos are face crops."),
-    lse_preset: str = typer.Option("spfem-ned", "--lse-preset", help="spfem-ned (30 fps, vshift 10) | wav2lip (25 fps, vshift 15)."),
+    lse_preset: str = typer.Option("spfem-ned", "--lse-preset",
+                                   help="spfem-ned (CDRL lse_*.py: 30 fps, vshift 10, float audio, frames from 2) | "
+                                        "wav2lip (joonson/Wav2Lip: 25 fps, vshift 15)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     actors: str | None = typer.Option(None, "--actors", help="Comma-separated subset of the test actors."),
     max_sources: int | None = typer.Option(None, "--max-sources", help="At most N source clips per actor (quick runs)."),
