@@ -140,12 +140,12 @@ def warp_face_region(frame: np.ndarray, matrix: np.ndarray, src: np.ndarray, dst
     base = (step - 1) / 2.0
     field[..., 0] += (np.arange(gw, dtype=np.float32) * step + (base + origin[0]))[None]
     field[..., 1] += (np.arange(gh, dtype=np.float32) * step + (base + origin[1]))[:, None]
-    if alpha is not None:                 # upsampled with the map, in the same resize
-        field = np.dstack([field, _on_grid(alpha, m * (len(alpha) / size), origin, (gh, gw), step)])
-    up = cv2.resize(field, (gw * step, gh * step), interpolation=cv2.INTER_LINEAR)[step:step + h, step:step + w]
-    warped = cv2.remap(frame, np.ascontiguousarray(up[..., :2]), None, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    full = (gw * step, gh * step)                # bilinear upsampling; the region is a view (no copies)
+    maps = cv2.resize(field, full, interpolation=cv2.INTER_LINEAR)[step:step + h, step:step + w]
+    warped = cv2.remap(frame, maps, None, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
     if alpha is not None:
-        a = np.ascontiguousarray(up[..., 2])
+        grid = _on_grid(alpha, m * (len(alpha) / size), origin, (gh, gw), step)
+        a = cv2.resize(grid, full, interpolation=cv2.INTER_LINEAR)[step:step + h, step:step + w]
         warped = cv2.blendLinear(warped, frame[region.slices], a, 1.0 - a)
     out[region.slices] = warped
     return out, region
