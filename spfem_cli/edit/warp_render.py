@@ -197,17 +197,20 @@ def render_tracked(req, backend, track: FaceTrack, plan, clock: StageClock, labe
 
 
 def track_for_estimate(req, tracker: FrameTracker, fps: float, clock: StageClock) -> bool:
-    """Track the video's first frames until the expression-estimation prefix is complete.
+    """Track the video's first frames until the expression-estimation prefix is complete, and
+    :data:`LOOKAHEAD` frames beyond it (so its clean-up, and the estimate, are those of the whole track).
 
     Returns True when the whole video was tracked on the way (short clips: no single pass needed).
     """
     need = max(1, math.ceil(ESTIMATE_SECONDS * fps))
-    found = 0
+    found, stop = 0, None
     with clock.timed("prefix decode+track"):
         for chunk in iter_chunks(req.input, CHUNK):
             for frame in chunk.frames:
                 found += tracker.push(frame) is not None
-            if found >= need:
+                if stop is None and found >= need:
+                    stop = len(tracker)
+            if stop is not None and len(tracker) >= stop + LOOKAHEAD:
                 return False
     return True
 
