@@ -136,6 +136,17 @@ def test_eyeglass_frames_are_found_and_damped_and_bare_skin_is_not():
     assert damping[int(pts[61, 1]), int(pts[61, 0])] == 0         # the mouth is free
 
 
+def test_eye_make_up_and_dark_brows_are_not_glasses():
+    """Lashes, eyeliner and brows are strong edges around the eyes of bare faces: no bridge line, no damping."""
+    pts = facs.neutral()
+    face = np.full((256, 256, 3), (200, 160, 140), np.uint8)
+    for lid in (facs.LID_UPPER, facs.LID_LOWER, facs.MIRROR[facs.LID_UPPER], facs.MIRROR[facs.LID_LOWER]):
+        cv2.polylines(face, [np.round(pts[lid]).astype(np.int32)], False, (20, 20, 20), 3)
+    for brow in (facs.BROW_UPPER, facs.MIRROR[facs.BROW_UPPER]):
+        cv2.polylines(face, [np.round(pts[brow] + (0, 2)).astype(np.int32)], False, (40, 30, 30), 5)
+    assert rigid_damping(face, pts) is None
+
+
 def test_reference_expression_is_read_against_each_faces_own_neutral(track):
     """A reference of another "person" (shifted brows, wider mouth: identity) who smiles half the time
     transfers the smile, not the identity."""
