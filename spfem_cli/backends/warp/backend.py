@@ -15,10 +15,12 @@ exactly as smooth as the tracked ones: the backend adds no jitter of its own.
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.ndimage import minimum_filter1d, uniform_filter1d
+from scipy.ndimage import maximum_filter1d, minimum_filter1d, uniform_filter1d
+from scipy.sparse import diags
 
 from spfem_cli.backends.warp import facs
 from spfem_cli.backends.warp.mesh_warp import mesh_topology, orientation, warp_face, warp_points
@@ -97,9 +99,80 @@ MIN_AREA = 6.0        # doubled aligned px²: thinner source triangles (closed l
 
 
 def _folds(source: np.ndarray, edited: np.ndarray, triangles: np.ndarray) -> int:
+    return int(_folded(source, edited, triangles).sum())
+
+
+log = logging.getLogger(__name__)
+RELAX_SMOOTH = 8      # neighbour-averaging passes of the relaxed field
+RELAX_STEP = 0.34     # how much of the relaxed field a folding neighbourhood takes per round
+RELAX_ROUNDS = 24
+
+
+@functools.lru_cache(maxsize=2)
+def _averaging(n_points: int):
+    """Sparse (P, P) operator: each vertex's displacement → half its own + half its mesh neighbours'
+    mean; the face outline stays 0 (the jaw line is restored to the source anyway)."""
+    adj = facs.mesh_graph()
+    if n_points != facs.N_MESH:
+        idx = facs.point_set(n_points)
+        adj = adj[idx][:, idx]
+        outline = np.isin(idx, facs.FACE_OVAL)
+    else:
+        outline = np.isin(np.arange(n_points), facs.FACE_OVAL)
+    deg = np.asarray(adj.sum(1)).ravel()
+    op = 0.5 * diags(1.0 / np.maximum(deg, 1.0)) @ adj + 0.5 * diags(np.ones(n_points))
+    return (diags((~outline).astype(float)) @ op).tocsr(), adj.tocsr()
+
+
+def _relaxed(displacement: np.ndarray, smooth: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Blend per vertex: weight 0…1 goes from the field to its smoothed version, 1…2 fades that out."""
+    w = weight[..., None]
+    return (displacement + np.minimum(w, 1.0) * (smooth - displacement)) * (1.0 - np.clip(w - 1.0, 0.0, 1.0))
+
+
+def relax_folds(points: np.ndarray, displacement: np.ndarray, valid: np.ndarray, window: int = 9) -> np.ndarray:
+    """The displacement (T, P, 2) with each folding neighbourhood blended towards a smoothed field.
+
+    A field folds where it changes faster than the mesh is wide (a lip corner pulled past the skin
+    beside it, a brow lowered onto the lid crease, a thin silhouette triangle at the jaw). Smoothing
+    the field there spreads the motion over more skin instead of scaling the whole expression down:
+    the blend weight grows per vertex, only on folding triangles and their neighbours, until nothing
+    folds (where even the smoothed field folds, it is faded out locally); the weight is then made
+    smooth in time (a windowed maximum and a moving average), so the correction never flickers.
+    """
+    n_points = points.shape[1]
+    triangles = mesh_topology(n_points)
+    avg, adj = _averaging(n_points)
+    smooth = np.array(displacement, np.float64, copy=True)
+    for _ in range(RELAX_SMOOTH):
+        smooth = np.stack([avg @ smooth[:, :, c].T for c in range(2)], axis=-1).transpose(1, 0, 2)
+    weight = np.zeros(points.shape[:2])
+    for i in np.flatnonzero(valid):
+        if not np.any(displacement[i]):
+            continue
+        w = np.zeros(n_points)
+        for _ in range(RELAX_ROUNDS):
+            d = _relaxed(displacement[i], smooth[i], w)
+            folded = _folded(points[i], facs.restore_speech_and_eyes(points[i], points[i] + d), triangles)
+            if not folded.any():
+                break
+            verts = np.unique(triangles[folded])
+            verts = verts[verts < n_points]
+            near = np.zeros(n_points, bool)
+            near[verts] = True
+            near |= np.asarray(adj[verts].sum(0)).ravel() > 0
+            w[near] = np.minimum(w[near] + RELAX_STEP, 2.0)
+        weight[i] = w
+    if not weight.any():
+        return displacement
+    weight = uniform_filter1d(maximum_filter1d(weight, window, axis=0, mode="nearest"), window, axis=0, mode="nearest")
+    return _relaxed(displacement, smooth, weight)
+
+
+def _folded(source: np.ndarray, edited: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     s = orientation(warp_points(source, ALIGNED_SIZE), triangles)
     e = orientation(warp_points(edited, ALIGNED_SIZE), triangles)
-    return int(((np.sign(s) != np.sign(e)) & (np.abs(s) > MIN_AREA)).sum())
+    return (np.sign(s) != np.sign(e)) & (np.abs(s) > MIN_AREA)
 
 
 def fold_free_scale(points: np.ndarray, displacement: np.ndarray, valid: np.ndarray, window: int = 9) -> np.ndarray:
@@ -125,11 +198,17 @@ def fold_free(points: np.ndarray, activations: np.ndarray, valid: np.ndarray) ->
     scaled back separately: a fold at the mouth corner must not cancel a brow raise."""
     n_points = points.shape[1]
     upper = np.array([a in UPPER_FACE_AUS for a in facs.AU_NAMES])
-    up = facs.field_of(activations * upper, n_points)
-    low = facs.field_of(activations * ~upper, n_points)
-    up *= fold_free_scale(points, up, valid)[:, None, None]
-    low *= fold_free_scale(points + up, low, valid)[:, None, None]
-    return up + low
+    up = relax_folds(points, facs.field_of(activations * upper, n_points), valid)
+    scale_up = fold_free_scale(points, up, valid)
+    # The mouth is checked on the upper face as it will be shown (eyes kept open: on a blink the raw
+    # narrowing field crosses the lids, which the restore undoes).
+    base = facs.restore_speech_and_eyes(points, points + up * scale_up[:, None, None])
+    low = relax_folds(base, facs.field_of(activations * ~upper, n_points), valid)
+    scale_low = fold_free_scale(base, low, valid)
+    if valid.any():
+        log.info("fold-free scale: upper face mean %.2f min %.2f, mouth mean %.2f min %.2f",
+                 scale_up[valid].mean(), scale_up[valid].min(), scale_low[valid].mean(), scale_low[valid].min())
+    return base - points + low * scale_low[:, None, None]
 
 
 class WarpBackend:

@@ -239,9 +239,9 @@ def _unit_fields() -> dict[str, tuple[dict[int, tuple[float, float]], np.ndarray
         "AU15": (_drivers((lips, 0.1 * span, span ** 2)), mouth_pins),
         # AU20 lip stretcher: corners out, slightly down.
         "AU20": (_drivers((lips, span, 0.15 * span ** 2)), mouth_pins),
-        # AU23 lip tightener: corners in, the red of the lips thinner.
-        "AU23": (_drivers((lips, -span, 0.0), (LIP_OUTER_UPPER[:-1], 0, 0.3), (LIP_OUTER_LOWER, 0, -0.3)),
-                 mouth_pins),
+        # AU23 lip tightener: corners in (the mouth narrowed and pressed); the red of the lips keeps its
+        # height, so the re-tracked inner lip is where the speech put it.
+        "AU23": (_drivers((lips, -span, 0.0)), mouth_pins),
     }
     return units
 
@@ -253,8 +253,8 @@ def _unit_fields() -> dict[str, tuple[dict[int, tuple[float, float]], np.ndarray
 #   d14/d12 wide eyes: inner brows +3.5…4.5 px, upper lids +2.4 px; d18 sad: corners 3.7 px down
 # Intensity 1 is about the strongest of these (the default 0.8 a clear, natural expression).
 AU_MAGNITUDE: dict[str, float] = {
-    "AU1": 6.0, "AU2": 5.0, "AU4": 9.0, "AU5": 4.0, "AU6": 4.5, "AU7": 3.0, "AU9": 4.0, "AU10": 3.5,
-    "AU12": 11.0, "AU15": 5.0, "AU20": 7.0, "AU23": 3.5, "AU14R": 5.0,
+    "AU1": 10.0, "AU2": 9.0, "AU4": 12.0, "AU5": 6.0, "AU6": 4.5, "AU7": 4.0, "AU9": 4.0, "AU10": 3.5,
+    "AU12": 11.0, "AU15": 10.0, "AU20": 11.0, "AU23": 4.5, "AU14R": 5.0,
 }
 
 
@@ -275,16 +275,17 @@ def mesh_action_units() -> dict[str, np.ndarray]:
 EMOTION_AUS: dict[str, dict[str, float]] = {
     "neutral": {},
     "happy": {"AU6": 1.0, "AU12": 1.0},
-    "sad": {"AU1": 1.0, "AU4": 0.5, "AU15": 1.0},
-    "surprised": {"AU1": 1.0, "AU2": 1.0, "AU5": 1.0},         # AU26 left out: the opening is the speech's
-    "fear": {"AU1": 1.0, "AU2": 0.6, "AU4": 0.5, "AU5": 1.0, "AU20": 1.0},
-    "angry": {"AU4": 1.0, "AU5": 0.4, "AU7": 1.0, "AU23": 1.0},
+    "sad": {"AU1": 1.0, "AU4": 0.6, "AU15": 1.0},
+    "surprised": {"AU1": 1.0, "AU2": 1.0, "AU5": 1.2, "AU23": 0.5},   # AU26 left out: the opening is the speech's
+    "fear": {"AU1": 1.0, "AU2": 0.7, "AU4": 0.6, "AU5": 1.2, "AU20": 1.2},
+    "angry": {"AU4": 1.0, "AU5": 0.3, "AU7": 1.0, "AU23": 1.0, "AU15": 0.4},
     "disgusted": {"AU9": 1.0, "AU10": 0.6, "AU15": 0.4},     # AU10 at 0.6: more lifts the re-tracked upper lip
     "contempt": {"AU14R": 1.0},
 }
 # AUs whose static offset from the average face is read as expression (and may be removed by a label):
-# the mouth's. Brow height and lid aperture differ so much between people that their offset is identity.
-REMOVABLE_AUS = frozenset({"AU10", "AU12", "AU14R", "AU15", "AU20", "AU23"})
+# the mouth corners'. Brow height, lid aperture, upper-lip height (AU10) and lip thickness (AU23) differ so
+# much between people that their offset is identity (removing them only reshaped the lips and folded them).
+REMOVABLE_AUS = frozenset({"AU12", "AU14R", "AU15", "AU20"})
 AU_NAMES: tuple[str, ...] = ("AU1", "AU2", "AU4", "AU5", "AU6", "AU7", "AU9", "AU10", "AU12", "AU14R", "AU15", "AU20", "AU23")
 
 
