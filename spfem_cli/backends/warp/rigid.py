@@ -21,7 +21,8 @@ from spfem_cli.backends.warp import facs
 # between the inner eye corners, grey levels per aligned-256 pixel. Measured on real clips: bare faces
 # 4-40 (heavy eye make-up the most), thin metal frames 22-62, plastic frames ~200.
 GLASSES_LO, GLASSES_HI = 42.0, 56.0
-EYE_MARGIN, BROW_MARGIN = 5.0, 6.0      # aligned px around the eyes / brows that are never damped
+EYE_MARGIN, BROW_MARGIN = 2.0, 2.0      # aligned px around the eyes / brows that are never damped
+RIM_OUTSIDE = 0.6                       # an edge is a frame when this much of it lies outside them
 
 
 def _polygon_mask(shape: tuple[int, int], polys: list[np.ndarray], dilate: int = 0) -> np.ndarray:
@@ -46,6 +47,12 @@ def _brow_polygons(points: np.ndarray) -> list[np.ndarray]:
     if len(points) == facs.N_MESH:
         return [np.r_[points[u], points[lo[::-1]]] for u, lo in ((facs.BROW_UPPER, facs.BROW_LOWER),
                                                                    (facs.MIRROR[facs.BROW_UPPER], facs.MIRROR[facs.BROW_LOWER]))]
+    return [points[17:22], points[22:27]]
+
+
+def _brow_lower_edges(points: np.ndarray) -> list[np.ndarray]:
+    if len(points) == facs.N_MESH:
+        return [points[facs.BROW_LOWER], points[facs.MIRROR[facs.BROW_LOWER]]]
     return [points[17:22], points[22:27]]
 
 
@@ -90,9 +97,23 @@ def rigid_damping(crop: np.ndarray, points: np.ndarray) -> np.ndarray | None:
     y0, y1 = pts[:, 1].min() - 4 * scale, np.concatenate(eyes)[:, 1].max() + 26 * scale
     band = np.zeros((h, w), bool)
     band[int(max(0, y0)):int(min(h, y1)), int(max(0, x0)):int(min(w, x1))] = True
+    # The brows and the hair above them move: everything above each brow's lower edge is left free.
+    above = [np.r_[lower, lower[::-1] - (0.0, 60.0 * scale)] for lower in _brow_lower_edges(points)]
     moving = (_polygon_mask((h, w), eyes, dilate=int(EYE_MARGIN * scale))
-              | _polygon_mask((h, w), _brow_polygons(points), dilate=int(BROW_MARGIN * scale)))
-    strong = (gradient > np.percentile(gradient[band], 80)) & band & ~moving
-    mask = cv2.dilate(strong.astype(np.uint8) * 255, np.ones((3, 3), np.uint8), iterations=max(1, int(1.5 * scale)))
-    mask = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), 3.0 * scale)
-    return np.clip(mask * 1.5, 0.0, 1.0) * evidence
+              | _polygon_mask((h, w), _brow_polygons(points) + above, dilate=int(BROW_MARGIN * scale)))
+    # A frame is one long connected edge mostly outside the moving parts; where it passes over them
+    # (the top rim under an inner brow head) it is kept whole. Edges mostly inside them (brow hair,
+    # lashes) are not frames.
+    edges = ((gradient > np.percentile(gradient[band], 80)) & band).astype(np.uint8)
+    count, labels = cv2.connectedComponents(edges, connectivity=8)
+    outside = np.bincount(labels[~moving], minlength=count)
+    total = np.bincount(labels.ravel(), minlength=count)
+    frame_like = (outside >= RIM_OUTSIDE * total) & (outside >= 20 * scale)
+    frame_like[0] = False
+    strong = frame_like[labels]
+    mask = cv2.dilate(strong.astype(np.uint8) * 255, np.ones((3, 3), np.uint8), iterations=max(1, int(3 * scale)))
+    mask = mask.astype(np.float32) / 255.0
+    # Full damping on the frame itself (a rim damped unevenly along its length kinks), a wide smooth
+    # falloff around it (the skin next to it takes up the motion gradually).
+    mask = np.maximum(cv2.GaussianBlur(mask, (0, 0), 1.5 * scale), 1.3 * cv2.GaussianBlur(mask, (0, 0), 6.0 * scale))
+    return np.clip(mask, 0.0, 1.0) * evidence
