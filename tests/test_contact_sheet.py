@@ -45,15 +45,17 @@ def test_save_png_palette_is_smaller(tmp_path):
     np.testing.assert_array_equal(np.asarray(Image.open(full)), image)
 
 
-def test_eye_openness_sees_a_blink():
+def test_eye_openness_sees_a_blink_and_a_wink():
     from spfem_cli.face.align import TEMPLATE_68
 
     open_eyes = TEMPLATE_68.copy()
     shut = TEMPLATE_68.copy()
     for top, bottom in ((37, 41), (38, 40), (43, 47), (44, 46)):
         shut[[top, bottom], 1] = TEMPLATE_68[[top, bottom], 1].mean()
-    ratio = C.eye_openness(np.stack([open_eyes, shut]))
-    assert ratio[0] > 0.25 and ratio[1] < 0.1
+    wink = TEMPLATE_68.copy()
+    wink[36:42] = shut[36:42]
+    ratio = C.eye_openness(np.stack([open_eyes, shut, wink]))
+    assert ratio[0] > 0.25 and ratio[1] < 0.1 and ratio[2] < 0.1
 
 
 def test_crop_box_and_frame_picks():

@@ -141,13 +141,14 @@ def pick_frames(valid: np.ndarray, count: int, score: np.ndarray | None = None) 
 
 
 def eye_openness(landmarks: np.ndarray) -> np.ndarray:
-    """Mean eye aspect ratio per frame from iBUG-68 landmarks (T, 68, 2): lid gap over eye width."""
+    """Eye aspect ratio (lid gap over eye width) of the more closed eye per frame, from iBUG-68 landmarks
+    (T, 68, 2): low on a blink and on a wink."""
     lm = np.asarray(landmarks, np.float64)
     ratios = []
     for a, b, c, d, left, right in ((37, 41, 38, 40, 36, 39), (43, 47, 44, 46, 42, 45)):
         gap = np.linalg.norm(lm[:, a] - lm[:, b], axis=-1) + np.linalg.norm(lm[:, c] - lm[:, d], axis=-1)
         ratios.append(gap / (2 * np.linalg.norm(lm[:, left] - lm[:, right], axis=-1) + 1e-9))
-    return np.mean(ratios, axis=0)
+    return np.min(ratios, axis=0)
 
 
 def trim(source: Path, output: Path, start: int, frames: int) -> Path:
