@@ -195,7 +195,8 @@ def frames_at(path: Path, indices: Sequence[int]) -> tuple[list[np.ndarray], np.
     found: dict[int, np.ndarray] = {}
     if wanted:
         for chunk in iter_chunks(Path(path), max_frames=max(wanted) + 1):
-            found.update({chunk.start + j: f for j, f in enumerate(chunk.frames) if chunk.start + j in wanted})
+            # copies: a view would keep its whole decoded chunk alive (~40 chunks held = GBs at 720p)
+            found.update({chunk.start + j: f.copy() for j, f in enumerate(chunk.frames) if chunk.start + j in wanted})
     kept = np.array([int(i) for i in indices if int(i) in found], int)
     return [found[i] for i in kept], kept
 
