@@ -1,8 +1,9 @@
 """The pictures of BENCHMARKS.md's emotion area: one contact sheet per real clip, source | every emotion.
 
 ``python -m spfem_cli.benchmarks.emotion_sheets [CLIP ...] [--out docs/images]`` edits the first
-``SECONDS`` of each clip (default :data:`SHEET_CLIPS`, looked up like the emotion bench's clips) with the
-real ``spfem edit`` pipeline at the default intensity, to each emotion of the bench, and writes
+``CLIP_SECONDS`` of each clip (the stretch the emotion bench scores; default clips :data:`SHEET_CLIPS`,
+looked up like the bench's) with the real ``spfem edit`` pipeline at the default intensity, to each
+emotion of the bench, and writes
 ``emotions_<clip>.png``: the face region of the same frames, labelled, as a small palette PNG (the clips
 are LivePortrait's MIT-licensed examples; the pictures are downscaled so the repository stays small).
 """
@@ -12,11 +13,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from spfem_cli.benchmarks.emotion import EMOTIONS, bench_clips
+from spfem_cli.benchmarks.emotion import CLIP_SECONDS, EMOTIONS, bench_clips
 from spfem_cli.edit.contact_sheet import emotion_sheet, save_png
 
 SHEET_CLIPS = ("d3", "d9", "d12", "d18")   # held-out talking clips: two with glasses, one with a fringe
-SECONDS = 2.0
 FRAMES = 2
 TILE = 150
 MAX_BYTES = 300_000
@@ -26,7 +26,7 @@ def write_sheet(clip: Path, out_dir: Path, *, tile: int = TILE) -> Path:
     """``out_dir/emotions_<clip>.png`` for one clip; the tiles shrink until the file is under MAX_BYTES."""
     from spfem_cli.video import probe
 
-    length = int(round(SECONDS * float(probe(clip).fps)))
+    length = int(round(CLIP_SECONDS * float(probe(clip).fps)))
     sheet, _ = emotion_sheet(clip, EMOTIONS, frames=FRAMES, length=length, tile_height=tile)
     path = out_dir / f"emotions_{clip.stem}.png"
     while True:
