@@ -11,9 +11,11 @@ The iBUG-68 fields are the same fields read at the 68 vertices that the tracker 
 (:data:`~spfem_cli.face.tracking.mediapipe_tracker.MP_TO_IBUG68`), so trackers without a mesh (FAN)
 get the same edit on 68 points.
 
-Magnitudes (:data:`AU_MAGNITUDE`) are not guessed: they are the displacements measured, relative to
-each person's own neutral frames, on LivePortrait's MIT example driving clips (d0 smile, d3 frown and
-surprise, d14 wide eyes, d18 sad mouth; see ``calibration`` in the module's git history / report).
+Magnitudes (:data:`AU_MAGNITUDE`) start from displacements measured, relative to each person's own
+neutral frames, on LivePortrait's MIT example driving clips (d0 smile, d3 frown and surprise, d14 wide
+eyes, d18 sad mouth); those are mild, talking-head expressions, so the upper face and mouth-corner AUs
+are set to FACS-typical apex values (about twice the mild ones), checked by eye and by a FER-2013
+recogniser on tuning clips (d0 d6 d13 d14 s18 s20; never on the benchmark's held-out clips).
 
 AU26 (jaw drop) and every change of the inner-lip gap are absent: the speech opening is the one
 thing the edit must not change (see :func:`keep_mouth_opening`).
@@ -251,7 +253,8 @@ def _unit_fields() -> dict[str, tuple[dict[int, tuple[float, float]], np.ndarray
 #   d0 smile: mouth corners 10.5 px out and 7.7 px up each, lower lids 1.7 px up, eye opening -3.4 px
 #   d3 frown: inner brows down up to 10 px, drawn together 2.2 px each; d3 surprise: upper lids +4.6 px
 #   d14/d12 wide eyes: inner brows +3.5…4.5 px, upper lids +2.4 px; d18 sad: corners 3.7 px down
-# Intensity 1 is about the strongest of these (the default 0.8 a clear, natural expression).
+# These mild measurements read as "neutral" to viewers and to a recogniser: intensity 1 is a full apex
+# expression (brows up to 10-12 px, upper lids 6 px, mouth corners 10-11 px), the default 0.8 a clear one.
 AU_MAGNITUDE: dict[str, float] = {
     "AU1": 10.0, "AU2": 9.0, "AU4": 12.0, "AU5": 6.0, "AU6": 4.5, "AU7": 4.0, "AU9": 4.0, "AU10": 3.5,
     "AU12": 11.0, "AU15": 10.0, "AU20": 11.0, "AU23": 4.5, "AU14R": 5.0,
