@@ -64,7 +64,7 @@ def timeit(fn, *, repeat: int = 5, warmup: int = 1, clock=time.perf_counter) -> 
 
 # The floor first, then the product path, then the rest alphabetically.
 FIRST = ("video", "edit", "tracking")
-NOT_AREAS = ("runner", "__main__")
+NOT_AREAS = ("runner", "__main__", "emotion_sheets")   # modules here that are not row-producing areas
 
 
 def _modules() -> list[str]:
@@ -81,6 +81,15 @@ def _parse_existing() -> dict[str, list[str]]:
             if line.startswith("| ") and not line.startswith("| area") and not line.startswith("|---"):
                 rows.setdefault(line.split("|")[1].strip(), []).append(line)
     return rows
+
+
+def _notes_after_table() -> str:
+    """Free text after the table (pictures, prose sections starting with '## '), kept across re-runs."""
+    if not BENCH_FILE.is_file():
+        return ""
+    text = BENCH_FILE.read_text()
+    start = text.find("\n## ")
+    return text[start:] if start >= 0 else ""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -110,7 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         "| area | what | value | unit | note |",
         "|---|---|---|---|---|",
     ]
-    BENCH_FILE.write_text("\n".join(header + lines) + "\n")
+    notes = _notes_after_table()
+    BENCH_FILE.write_text("\n".join(header + lines) + "\n" + notes)
     print(f"wrote {BENCH_FILE}")
 
 
