@@ -9,6 +9,7 @@ others before the outputs are discarded: a worker never touches a writer that is
 from __future__ import annotations
 
 import contextlib
+import functools
 import queue
 import threading
 import time
@@ -17,6 +18,30 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 _DONE = object()
+
+
+M_MMAP_THRESHOLD = -3          # glibc mallopt parameter
+FRAME_MMAP_BYTES = 128 * 1024  # blocks at least this big come from mmap and go back to the OS when freed
+
+
+@functools.cache
+def fixed_mmap_threshold() -> bool:
+    """Pin glibc's mmap threshold (once per process; False where there is no glibc).
+
+    Frames are allocated in one thread and freed in another. glibc raises its mmap threshold to the
+    size of the first freed frame, after which frame buffers come from per-thread heaps that
+    fragment: peak memory then grew ~3 MB per second of 640x360 video. With the threshold pinned,
+    every frame buffer is its own mapping, returned on free, and memory stays flat in video length.
+    """
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, FRAME_MMAP_BYTES))
+    except (OSError, AttributeError):
+        return False
 
 
 class StageClock:
@@ -43,6 +68,7 @@ class Prefetch(Generic[T]):
     """Iterate ``source`` in a background thread, ``depth`` items ahead of the consumer."""
 
     def __init__(self, source: Iterable[T], depth: int = 2, *, clock: StageClock | None = None, stage: str = "decode"):
+        fixed_mmap_threshold()
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
         self._error: BaseException | None = None

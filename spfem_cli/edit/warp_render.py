@@ -33,7 +33,7 @@ from spfem_cli.face.align import ALIGNED_SIZE, warp_to_aligned
 from spfem_cli.face.region_warp import warp_face_region
 from spfem_cli.face.tracking.base import FaceTrack
 from spfem_cli.face.tracking.mediapipe_tracker import MP_TO_IBUG68
-from spfem_cli.face.tracking.track import FrameTracker, track_prefix
+from spfem_cli.face.tracking.track import FrameTracker, sub_track, track_prefix
 from spfem_cli.progress import frame_progress
 from spfem_cli.video import FrameChunk, VideoWriter, iter_chunks
 
@@ -184,12 +184,21 @@ def _render_and_emit(backend, chunk: FrameChunk, edits: FrameEdits, emit, keep_o
 
 
 def render_tracked(req, backend, track: FaceTrack, plan, clock: StageClock, label: str = "rendering (warp)") -> int:
-    """The pass of an edit whose track is known (cached): decode ahead, render, encode behind."""
-    edits = frame_edits(backend, track, plan)
-    frames_done = 0
+    """The pass of an edit whose track is known (cached): decode ahead, render, encode behind. The edit
+    is made per block of :data:`BLOCK` frames from a window around it, as in the single pass (the same
+    result: the backend's temporal filters reach less far than the window), so no per-frame array of the
+    whole video but the track and the plan is ever held."""
+    frames_done, block_end = 0, 0
+    edits: FrameEdits | None = None
     with video_sink(req, track.fps, clock) as emit, frame_progress(req.progress, len(track), label) as advance, \
             Prefetch(iter_chunks(req.input, CHUNK), QUEUE_CHUNKS, clock=clock, stage="decode") as decoded:
         for chunk in decoded:
+            if edits is None or chunk.start + len(chunk.frames) > block_end:
+                a = chunk.start
+                lo, hi = max(0, a - LOOKBACK), min(len(track), a + BLOCK + LOOKAHEAD)
+                block_end = a + BLOCK
+                with clock.timed("window"):
+                    edits = frame_edits(backend, sub_track(track, lo, hi), plan_rows(plan, lo, hi), start=lo)
             _render_and_emit(backend, chunk, edits, emit, req.side_by_side is not None, clock)
             frames_done += len(chunk.frames)
             advance(len(chunk.frames))

@@ -184,6 +184,11 @@ def _per_frame(track: FaceTrack) -> dict[str, np.ndarray]:
             if isinstance(value := getattr(track, f.name), np.ndarray) and value.ndim >= 1 and len(value) == n}
 
 
+def sub_track(track: FaceTrack, start: int, stop: int) -> FaceTrack:
+    """Frames [start, stop) of ``track`` (views of its per-frame arrays)."""
+    return replace(track, **{name: value[start:stop] for name, value in _per_frame(track).items()})
+
+
 def track_prefix(track: FaceTrack, stop: int, length: int) -> FaceTrack:
     """``track``'s frames before ``stop`` as a track of ``length`` frames, invalid (NaN, False) from ``stop`` on."""
     out = {}
