@@ -279,7 +279,7 @@ EMOTION_AUS: dict[str, dict[str, float]] = {
     "neutral": {},
     "happy": {"AU6": 1.0, "AU12": 1.0},
     "sad": {"AU1": 1.0, "AU4": 0.6, "AU15": 1.0},
-    "surprised": {"AU1": 1.3, "AU2": 1.3, "AU5": 1.4, "AU23": 0.8},   # AU26 left out: the opening is the speech's
+    "surprised": {"AU1": 1.0, "AU2": 1.0, "AU5": 1.4, "AU23": 0.8},   # AU26 left out: the opening is the speech's
     "fear": {"AU1": 1.2, "AU2": 0.5, "AU4": 0.8, "AU5": 1.2, "AU20": 1.2, "AU15": 0.4},
     "angry": {"AU4": 1.2, "AU5": 0.3, "AU7": 1.2, "AU23": 1.0, "AU15": 0.5},
     "disgusted": {"AU9": 1.0, "AU10": 0.6, "AU15": 0.4},     # AU10 at 0.6: more lifts the re-tracked upper lip
