@@ -42,6 +42,8 @@ QUEUE_CHUNKS = 2         # chunks decoded ahead / waiting for the encoder
 LOOKAHEAD = 16           # tracked frames after a block before it is rendered (the zero-phase filter's reach)
 LOOKBACK = 16            # tracked frames before a block that its clean-up window starts with
 BLOCK = 24               # frames rendered from one window (windows overlap by LOOKBACK + LOOKAHEAD)
+CACHED_BLOCK = 96        # the same for a cached track (no frames wait for it: longer blocks, less overlap)
+CACHED_CONTEXT = 12      # frames each side: the backend's temporal filters (fold relaxation) reach 8
 ESTIMATE_SECONDS = 3.0   # the source's resting expression: median over its first seconds with a face
 DAMPING_SIZE = 512       # largest aligned crop the eyeglass damping is found on
 
@@ -185,7 +187,7 @@ def _render_and_emit(backend, chunk: FrameChunk, edits: FrameEdits, emit, keep_o
 
 def render_tracked(req, backend, track: FaceTrack, plan, clock: StageClock, label: str = "rendering (warp)") -> int:
     """The pass of an edit whose track is known (cached): decode ahead, render, encode behind. The edit
-    is made per block of :data:`BLOCK` frames from a window around it, as in the single pass (the same
+    is made per block of :data:`CACHED_BLOCK` frames from a window around it, as in the single pass (the same
     result: the backend's temporal filters reach less far than the window), so no per-frame array of the
     whole video but the track and the plan is ever held."""
     frames_done, block_end = 0, 0
@@ -195,8 +197,8 @@ def render_tracked(req, backend, track: FaceTrack, plan, clock: StageClock, labe
         for chunk in decoded:
             if edits is None or chunk.start + len(chunk.frames) > block_end:
                 a = chunk.start
-                lo, hi = max(0, a - LOOKBACK), min(len(track), a + BLOCK + LOOKAHEAD)
-                block_end = a + BLOCK
+                lo, hi = max(0, a - CACHED_CONTEXT), min(len(track), a + CACHED_BLOCK + CACHED_CONTEXT)
+                block_end = a + CACHED_BLOCK
                 with clock.timed("window"):
                     edits = frame_edits(backend, sub_track(track, lo, hi), plan_rows(plan, lo, hi), start=lo)
             _render_and_emit(backend, chunk, edits, emit, req.side_by_side is not None, clock)
