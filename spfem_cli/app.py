@@ -400,7 +400,13 @@ def _require_weights(choices: tuple[str | None, ...], names: tuple[str, ...], pu
     from spfem_cli import weights
 
     registry = weights.load_registry()
-    weights.require((*(c for c in choices if c in registry), *names), purpose)
+    files = [c for c in choices if c and c not in registry and c not in ("none", "auto") and not Path(c).exists()]
+    try:
+        weights.require((*(c for c in choices if c in registry), *names), purpose)
+    except weights.WeightsError as e:
+        raise weights.WeightsError(f"{e}; and file(s) not found: {', '.join(files)}" if files else str(e)) from None
+    if files:
+        raise SpfemError(f"{purpose}: file(s) not found: {', '.join(files)}")
 
 
 def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:

@@ -131,6 +131,9 @@ def test_renderer_stccl_term_has_the_reference_effective_weight(tmp_path: Path, 
         return tmp_path
 
     monkeypatch.setattr(tr, "train_renderer", fake_train)
+    import spfem_cli.app as app_module
+
+    monkeypatch.setattr(app_module, "_require_weights", lambda *a, **k: None)   # no weights here: only the option is under test
     runner = CliRunner()
     help_text = _help("train-renderer")
     assert "--stccl-weight" in help_text and "0.3·Σ over stages" in help_text

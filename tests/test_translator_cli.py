@@ -41,7 +41,10 @@ def test_train_translator_stccl_without_metric_is_one_clear_error(tmp_path, monk
     from spfem_cli.errors import SpfemError
 
     assert res.exit_code != 0 and isinstance(res.exception, SpfemError)
-    assert "STCCL metric file not found" in str(res.exception) and "--no-stccl" in str(res.exception)
+    # one message, before any work, names everything missing: the gated FLAME files and the metric file
+    message = str(res.exception)
+    assert "missing.pt" in message and "flame_generic" in message and "flame_landmark_embedding" in message
+    assert not (tmp_path / "r").exists()
 
 
 def test_cli_defaults_are_neds_config_defaults():
