@@ -1,4 +1,4 @@
-"""A neutral MediaPipe face mesh (478 points, iris included) in the 256² aligned frame, and its mirror map.
+"""A neutral MediaPipe face mesh (478 points, iris included) in the 256² aligned frame, its mirror map and index sets.
 
 Measured, not designed: each FaceMesh vertex is the median over the neutral opening frames of five
 people (LivePortrait's MIT example driving clips d0, d3, d14, d18, d19; frames before any expression),
@@ -11,6 +11,8 @@ mesh is triangulated and against which a face's static expression is read.
 from __future__ import annotations
 
 import numpy as np
+
+from spfem_cli.face.tracking.mediapipe_tracker import MP_TO_IBUG68
 
 CANONICAL_MESH = np.array([
     [128.0, 163.2], [128.0, 142.4], [128.0, 147.4], [122.7, 117.6], [128.0, 135.2], [128.0, 125.3],
@@ -122,3 +124,22 @@ MIRROR = np.array([
     220, 221, 222, 223, 224, 225, 226, 227, 228, 229, 230, 231, 232, 233, 234, 235, 236, 237, 238, 239,
     240, 241, 242, 243, 244, 245, 246, 247, 473, 476, 475, 474, 477, 468, 471, 470, 469, 472,
 ], dtype=np.int64)
+
+# Index sets of the mesh that the warp's topology and its AU fields both use.
+N_MESH = 478
+FACE_OVAL = np.array([10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+                      152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109])
+IRIS = np.arange(468, 478)
+
+
+def point_set(n_points: int) -> np.ndarray:
+    """Mesh vertex of each point of a tracked point set: all 478, or the 68 iBUG ones."""
+    if n_points == N_MESH:
+        return np.arange(N_MESH)
+    if n_points == 68:
+        return MP_TO_IBUG68
+    raise ValueError(f"expected 478 mesh points or 68 iBUG landmarks, got {n_points}")
+
+
+def neutral(n_points: int = N_MESH) -> np.ndarray:
+    return CANONICAL_MESH[point_set(n_points)]

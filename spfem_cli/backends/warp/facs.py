@@ -30,10 +30,8 @@ from scipy.optimize import nnls
 from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import spsolve
 
-from spfem_cli.backends.warp.canonical_mesh import CANONICAL_MESH, MIRROR
-from spfem_cli.face.tracking.mediapipe_tracker import MP_TO_IBUG68
+from spfem_cli.backends.warp.canonical_mesh import CANONICAL_MESH, FACE_OVAL, IRIS, MIRROR, N_MESH, neutral, point_set  # noqa: F401 (re-exported)
 
-N_MESH = 478
 MIDLINE_X = 128.0
 
 # FaceMesh contours of the subject's right half (image left), named once; the left half is MIRROR[...].
@@ -45,10 +43,7 @@ LIP_OUTER_UPPER = np.array([0, 37, 39, 40, 185, 61])     # midline → corner
 LIP_OUTER_LOWER = np.array([17, 84, 181, 91, 146])
 LIP_INNER_UPPER = np.array([13, 82, 81, 80, 191, 78])
 LIP_INNER_LOWER = np.array([14, 87, 178, 88, 95])
-FACE_OVAL = np.array([10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
-                      152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109])
 IRIS_CENTRES = np.array([468, 473])
-IRIS = np.arange(468, 478)
 LIP_CORNER_OUTER, LIP_CORNER_INNER = 61, 78
 
 
@@ -292,23 +287,10 @@ REMOVABLE_AUS = frozenset({"AU12", "AU14R", "AU15", "AU20"})
 AU_NAMES: tuple[str, ...] = ("AU1", "AU2", "AU4", "AU5", "AU6", "AU7", "AU9", "AU10", "AU12", "AU14R", "AU15", "AU20", "AU23")
 
 
-def point_set(n_points: int) -> np.ndarray:
-    """Mesh vertex of each point of a tracked point set: all 478, or the 68 iBUG ones."""
-    if n_points == N_MESH:
-        return np.arange(N_MESH)
-    if n_points == 68:
-        return MP_TO_IBUG68
-    raise ValueError(f"expected 478 mesh points or 68 iBUG landmarks, got {n_points}")
-
-
 def action_units(n_points: int = N_MESH) -> dict[str, np.ndarray]:
     """AU fields (n_points, 2) for the mesh or the iBUG-68 subset."""
     idx = point_set(n_points)
     return {name: field[idx] for name, field in mesh_action_units().items()}
-
-
-def neutral(n_points: int = N_MESH) -> np.ndarray:
-    return CANONICAL_MESH[point_set(n_points)]
 
 
 # Points whose static offset says something about expression: brows, lids, nose wings, mouth corners

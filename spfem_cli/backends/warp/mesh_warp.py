@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
-from spfem_cli.backends.warp import facs
+from spfem_cli.backends.warp import canonical_mesh
 from spfem_cli.face.align import ALIGNED_SIZE
 
 # iBUG-68 groups used by the 68-point anchors.
@@ -43,9 +43,9 @@ def anchor_points(points: np.ndarray, size: float) -> np.ndarray:
     band outside the jaw (the iBUG jaw stops at the ears).
     """
     pts = np.asarray(points, np.float64)
-    if len(pts) == facs.N_MESH:
+    if len(pts) == canonical_mesh.N_MESH:
         centre = pts[[1, 4, 5, 195, 197]].mean(0)
-        ring = centre + (pts[facs.FACE_OVAL] - centre) * RING_SCALE
+        ring = centre + (pts[canonical_mesh.FACE_OVAL] - centre) * RING_SCALE
         return np.concatenate([ring, _border(size)])
     scale = size / ALIGNED_SIZE
     brows = pts[_BROWS_68]
@@ -59,7 +59,7 @@ def anchor_points(points: np.ndarray, size: float) -> np.ndarray:
 def _open_mouth(points: np.ndarray) -> np.ndarray:
     """Canonical points with the lower lip and chin moved down (the layout the topology is made on)."""
     pts = np.array(points, np.float64, copy=True)
-    mesh_like = len(pts) == facs.N_MESH
+    mesh_like = len(pts) == canonical_mesh.N_MESH
     lip_y = pts[13, 1] if mesh_like else pts[62, 1]
     lower = pts[:, 1] > lip_y + 0.5
     corners = pts[[61, 291], 0] if mesh_like else pts[[48, 54], 0]
@@ -70,18 +70,18 @@ def _open_mouth(points: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=2)
-def mesh_topology(n_points: int = facs.N_MESH) -> np.ndarray:
+def mesh_topology(n_points: int = canonical_mesh.N_MESH) -> np.ndarray:
     """Triangles (T, 3) over [points + anchors] for 478 mesh points or 68 iBUG landmarks.
 
     Delaunay on the canonical neutral face with the mouth opened; the iris (468–477) is left out:
     its ring sits on or outside the lids, and a centre pinned inside a narrowing eye would fold
     the lid triangles; the eye is spanned lid to lid.
     """
-    rest = _open_mouth(facs.neutral(n_points))
+    rest = _open_mouth(canonical_mesh.neutral(n_points))
     pts = np.concatenate([rest, anchor_points(rest, ALIGNED_SIZE)])
     use = np.ones(len(pts), bool)
-    if n_points == facs.N_MESH:
-        use[facs.IRIS] = False
+    if n_points == canonical_mesh.N_MESH:
+        use[canonical_mesh.IRIS] = False
     index = np.flatnonzero(use)
     tri = Delaunay(pts[index])
     if len(tri.coplanar):
