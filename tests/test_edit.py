@@ -194,7 +194,7 @@ def test_no_face_is_refused_or_copied_through(tmp_path):
 
 
 def test_interrupt_leaves_no_partial_output(short_clip, tmp_path, monkeypatch):
-    import spfem_cli.edit.warp_render as warp_render
+    import spfem_cli.backends.warp.render as warp_render
 
     calls = {"n": 0}
     real = warp_render.warp_face_region

@@ -7,11 +7,11 @@ import pytest
 
 from spfem_cli.backends.warp.backend import WarpBackend
 from spfem_cli.backends.warp.mesh_warp import N_BORDER, warp_points, warp_region_mask
+from spfem_cli.backends.warp.region_warp import piecewise_affine_field, warp_face_region
+from spfem_cli.backends.warp.render import render_frame, warp_mesh
 from spfem_cli.edit.targets import EditTarget
-from spfem_cli.edit.warp_render import render_frame, warp_mesh
 from spfem_cli.face.align import apply_affine, invert_affine
 from spfem_cli.face.blend import paste_back
-from spfem_cli.face.region_warp import piecewise_affine_field, warp_face_region
 from spfem_cli.video import read_frames
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spfem_cli.edit import warp_render
+from spfem_cli.backends.warp import render as warp_render
 from spfem_cli.edit.pipeline import EditRequest, edit_video
 from spfem_cli.edit.targets import EditTarget
 from spfem_cli.face.preprocess import find_cached_track

@@ -246,8 +246,8 @@ def _edit_ned(req: EditRequest, backend, track) -> EditResult:
 
 def _edit_warp(req: EditRequest, backend) -> tuple[EditResult, object]:
     """The warp edit and its track. On a first run (no cached track) the video is tracked in the rendering
-    pass itself, one decode (:mod:`spfem_cli.edit.warp_render`); the track is cached for the next edit."""
-    from spfem_cli.edit import warp_render
+    pass itself, one decode (:mod:`spfem_cli.backends.warp.render`); the track is cached for the next edit."""
+    from spfem_cli.backends.warp import render as warp_render
     from spfem_cli.edit.stream import StageClock
     from spfem_cli.face.preprocess import find_cached_track, store_track
 
@@ -282,7 +282,7 @@ def _edit_warp(req: EditRequest, backend) -> tuple[EditResult, object]:
 def _auto_intensity(req: EditRequest, backend) -> tuple[EditRequest, AutoIntensity | None]:
     """``--intensity auto``: track (cached, the edit reuses it), then search on sampled frames rendered in memory
     by the edit's own render path (:func:`spfem_cli.edit.auto_intensity.find_intensity`)."""
-    from spfem_cli.edit import warp_render
+    from spfem_cli.backends.warp import render as warp_render
     from spfem_cli.edit.auto_intensity import find_intensity
 
     if backend.name != "warp":

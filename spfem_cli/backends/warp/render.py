@@ -2,7 +2,7 @@
 
 Three stages overlap in threads (PyAV and OpenCV release the GIL in their C loops): a decoder that,
 on a first run, also tracks each frame as it is decoded; the render loop, which edits each frame in
-place over the face region only (:func:`spfem_cli.face.region_warp.warp_face_region`); and an
+place over the face region only (:func:`spfem_cli.backends.warp.region_warp.warp_face_region`); and an
 encoder writing the output (and the side-by-side) video. Queues hold a few small chunks, so memory
 does not grow with the video's length.
 
@@ -27,10 +27,10 @@ import numpy as np
 
 from spfem_cli.backends.warp import wrinkles
 from spfem_cli.backends.warp.mesh_warp import mesh_topology, warp_points, warp_region_mask
+from spfem_cli.backends.warp.region_warp import warp_face_region
 from spfem_cli.backends.warp.rigid import rigid_damping
 from spfem_cli.edit.stream import Behind, Prefetch, StageClock
 from spfem_cli.face.align import ALIGNED_SIZE, warp_to_aligned
-from spfem_cli.face.region_warp import warp_face_region
 from spfem_cli.face.tracking.base import FaceTrack
 from spfem_cli.face.tracking.mediapipe_tracker import MP_TO_IBUG68
 from spfem_cli.face.tracking.track import FrameTracker, sub_track, track_prefix
