@@ -11,20 +11,19 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from rich.console import Console
-
 from spfem_cli.demo.sample import make_talking_clip
 from spfem_cli.edit.contact_sheet import emotion_sheet, save_png
 from spfem_cli.edit.pipeline import EditRequest, edit_video
 from spfem_cli.edit.targets import EditTarget
 from spfem_cli.emotions import EDIT_EMOTIONS
+from spfem_cli.progress import console as progress_console
 
 OUT = Path("demo_out")
 SHEET_FRAMES = 25      # the contact sheet edits only the first second: every emotion in a few seconds
 
 
 def main(emotions: list[str] | None = None) -> None:
-    console = Console()
+    console = progress_console(stderr=False)   # never wraps paths, plain when piped
     emotions = emotions or ["happy", "sad"]
     OUT.mkdir(exist_ok=True)
     console.print("[bold]spfem demo[/]: building the real-face talking sample (astronaut photo, known mouth signal)")
