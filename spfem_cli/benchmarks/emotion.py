@@ -81,18 +81,11 @@ def bench_clips(spec: str | None = None) -> list[Path]:
 
 
 def trimmed(clip: Path, workdir: Path, seconds: float = CLIP_SECONDS) -> Path:
-    """The first ``seconds`` of ``clip`` as a silent H.264 file in ``workdir`` (made once)."""
-    from spfem_cli.video import VideoWriter, iter_chunks, probe
+    """The first ``seconds`` of ``clip`` in ``workdir`` (made once; :func:`spfem_cli.video.cut_span`)."""
+    from spfem_cli.video import cut_span
 
     out = Path(workdir) / f"{clip.stem}.{seconds:g}s.mp4"
-    if out.is_file():
-        return out
-    info = probe(clip)
-    n = max(1, int(round(seconds * float(info.fps))))
-    with VideoWriter(out, info.fps, crf=14, overwrite=True) as writer:
-        for chunk in iter_chunks(clip, max_frames=n):
-            writer.write(chunk.frames)
-    return out
+    return out if out.is_file() else cut_span(clip, out, 0.0, seconds)
 
 
 def peak_ratio(source: np.ndarray, output: np.ndarray) -> float:

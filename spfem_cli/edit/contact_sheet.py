@@ -151,19 +151,6 @@ def eye_openness(landmarks: np.ndarray) -> np.ndarray:
     return np.min(ratios, axis=0)
 
 
-def trim(source: Path, output: Path, start: int, frames: int) -> Path:
-    """Frames ``start``..``start+frames-1`` of ``source`` as a new clip (no audio): a short stretch to edit."""
-    from spfem_cli.video import VideoWriter, iter_chunks, probe
-
-    info = probe(source)
-    with VideoWriter(output, info.fps, overwrite=True, crf=14, preset="veryfast") as writer:
-        for chunk in iter_chunks(source, max_frames=start + frames):
-            keep = chunk.frames[max(0, start - chunk.start):]
-            if len(keep):
-                writer.write(keep)
-    return output
-
-
 def emotion_sheet(source: Path, emotions: Sequence[str], *, frames: int = 3, start: int = 0,
                   length: int | None = None, tile_height: int = 160, intensity: float | None = None,
                   backend: str = "warp") -> tuple[np.ndarray, SheetFrames]:
@@ -175,13 +162,16 @@ def emotion_sheet(source: Path, emotions: Sequence[str], *, frames: int = 3, sta
     from spfem_cli.edit.pipeline import EditRequest, edit_video
     from spfem_cli.edit.targets import EditTarget
     from spfem_cli.face.preprocess import cached_track
-    from spfem_cli.video import probe, read_frames
+    from spfem_cli.video import cut_span, probe, read_frames
 
     with tempfile.TemporaryDirectory(prefix="spfem-sheet-") as tmp:
         clip = Path(source)
         if start or length is not None:
-            n = (length if length is not None else probe(clip).n_frames - start)
-            clip = trim(clip, Path(tmp) / "stretch.mp4", start, n)
+            info = probe(clip)
+            n = (length if length is not None else info.n_frames - start)
+            # frames start..start+n-1, cut by time half a frame early so rounding never drops one
+            fps = float(info.fps)
+            clip = cut_span(clip, Path(tmp) / "stretch.mp4", max(0.0, (start - 0.5) / fps), (start + n - 0.5) / fps)
         track = cached_track(clip, "mediapipe", progress=False)
         chosen = pick_frames(track.valid, frames, eye_openness(track.landmarks))
         src, info = read_frames(clip)
