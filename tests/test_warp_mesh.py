@@ -136,6 +136,22 @@ def test_eyeglass_frames_are_found_and_damped_and_bare_skin_is_not():
     assert damping[int(pts[61, 1]), int(pts[61, 0])] == 0         # the mouth is free
 
 
+def test_glasses_precheck_reads_the_bridge_strip_like_the_full_crop():
+    """The render's cheap pre-check (bridge strip only) says maybe exactly where the full crop finds glasses."""
+    from spfem_cli.backends.warp.rigid import may_have_glasses
+
+    pts = facs.neutral()
+    skin = np.full((256, 256, 3), (200, 160, 140), np.uint8)
+    glasses = skin.copy()
+    cv2.line(glasses, (118, 92), (138, 92), (30, 30, 30), 2)
+    for crop in (skin, glasses):
+        frame = cv2.resize(crop, (384, 384), interpolation=cv2.INTER_CUBIC)      # a face at 1.5x in the frame
+        for d in (1, 2):
+            matrix = np.array([[d / 1.5, 0.0, 0.0], [0.0, d / 1.5, 0.0]])
+            full = rigid_damping(cv2.warpAffine(frame, matrix, (256 * d, 256 * d), flags=cv2.INTER_CUBIC), pts * d)
+            assert may_have_glasses(frame, matrix, pts * d, 256 * d) == (full is not None) == (crop is glasses)
+
+
 def test_eye_make_up_and_dark_brows_are_not_glasses():
     """Lashes, eyeliner and brows are strong edges around the eyes of bare faces: no bridge line, no damping."""
     pts = facs.neutral()

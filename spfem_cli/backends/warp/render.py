@@ -28,7 +28,7 @@ import numpy as np
 from spfem_cli.backends.warp import wrinkles
 from spfem_cli.backends.warp.mesh_warp import mesh_topology, warp_points, warp_region_mask
 from spfem_cli.backends.warp.region_warp import warp_face_region
-from spfem_cli.backends.warp.rigid import rigid_damping
+from spfem_cli.backends.warp.rigid import may_have_glasses, rigid_damping
 from spfem_cli.edit.stream import Behind, Prefetch, StageClock
 from spfem_cli.face.align import ALIGNED_SIZE, warp_to_aligned
 from spfem_cli.face.tracking.base import FaceTrack
@@ -55,11 +55,15 @@ def warp_mesh(backend, frame: np.ndarray, matrix: np.ndarray, source: np.ndarray
     reference path (``backend.render`` + ``paste_back``): ``alpha``, the feathered region mask it blends
     with, and the factor on the displacement, one minus the eyeglass damping. The damping is found on
     an aligned crop of the reference's size up to :data:`DAMPING_SIZE` px (its edge thresholds depend
-    on the crop's resolution; above that the reference's own crop costs more than the whole render)."""
+    on the crop's resolution; above that the reference's own crop costs more than the whole render), and only
+    when the cheap nose-bridge pre-check allows glasses (:func:`~spfem_cli.backends.warp.rigid.may_have_glasses`)."""
     src = warp_points(np.asarray(source, np.float64), ALIGNED_SIZE)
     dst = np.concatenate([edited, src[len(source):]])
     d = min(backend.supersample(matrix), DAMPING_SIZE // ALIGNED_SIZE)
-    damping = rigid_damping(warp_to_aligned(frame, np.asarray(matrix) * d, size=ALIGNED_SIZE * d), src[:len(source)] * d)
+    m_d, points_d = np.asarray(matrix) * d, src[:len(source)] * d
+    damping = None
+    if may_have_glasses(frame, m_d, points_d, ALIGNED_SIZE * d):     # the full crop only where a bridge may show
+        damping = rigid_damping(warp_to_aligned(frame, m_d, size=ALIGNED_SIZE * d), points_d)
     scale = None if damping is None else 1.0 - np.clip(damping, 0.0, 1.0)
     return matrix, src, dst, mesh_topology(len(source)), alpha, scale
 

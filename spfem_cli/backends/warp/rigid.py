@@ -23,6 +23,7 @@ from spfem_cli.backends.warp import facs
 GLASSES_LO, GLASSES_HI = 42.0, 56.0
 EYE_MARGIN, BROW_MARGIN = 2.0, 2.0      # aligned px around the eyes / brows that are never damped
 RIM_OUTSIDE = 0.6                       # an edge is a frame when this much of it lies outside them
+PRECHECK_SLACK = 4.0                    # grey levels below GLASSES_LO at which the strip pre-check still says maybe
 
 
 def _polygon_mask(shape: tuple[int, int], polys: list[np.ndarray], dilate: int = 0) -> np.ndarray:
@@ -56,24 +57,68 @@ def _brow_lower_edges(points: np.ndarray) -> list[np.ndarray]:
     return [points[17:22], points[22:27]]
 
 
-def glasses_evidence(vertical_gradient: np.ndarray, points: np.ndarray, scale: float) -> float:
-    """0 (no glasses) … 1 (glasses): a horizontal line across the nose bridge between the inner eye corners.
-
-    ``vertical_gradient`` is |d/dy| of the crop's grey levels; ``scale`` crop px per aligned px.
-    """
+def _bridge_strip(points: np.ndarray, scale: float, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1) of the strip between the inner eye corners that a frame's bridge crosses, in crop px."""
     if len(points) == facs.N_MESH:
         inner = points[[facs.LID_UPPER[0], facs.MIRROR[facs.LID_UPPER[0]]]]
     else:
         inner = points[[39, 42]]
     mid = inner.mean(0)
     half = 0.22 * abs(inner[1, 0] - inner[0, 0])
-    h, w = vertical_gradient.shape
+    h, w = shape
     x0, x1 = int(max(0, mid[0] - half)), int(min(w, mid[0] + half))
     y0, y1 = int(max(0, mid[1] - 16 * scale)), int(min(h, mid[1] + 4 * scale))
-    if x1 - x0 < 3 or y1 - y0 < 3:
+    return None if x1 - x0 < 3 or y1 - y0 < 3 else (x0, y0, x1, y1)
+
+
+def _bridge_line(vertical_gradient: np.ndarray, scale: float) -> float:
+    """The bridge line's strength in a strip of |d/dy|: its strongest row's 25th percentile, per aligned px."""
+    return float(np.percentile(vertical_gradient, 25, axis=1).max()) * scale
+
+
+def _gradients(crop: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """d/dx and d/dy of the crop's lightly smoothed grey levels (``scale`` crop px per aligned px)."""
+    grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    grey = cv2.GaussianBlur(grey, (0, 0), 0.8 * scale)
+    return cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
+
+
+def glasses_evidence(vertical_gradient: np.ndarray, points: np.ndarray, scale: float) -> float:
+    """0 (no glasses) … 1 (glasses): a horizontal line across the nose bridge between the inner eye corners.
+
+    ``vertical_gradient`` is |d/dy| of the crop's grey levels; ``scale`` crop px per aligned px.
+    """
+    strip = _bridge_strip(points, scale, vertical_gradient.shape)
+    if strip is None:
         return 0.0
-    line = float(np.percentile(vertical_gradient[y0:y1, x0:x1], 25, axis=1).max()) * scale
+    x0, y0, x1, y1 = strip
+    line = _bridge_line(vertical_gradient[y0:y1, x0:x1], scale)
     return float(np.clip((line - GLASSES_LO) / (GLASSES_HI - GLASSES_LO), 0.0, 1.0))
+
+
+def may_have_glasses(frame: np.ndarray, matrix: np.ndarray, points: np.ndarray, size: int) -> bool:
+    """Whether the ``size``² aligned crop of ``frame`` (``matrix``: frame → crop) may show a glasses bridge.
+
+    The same cue as :func:`glasses_evidence`, read off the few hundred crop pixels of the bridge strip
+    (with the smoothing and gradient kernels' reach) instead of the whole crop: a face without glasses,
+    the common case, then costs ~0.1 ms instead of a bicubic crop and its gradients (~5 ms at 720p).
+    The strip is resampled on its own, which can move a sample by 1/32 px, so it answers True within
+    :data:`PRECHECK_SLACK` of the threshold and :func:`rigid_damping` decides on the full crop.
+    """
+    scale = size / 256.0
+    strip = _bridge_strip(points, scale, (size, size))
+    if strip is None:
+        return False
+    x0, y0, x1, y1 = strip
+    reach = int(np.ceil(4 * 0.8 * scale)) + 2             # GaussianBlur's kernel radius (4 sigma) + Sobel's
+    bx0, by0 = max(0, x0 - reach), max(0, y0 - reach)
+    bx1, by1 = min(size, x1 + reach), min(size, y1 + reach)
+    local = np.asarray(matrix, np.float64).copy()
+    local[:, 2] -= (bx0, by0)
+    crop = cv2.warpAffine(frame, local, (bx1 - bx0, by1 - by0), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    _, gy = _gradients(crop, scale)
+    line = _bridge_line(np.abs(gy[y0 - by0:y1 - by0, x0 - bx0:x1 - bx0]), scale)
+    return line > GLASSES_LO - PRECHECK_SLACK
 
 
 def rigid_damping(crop: np.ndarray, points: np.ndarray) -> np.ndarray | None:
@@ -83,10 +128,7 @@ def rigid_damping(crop: np.ndarray, points: np.ndarray) -> np.ndarray | None:
     """
     h, w = crop.shape[:2]
     scale = w / 256.0
-    grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    grey = cv2.GaussianBlur(grey, (0, 0), 0.8 * scale)
-    gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
+    gx, gy = _gradients(crop, scale)
     evidence = glasses_evidence(np.abs(gy), points, scale)
     if evidence <= 0.0:
         return None
