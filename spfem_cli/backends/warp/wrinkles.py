@@ -279,13 +279,17 @@ def skin_mask(face: np.ndarray, lm: np.ndarray) -> np.ndarray:
 
 
 def _skin_colour_likelihood(face: np.ndarray, lm: np.ndarray, u: float) -> np.ndarray:
-    """How much each pixel looks like the cheeks' skin (chroma and brightness), soft, in [0, 1]."""
-    ycc = cv2.cvtColor(face, cv2.COLOR_RGB2YCrCb).astype(np.float32)
+    """How much each pixel looks like the cheeks' skin (chroma and brightness), soft, in [0, 1].
+
+    Each term depends on one 8-bit channel, so it is evaluated on the 256 levels and looked up per pixel
+    (the same numbers as evaluating it per pixel, at a fraction of the cost: this runs every frame).
+    """
+    ycc = cv2.cvtColor(face, cv2.COLOR_RGB2YCrCb)
     samples = []
     for p in (0.5 * (lm[31] + lm[2]), 0.5 * (lm[35] + lm[14]), lm[29]):
         x, y = np.round(p).astype(int)
         r = max(2, int(round(6 * u)))
-        patch = ycc[max(y - r, 0):y + r, max(x - r, 0):x + r].reshape(-1, 3)
+        patch = ycc[max(y - r, 0):y + r, max(x - r, 0):x + r].reshape(-1, 3).astype(np.float32)
         if len(patch):
             samples.append(patch)
     if not samples:
@@ -293,9 +297,10 @@ def _skin_colour_likelihood(face: np.ndarray, lm: np.ndarray, u: float) -> np.nd
     s = np.concatenate(samples)
     mean = np.median(s, 0)
     spread = np.maximum(np.percentile(np.abs(s - mean), 90, axis=0), (6.0, 3.0, 3.0))
-    chroma = ((ycc[..., 1:] - mean[1:]) / (2.5 * spread[1:] + 2.0)) ** 2
-    score = np.exp(-0.5 * np.maximum(chroma.sum(-1) - 1.0, 0.0))
-    bright = np.clip((ycc[..., 0] - 0.45 * mean[0]) / (0.2 * mean[0] + 1e-6), 0.0, 1.0)
+    levels = np.repeat(np.arange(256, dtype=np.float32)[:, None], 3, axis=1)     # every value of a channel
+    chroma = cv2.LUT(ycc[..., 1:], (((levels[:, 1:] - mean[1:]) / (2.5 * spread[1:] + 2.0)) ** 2)[None])
+    score = np.exp(-0.5 * np.maximum(chroma[..., 0] + chroma[..., 1] - 1.0, 0.0))
+    bright = cv2.LUT(ycc[..., 0], np.clip((levels[:, 0] - 0.45 * mean[0]) / (0.2 * mean[0] + 1e-6), 0.0, 1.0)[None])
     return (score * bright).astype(np.float32)
 
 
