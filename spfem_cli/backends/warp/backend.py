@@ -94,7 +94,7 @@ def _au_pinv(n_points: int) -> np.ndarray:
 
 
 FOLD_STEPS = np.linspace(1.0, 0.0, 11)
-UPPER_FACE_AUS = frozenset({"AU1", "AU2", "AU4", "AU5", "AU6", "AU7", "AU9"})
+UPPER_FACE_AUS = frozenset({"AU1", "AU2", "AU4", "AU5", "AU41", "AU6", "AU7", "AU9"})
 MIN_AREA = 6.0        # doubled aligned px²: thinner source triangles (closed lips, silhouette) have no orientation
 
 
