@@ -68,6 +68,22 @@ def test_region_warp_matches_the_reference_path(edited_sample, scale):
     assert 10 * np.log10(255.0 ** 2 / mse) >= 40.0, "PSNR of the edited face regions over the sampled frames"
 
 
+def test_still_parts_of_the_region_are_skipped_bit_for_bit(edited_sample, monkeypatch):
+    """Only the bands where the map moves a pixel are resampled: the same frame as resampling the whole box."""
+    from spfem_cli.backends.warp import region_warp
+
+    backend, track, seq, edited, frames = edited_sample
+    for i in (4, 31, 58):
+        args = warp_mesh(backend, frames[i], track.transforms[i], seq.landmarks[i], edited.landmarks[i],
+                         warp_region_mask(seq.landmarks[i], 256))
+        fast, region = warp_face_region(frames[i], *args)
+        with monkeypatch.context() as m:
+            m.setattr(region_warp, "STILL_SHIFT", -1.0)
+            m.setattr(region_warp, "STILL_ALPHA", -1.0)
+            whole, _ = warp_face_region(frames[i], *args)
+        assert not region.empty and np.array_equal(fast, whole)
+
+
 def test_identity_mesh_returns_the_frame_bit_for_bit(edited_sample):
     backend, track, seq, _, frames = edited_sample
     alpha = warp_region_mask(seq.landmarks[5], 256)
