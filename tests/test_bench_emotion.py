@@ -41,3 +41,31 @@ def test_score_one_clip(short_clip, tmp_path):
     (row,) = bench.summary_rows([s], "sample")
     assert row.area == "emotion" and row.value == pytest.approx(s.rise)
     assert row.note.startswith(f"target top-1 after edit on {int(s.hit)}/1 clips")
+
+
+class _MeshTrack:
+    """The two things au_readback reads off a track: its mesh (present or not) and the aligned mesh."""
+
+    def __init__(self, aligned: np.ndarray):
+        self.mesh = aligned
+        self._aligned = aligned
+
+    def __len__(self) -> int:
+        return len(self._aligned)
+
+    def aligned_mesh(self) -> np.ndarray:
+        return self._aligned
+
+
+def test_au_readback_recovers_a_planted_edit_without_cancelling_pairs():
+    from spfem_cli.backends.warp import facs
+
+    rng = np.random.default_rng(0)
+    source = facs.neutral(facs.N_MESH)[None] + rng.normal(0, 0.3, (12, facs.N_MESH, 2))   # tracker jitter
+    edit = facs.field_of({"AU9": 0.8, "AU20": 0.5}, facs.N_MESH)
+    output = source + edit + rng.normal(0, 0.3, source.shape)
+    output[3] = np.nan                                                                     # a frame without a face
+    back = bench.au_readback(_MeshTrack(source), _MeshTrack(output))
+    assert back["AU9"] == pytest.approx(0.8, abs=0.1) and back["AU20"] == pytest.approx(0.5, abs=0.1)
+    assert "AU23" not in back and "AU41" not in back          # the opposing units are not read as large cancelling pairs
+    assert bench.au_readback(_MeshTrack(source), type("NoMesh", (), {"mesh": None})()) == {}

@@ -8,7 +8,10 @@ real ``spfem edit`` pipeline (warp backend, default intensity) to each emotion, 
   and output (same frames, same boxes): rise of P(target), and whether the target is the top-1 label
   of the output's mean probabilities (contempt has no FER class: its rows say so);
 - the output is re-tracked (as ``spfem edit --plot`` does) and its inner-lip opening compared with the
-  source's: Pearson r and the ratio of peak openings (95th percentiles, robust to one bad frame).
+  source's: Pearson r and the ratio of peak openings (95th percentiles, robust to one bad frame);
+- the re-tracked mesh is read back on the action-unit basis against the source's mesh frame by frame
+  (:func:`au_readback`): what the edit visibly did to brows, lids, nose and mouth corners, the only
+  check there is for disgust and contempt, which the recogniser cannot judge.
 
 ``score`` is also the engine of the quick scoring script other work uses to measure warp changes.
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +50,7 @@ class ClipScore:
     mouth_r: float
     peak_ratio: float            # output / source 95th-percentile inner-lip opening (re-tracked)
     frames: int
+    readback: dict[str, float] = field(default_factory=dict)   # AU → median activation, re-tracked output vs source
 
     @property
     def rise(self) -> float | None:
@@ -97,6 +101,28 @@ def peak_ratio(source: np.ndarray, output: np.ndarray) -> float:
     return float(np.percentile(output[ok], PEAK_PERCENTILE) / top) if top > 1e-6 else float("nan")
 
 
+def au_readback(source_track, output_track, min_activation: float = 0.05) -> dict[str, float]:
+    """AU activations of the re-tracked output relative to the source, frame by frame (median over frames).
+
+    Both are MediaPipe meshes of the same frames in the aligned 256² frame; the difference is projected on
+    the warp's AU fields (:func:`spfem_cli.backends.warp.facs.au_activations`, non-negative). Expressed in
+    units of the recipe weights (1 = the AU at full intensity), so ``disgusted`` at 0.8 should read back
+    about 0.8 × its AU9 weight if the tracker sees the edit. Empty when a track has no mesh.
+    """
+    from spfem_cli.backends.warp import facs
+
+    if source_track.mesh is None or output_track.mesh is None:
+        return {}
+    n = min(len(source_track), len(output_track))
+    src, out = source_track.aligned_mesh()[:n], output_track.aligned_mesh()[:n]
+    ok = np.flatnonzero(np.isfinite(src).all((1, 2)) & np.isfinite(out).all((1, 2)))
+    if len(ok) == 0:
+        return {}
+    acts = np.stack([facs.au_activations(out[i][None], rest=src[i])[0] for i in ok])
+    median = np.median(acts, axis=0)
+    return {name: round(float(v), 3) for name, v in zip(facs.AU_NAMES, median, strict=True) if v >= min_activation}
+
+
 def score(clip: Path, emotion: str, workdir: Path, *, intensity: float | None = None, samples: int = SAMPLES,
           seconds: float = CLIP_SECONDS, backend: str = "warp", keep: Path | None = None) -> ClipScore:
     """Edit the first ``seconds`` of ``clip`` to ``emotion`` and score it (see the module docstring).
@@ -126,7 +152,8 @@ def score(clip: Path, emotion: str, workdir: Path, *, intensity: float | None = 
                      before.prob_of(emotion) if has_class and before else None,
                      after.prob_of(emotion) if has_class and after else None,
                      before.label if before else "–", after.label if after else "–",
-                     mouth_correlation(src_open[:n], out_open[:n]), peak_ratio(src_open[:n], out_open[:n]), after.frames if after else 0)
+                     mouth_correlation(src_open[:n], out_open[:n]), peak_ratio(src_open[:n], out_open[:n]), after.frames if after else 0,
+                     au_readback(track, out_track))
 
 
 def summary_rows(scores: list[ClipScore], where: str) -> list[BenchRow]:
@@ -139,6 +166,7 @@ def summary_rows(scores: list[ClipScore], where: str) -> list[BenchRow]:
         rs = np.array([s.mouth_r for s in group])
         peaks = np.array([s.peak_ratio for s in group])
         mouth = f"mouth r min {np.nanmin(rs):.3f} mean {np.nanmean(rs):.3f}; peak ratio {np.nanmin(peaks):.2f}–{np.nanmax(peaks):.2f}"
+        mouth += f"; AU read-back {readback_summary(group)}"
         if rises:
             hits = sum(s.hit for s in group)
             rows.append(BenchRow(AREA, f"{emotion}: mean rise of P({emotion}), {where}", float(np.mean(rises)), "ΔP",
@@ -148,6 +176,16 @@ def summary_rows(scores: list[ClipScore], where: str) -> list[BenchRow]:
             rows.append(BenchRow(AREA, f"{emotion}: re-tracked mouth r (no FER-2013 class), {where}", float(np.nanmin(rs)), "r (min)",
                                  f"{mouth}; top-1 after: {tops}"))
     return rows
+
+
+def readback_summary(group: list[ClipScore]) -> str:
+    """Mean re-tracked AU read-back of a group of clips, the AUs of the emotion's recipe first: 'AU9 0.52, AU10 0.31'."""
+    from spfem_cli.backends.warp.facs import EMOTION_AUS
+
+    names = dict.fromkeys([*EMOTION_AUS.get(group[0].emotion, {}), *(a for s in group for a in s.readback)])
+    means = {a: float(np.mean([s.readback.get(a, 0.0) for s in group])) for a in names}
+    shown = [f"{a} {v:.2f}" for a, v in means.items() if v >= 0.05]
+    return ", ".join(shown[:6]) or "none"
 
 
 def sample_clip(workdir: Path) -> Path:

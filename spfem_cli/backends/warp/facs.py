@@ -130,6 +130,7 @@ def _mirrored(right: dict[int, tuple[float, float]]) -> dict[int, tuple[float, f
     return out
 
 
+AU15_INNER = 0.5   # the inner lip follows AU15 half way: MediaPipe reads a downturned inner-lip line as a closing mouth
 CLUSTER_PX = 3.5   # vertices this close to a driver (canonical px) move with it: no fold in dense spots
 
 
@@ -186,6 +187,8 @@ def _unit_fields() -> dict[str, tuple[dict[int, tuple[float, float]], np.ndarray
     # (the corners most): the lips keep their shape and the crowded corner never folds.
     lips = np.r_[LIP_OUTER_UPPER, LIP_OUTER_LOWER, LIP_INNER_UPPER, LIP_INNER_LOWER]
     span = _lip_span(lips)
+    outer, inner = np.r_[LIP_OUTER_UPPER, LIP_OUTER_LOWER], np.r_[LIP_INNER_UPPER, LIP_INNER_LOWER]
+    span_outer, span_inner = _lip_span(outer), _lip_span(inner)
     def with_forehead(drivers: dict[int, tuple[float, float]], frac: float = 0.8) -> dict[int, tuple[float, float]]:
         """The forehead row above the brows follows the nearest brow vertex (a brow never passes it)."""
         brow = np.array([v for v in BROW_UPPER if v in drivers])
@@ -235,7 +238,8 @@ def _unit_fields() -> dict[str, tuple[dict[int, tuple[float, float]], np.ndarray
         # AU12 lip corner puller: corners up and out, the cheek and nasolabial skin with them.
         "AU12": (_drivers((lips, span, -0.72 * span ** 2), (NASOLABIAL, 0.35, -0.3)), mouth_pins),
         # AU15 lip corner depressor.
-        "AU15": (_drivers((lips, 0.1 * span, span ** 2)), mouth_pins),
+        "AU15": (_drivers((outer, 0.1 * span_outer, span_outer ** 2),
+                          (inner, 0.1 * span_inner * AU15_INNER, AU15_INNER * span_inner ** 2)), mouth_pins),
         # AU20 lip stretcher: corners out, slightly down.
         "AU20": (_drivers((lips, span, 0.15 * span ** 2)), mouth_pins),
         # AU23 lip tightener: corners in (the mouth narrowed and pressed); the red of the lips keeps its
@@ -317,6 +321,9 @@ def prototype(emotion: str, n_points: int = N_MESH) -> np.ndarray:
     return out
 
 
+READBACK_RIDGE = 3.0   # aligned px per unit activation: a few % shrink of a real AU (its field moves many points by several px)
+
+
 def au_activations(points: np.ndarray, rest: np.ndarray | None = None) -> np.ndarray:
     """Per-frame AU activations (T, len(AU_NAMES)) of aligned points (T, P, 2) relative to ``rest``.
 
@@ -330,10 +337,14 @@ def au_activations(points: np.ndarray, rest: np.ndarray | None = None) -> np.nda
     sel = _expressive(n_points)
     fields = action_units(n_points)
     basis = np.stack([fields[n][sel].ravel() for n in AU_NAMES], axis=1)
+    # A small ridge: opposing units (AU5/AU41 lids, AU20/AU23 corners) are nearly collinear, and plain NNLS
+    # can answer with both large and cancelling; the ridge picks the smallest activations that fit.
+    basis = np.vstack([basis, READBACK_RIDGE * np.eye(len(AU_NAMES))])
+    pad = np.zeros(len(AU_NAMES))
     out = np.full((len(pts), len(AU_NAMES)), np.nan)
     for t, frame in enumerate(pts):
         if np.isfinite(frame).all():
-            out[t] = nnls(basis, (frame - rest)[sel].ravel())[0]
+            out[t] = nnls(basis, np.r_[(frame - rest)[sel].ravel(), pad])[0]
     return out
 
 
