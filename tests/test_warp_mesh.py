@@ -164,19 +164,23 @@ def test_eye_make_up_and_dark_brows_are_not_glasses():
 
 
 def test_reference_expression_is_read_against_each_faces_own_neutral(track):
-    """A reference of another "person" (shifted brows, wider mouth: identity) who smiles half the time
-    transfers the smile, not the identity."""
+    """A reference of another "person" (shifted brows, a naturally downturned mouth: identity) who smiles
+    through most of the clip and blinks now and then transfers the smile: not the identity, not the
+    blinks, and not the downturn that the smile leaves (which a per-AU range would read as AU15)."""
     backend = WarpBackend()
     seq = backend.encode(track)
     fields = facs.action_units()
     identity = np.zeros((478, 2))
     identity[facs.BROWS, 1] -= 4.0
-    smile = np.where(np.arange(len(seq.valid)) >= len(seq.valid) // 2, 1.0, 0.0)
-    ref = LandmarkSeq(seq.landmarks + identity + smile[:, None, None] * fields["AU12"], seq.valid.copy())
+    n = len(seq.valid)
+    smile = np.where(np.arange(n) >= n // 3, 1.0, 0.0)[:, None, None]
+    blink = np.where(np.arange(n) % 10 == 0, 1.0, 0.0)[:, None, None]
+    ref = LandmarkSeq(seq.landmarks + identity + (1 - smile) * 0.6 * fields["AU15"] + smile * fields["AU12"]
+                      + blink * fields["AU41"], seq.valid.copy())
     plan = backend.plan(seq, EditTarget(reference=__file__, intensity=1.0), float(track.fps), ref)
     names = list(plan.au_names)
     assert plan.activations[:, names.index("AU12")].mean() > 0.6
-    assert np.abs(plan.activations[:, [names.index(a) for a in ("AU1", "AU2", "AU4")]]).max() < 0.2
+    assert np.abs(plan.activations[:, [names.index(a) for a in ("AU1", "AU2", "AU4", "AU41", "AU15")]]).max() < 0.2
     still = LandmarkSeq(seq.landmarks + identity, seq.valid.copy())
     plan = backend.plan(seq, EditTarget(reference=__file__, intensity=1.0), float(track.fps), still)
     assert np.abs(plan.displacement).max() < 1.5

@@ -285,7 +285,7 @@ EMOTION_AUS: dict[str, dict[str, float]] = {
     "happy": {"AU6": 1.0, "AU12": 1.0},
     "sad": {"AU1": 1.3, "AU4": 0.9, "AU6": 0.3, "AU15": 1.0, "AU41": 0.9},
     "surprised": {"AU1": 1.1, "AU2": 1.1, "AU5": 1.8, "AU23": 1.2},   # AU26 left out: the opening is the speech's
-    "fear": {"AU1": 0.9, "AU2": 0.2, "AU4": 0.8, "AU5": 1.8, "AU20": 0.9, "AU15": 0.7},
+    "fear": {"AU1": 0.9, "AU4": 0.5, "AU5": 1.8, "AU20": 0.6, "AU15": 1.0},
     "angry": {"AU4": 1.2, "AU7": 1.2, "AU9": 0.6, "AU23": 1.0, "AU15": 1.1},
     "disgusted": {"AU9": 1.0, "AU10": 0.6, "AU15": 0.4},     # AU10 at 0.6: more lifts the re-tracked upper lip
     "contempt": {"AU14R": 1.0},
@@ -368,16 +368,30 @@ def estimate_expression(aligned_points: np.ndarray) -> tuple[np.ndarray, dict[st
     return field_of(named, pts.shape[1]), named
 
 
-def expression_over_time(aligned_points: np.ndarray, valid: np.ndarray, *, neutral_pct: float = 10.0,
-                         peak_pct: float = 85.0) -> dict[str, float]:
-    """A clip's expression relative to its own neutral: per AU, a high percentile of its activations
-    minus a low one. Estimating each face's neutral from its own frames removes identity shape (a
-    face with naturally low brows is not "angry"), so two different people can be compared."""
-    acts = au_activations(np.asarray(aligned_points)[valid])
-    acts = acts[np.isfinite(acts).all(1)]
-    if len(acts) == 0:
+def expression_over_time(aligned_points: np.ndarray, valid: np.ndarray, *, rest_share: float = 0.2,
+                         typical_pct: float = 50.0, max_frames: int = 300) -> dict[str, float]:
+    """A clip's expression relative to its own neutral face: per AU, the median (``typical_pct``) of the
+    activations of each frame measured against the face's own rest shape.
+
+    The rest shape is the median of the clip's least expressive frames (the ``rest_share`` with the
+    smallest total activation against the canonical face). Measuring every frame against it, in point
+    space, removes identity shape (naturally low brows are not "angry", a naturally downturned mouth is not
+    "sad"), so two different people can be compared, and a feature that *leaves* its rest position (a
+    downturned mouth breaking into a grin) reads as the unit that moves it there, never as its opposite.
+    The median, not a high percentile, is the expression the clip holds: blinks (AU41) and speech shapes
+    (AU10, AU23) come and go and stay below it, a smile held through the clip does not. Long clips are read
+    on ``max_frames`` evenly spaced frames.
+    """
+    pts = np.asarray(aligned_points, np.float64)[np.asarray(valid, bool)]
+    pts = pts[np.isfinite(pts).all(axis=(1, 2))]
+    if len(pts) == 0:
         return {}
-    rise = np.percentile(acts, peak_pct, axis=0) - np.percentile(acts, neutral_pct, axis=0)
+    if len(pts) > max_frames:
+        pts = pts[np.linspace(0, len(pts) - 1, max_frames).round().astype(int)]
+    total = au_activations(pts).sum(1)
+    calm = total <= np.quantile(total, rest_share)
+    rest = np.median(pts[calm], axis=0)
+    rise = np.percentile(au_activations(pts, rest), typical_pct, axis=0)
     return {n: float(c) for n, c in zip(AU_NAMES, np.clip(rise, 0.0, 1.5), strict=True) if c > 1e-3}
 
 
