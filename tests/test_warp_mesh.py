@@ -195,3 +195,20 @@ def test_face_edit_reports_the_aus_of_the_frame(track):
     assert edit.has_mesh and edit.scale == 2.0
     assert edit.aus["AU12"] == pytest.approx(0.5, abs=0.05) and edit.aus["AU6"] == pytest.approx(0.5, abs=0.05)
     assert edit.aus["AU4"] == pytest.approx(0.0, abs=0.05)
+
+
+def test_brows_behind_glasses_move_less_and_lids_keep_their_motion():
+    from spfem_cli.backends.warp.rigid import BROW_KEEP_WITH_GLASSES, steady_brows
+
+    src = facs.neutral()
+    edited = src + facs.field_of({"AU1": 1.0, "AU2": 1.0, "AU5": 1.0}, facs.N_MESH)
+    assert steady_brows(src, edited, None) is edited                       # no glasses: untouched
+    damping = np.zeros((256, 256), np.float32)
+    damping[100, 100] = 1.0                                                  # a certain frame somewhere
+    out = steady_brows(src, edited, damping)
+    brow = facs.BROW_UPPER
+    np.testing.assert_allclose(out[brow] - src[brow], BROW_KEEP_WITH_GLASSES * (edited[brow] - src[brow]), atol=1e-9)
+    lid = facs.LID_UPPER[3:6]                                                # mid upper lid, seen through the lens
+    np.testing.assert_allclose(out[lid], edited[lid])
+    half = steady_brows(src, edited, damping * 0.5)                          # weaker evidence, milder cut
+    assert np.all(np.abs(half[brow, 1] - src[brow, 1]) > np.abs(out[brow, 1] - src[brow, 1]))

@@ -24,7 +24,7 @@ from scipy.sparse import diags
 
 from spfem_cli.backends.warp import facs
 from spfem_cli.backends.warp.mesh_warp import mesh_topology, orientation, warp_face, warp_points
-from spfem_cli.backends.warp.rigid import rigid_damping
+from spfem_cli.backends.warp.rigid import rigid_damping, steady_brows
 from spfem_cli.backends.warp.wrinkles import shade_edit
 from spfem_cli.edit.targets import EditTarget, component_weights
 from spfem_cli.face.align import ALIGNED_SIZE, warp_to_aligned
@@ -295,6 +295,7 @@ class WarpBackend:
         crop = warp_to_aligned(frame, matrix_k, size=ALIGNED_SIZE * k)
         src_k, dst_k = np.asarray(source) * k, np.asarray(edited) * k
         damping = rigid_damping(crop, src_k)
+        dst_k = steady_brows(src_k, dst_k, damping)
         warped = warp_face(crop, src_k, dst_k, damping=damping)
         warped = shade_edit(warped, self.face_edit(source, edited, k))   # expression wrinkles (appearance cues)
         return warped, matrix_k

@@ -28,7 +28,7 @@ import numpy as np
 from spfem_cli.backends.warp import wrinkles
 from spfem_cli.backends.warp.mesh_warp import mesh_topology, warp_points, warp_region_mask
 from spfem_cli.backends.warp.region_warp import warp_face_region
-from spfem_cli.backends.warp.rigid import may_have_glasses, rigid_damping
+from spfem_cli.backends.warp.rigid import may_have_glasses, rigid_damping, steady_brows
 from spfem_cli.edit.stream import Behind, Prefetch, StageClock
 from spfem_cli.face.align import ALIGNED_SIZE, warp_to_aligned
 from spfem_cli.face.tracking.base import FaceTrack
@@ -65,6 +65,7 @@ def warp_mesh(backend, frame: np.ndarray, matrix: np.ndarray, source: np.ndarray
     if may_have_glasses(frame, m_d, points_d, ALIGNED_SIZE * d):     # the full crop only where a bridge may show
         damping = rigid_damping(warp_to_aligned(frame, m_d, size=ALIGNED_SIZE * d), points_d)
     scale = None if damping is None else 1.0 - np.clip(damping, 0.0, 1.0)
+    dst[:len(source)] = steady_brows(source, edited, damping)
     return matrix, src, dst, mesh_topology(len(source)), alpha, scale
 
 

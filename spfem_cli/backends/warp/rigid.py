@@ -159,3 +159,30 @@ def rigid_damping(crop: np.ndarray, points: np.ndarray) -> np.ndarray | None:
     # falloff around it (the skin next to it takes up the motion gradually).
     mask = np.maximum(cv2.GaussianBlur(mask, (0, 0), 1.5 * scale), 1.3 * cv2.GaussianBlur(mask, (0, 0), 6.0 * scale))
     return np.clip(mask, 0.0, 1.0) * evidence
+
+
+# Canonical heights (aligned px, y down) between which the brow region hands over to the eyes: brows sit
+# at ~72, the upper lids at ~88. Above BROW_ZONE[0] a vertex moves as the brows do, below BROW_ZONE[1]
+# as the face below them.
+BROW_ZONE = (80.0, 88.0)
+BROW_KEEP_WITH_GLASSES = 0.35     # share of the brow/forehead motion kept behind a certain eyeglass frame
+
+
+def steady_brows(source: np.ndarray, edited: np.ndarray, damping: np.ndarray | None) -> np.ndarray:
+    """``edited`` (P, 2 mesh points, any scale) with the brow and forehead motion cut to
+    :data:`BROW_KEEP_WITH_GLASSES` when a glasses frame is found (``damping`` not None; its peak is the
+    evidence), fading back to the full motion over the lids.
+
+    Brows often sit on or behind the top rims. The damping holds a rim it can see, but a top rim hidden in
+    the brow hair is not seen, and a brow dragged up across a held rim leaves a grey smear in the lens:
+    raising brows by their full amount behind glasses bent the top rims of round frames (d19) and bumped
+    a lens top (d13). The lids, seen through the lenses, keep their motion (wide or narrowed eyes read).
+    """
+    if damping is None or len(source) != facs.N_MESH:
+        return edited
+    evidence = float(np.clip(damping.max(), 0.0, 1.0))
+    y = facs.CANONICAL_MESH[:, 1]
+    brow_weight = np.clip((BROW_ZONE[1] - y) / (BROW_ZONE[1] - BROW_ZONE[0]), 0.0, 1.0)
+    keep = 1.0 - (1.0 - BROW_KEEP_WITH_GLASSES) * evidence * brow_weight
+    src = np.asarray(source, np.float64)
+    return src + (np.asarray(edited, np.float64) - src) * keep[:, None]
