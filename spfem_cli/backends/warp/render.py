@@ -159,6 +159,15 @@ def estimation_track(track: FaceTrack, length: int | None = None) -> FaceTrack:
     return track_prefix(track, len(track) if stop is None else stop, length or len(track))
 
 
+def one_blas_thread() -> contextlib.AbstractContextManager:
+    """BLAS held to one thread for a pass. Its per-frame linear algebra is tiny (the AU read-back, 3-point
+    least squares, the window's small solves), but after each call OpenBLAS's idle workers spin in
+    ``sched_yield``: on 2 cores that took ~14 % of the pass's CPU away from the decoder and the encoder."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas")
+
+
 @contextlib.contextmanager
 def video_sink(req, fps, clock: StageClock) -> Iterator[Callable[[np.ndarray | None, np.ndarray], None]]:
     """``emit(original, edited)``: encode a chunk in a background thread into the output (and the
@@ -197,7 +206,8 @@ def render_tracked(req, backend, track: FaceTrack, plan, clock: StageClock, labe
     whole video but the track and the plan is ever held."""
     frames_done, block_end = 0, 0
     edits: FrameEdits | None = None
-    with video_sink(req, track.fps, clock) as emit, frame_progress(req.progress, len(track), label) as advance, \
+    with one_blas_thread(), video_sink(req, track.fps, clock) as emit, \
+            frame_progress(req.progress, len(track), label) as advance, \
             Prefetch(iter_chunks(req.input, CHUNK), QUEUE_CHUNKS, clock=clock, stage="decode") as decoded:
         for chunk in decoded:
             if edits is None or chunk.start + len(chunk.frames) > block_end:
@@ -271,7 +281,8 @@ def render_single_pass(req, backend, tracker: FrameTracker, plan, fps, frame_siz
                 return block
         return block if tracked is None else []
 
-    with video_sink(req, fps, clock) as emit, frame_progress(req.progress, n_hint, "tracking + rendering (warp)") as advance, \
+    with one_blas_thread(), video_sink(req, fps, clock) as emit, \
+            frame_progress(req.progress, n_hint, "tracking + rendering (warp)") as advance, \
             Prefetch(_decode_and_track(req, tracker), QUEUE_CHUNKS, clock=clock, stage="decode+track") as decoded:
         for chunk in decoded:
             pending.append(chunk)
