@@ -124,10 +124,12 @@ def au_readback(source_track, output_track, min_activation: float = 0.05) -> dic
 
 
 def score(clip: Path, emotion: str, workdir: Path, *, intensity: float | None = None, samples: int = SAMPLES,
-          seconds: float = CLIP_SECONDS, backend: str = "warp", keep: Path | None = None) -> ClipScore:
+          seconds: float = CLIP_SECONDS, backend: str = "warp", keep: Path | None = None,
+          reference: Path | None = None) -> ClipScore:
     """Edit the first ``seconds`` of ``clip`` to ``emotion`` and score it (see the module docstring).
 
-    ``keep``: also write the edited clip there (to look at it).
+    ``reference``: edit with ``--reference`` that clip instead, and judge the output by ``emotion`` (the
+    label the reference reads as). ``keep``: also write the edited clip there (to look at it).
     """
     from spfem_cli.edit.pipeline import EditRequest, edit_video
     from spfem_cli.edit.report import mouth_correlation
@@ -140,7 +142,9 @@ def score(clip: Path, emotion: str, workdir: Path, *, intensity: float | None = 
     source = trimmed(Path(clip), Path(workdir), seconds)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:     # private: several processes may score at once
         output = Path(keep) if keep is not None else Path(tmp) / f"{source.stem}.{emotion}.mp4"
-        edit_video(EditRequest(source, output, EditTarget(emotion=emotion, intensity=intensity), backend=backend,
+        target = (EditTarget(emotion=emotion, intensity=intensity) if reference is None
+                  else EditTarget(reference=Path(reference), intensity=intensity))
+        edit_video(EditRequest(source, output, target, backend=backend,
                                tracker="mediapipe", progress=False, overwrite=True, preset="veryfast", perceive=False))
         track = cached_track(source, "mediapipe", progress=False)
         out_track = track_video(output, "mediapipe", progress=False)
@@ -235,6 +239,33 @@ def recogniser_speed() -> BenchRow:
                     "batch of 40 (the edit report's sample); 512x512 frame")
 
 
+REFERENCE_CLIP = "d0"    # a tuning clip of another person breaking into a broad grin: what --reference should carry
+
+
+def reference_label(reference: Path, workdir: Path) -> str:
+    """What the recogniser reads the reference clip as over its first CLIP_SECONDS (its top-1 label)."""
+    from spfem_cli.face.expression import ExpressionRecognizer, frames_at, perceived, sample_indices
+    from spfem_cli.face.preprocess import cached_track
+
+    clip = trimmed(reference, workdir)
+    track = cached_track(clip, "mediapipe", progress=False)
+    frames, idx = frames_at(clip, sample_indices(track.valid, SAMPLES))
+    seen = perceived(ExpressionRecognizer().probabilities(frames, track, idx))
+    return seen.label if seen else "neutral"
+
+
+def reference_rows(clips: list[Path], workdir: Path, where: str) -> list[BenchRow]:
+    """``--reference`` of :data:`REFERENCE_CLIP` (another person) onto each clip: does the output take on
+    the label the reference reads as? Same measures as the emotion rows; none when the clip is absent."""
+    reference = DEFAULT_CLIPS_DIR / f"{REFERENCE_CLIP}.mp4"
+    if not reference.is_file() or any(c.resolve() == reference.resolve() for c in clips):
+        return []
+    label = reference_label(reference, workdir)
+    scores = [score(clip, label, workdir, reference=trimmed(reference, workdir)) for clip in clips]
+    rows = summary_rows(scores, where)
+    return [BenchRow(r.area, f"--reference {REFERENCE_CLIP} (reads '{label}'): {r.what}", r.value, r.unit, r.note) for r in rows]
+
+
 def run() -> list[BenchRow]:
     rows = [recogniser_speed()]
     clips = bench_clips()
@@ -245,7 +276,8 @@ def run() -> list[BenchRow]:
             clips = [sample_clip(Path(tmp))]
             where = "bundled sample only (no real clips: set SPFEM_BENCH_CLIPS)"
         scores = score_all(clips, EMOTIONS, Path(tmp))
-    return rows + summary_rows(scores, where)
+        rows += summary_rows(scores, where) + reference_rows(clips, Path(tmp), where)
+    return rows
 
 
 def as_dict(s: ClipScore) -> dict:
