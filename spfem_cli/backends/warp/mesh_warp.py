@@ -28,12 +28,16 @@ RING_SCALE = 1.22        # anchor ring: face outline pushed out from the nose by
 N_BORDER = 16
 
 
+@functools.lru_cache(maxsize=8)
 def _border(size: float) -> np.ndarray:
+    """The crop's border anchors (read-only, cached: anchors are built thousands of times per edit)."""
     edge = np.linspace(0, size - 1, 5)
-    return np.concatenate([
+    out = np.concatenate([
         np.stack([edge, np.zeros(5)], 1), np.stack([edge, np.full(5, size - 1)], 1),
         np.stack([np.zeros(3), edge[1:-1]], 1), np.stack([np.full(3, size - 1), edge[1:-1]], 1),
     ])
+    out.setflags(write=False)
+    return out
 
 
 def anchor_points(points: np.ndarray, size: float) -> np.ndarray:
