@@ -243,15 +243,18 @@ REFERENCE_CLIP = "d0"    # a tuning clip of another person breaking into a broad
 
 
 def reference_label(reference: Path, workdir: Path) -> str:
-    """What the recogniser reads the reference clip as over its first CLIP_SECONDS (its top-1 label)."""
-    from spfem_cli.face.expression import ExpressionRecognizer, frames_at, perceived, sample_indices
+    """The expression the recogniser reads in the reference clip's first CLIP_SECONDS: its most probable
+    label other than neutral (a reference that holds a grin for half its frames averages to "neutral"
+    first; neutral is the absence of what --reference carries)."""
+    from spfem_cli.face.expression import ExpressionRecognizer, frames_at, labels, sample_indices
     from spfem_cli.face.preprocess import cached_track
 
     clip = trimmed(reference, workdir)
     track = cached_track(clip, "mediapipe", progress=False)
     frames, idx = frames_at(clip, sample_indices(track.valid, SAMPLES))
-    seen = perceived(ExpressionRecognizer().probabilities(frames, track, idx))
-    return seen.label if seen else "neutral"
+    mean = ExpressionRecognizer().probabilities(frames, track, idx).mean(axis=0)
+    names = labels()
+    return max((n for n in names if n != "neutral"), key=lambda n: mean[names.index(n)])
 
 
 def reference_rows(clips: list[Path], workdir: Path, where: str) -> list[BenchRow]:

@@ -286,7 +286,7 @@ EMOTION_AUS: dict[str, dict[str, float]] = {
     "sad": {"AU1": 1.3, "AU4": 0.9, "AU6": 0.3, "AU15": 1.0, "AU41": 0.9},
     "surprised": {"AU1": 1.1, "AU2": 1.1, "AU5": 1.8, "AU23": 1.2},   # AU26 left out: the opening is the speech's
     "fear": {"AU1": 0.9, "AU4": 0.5, "AU5": 1.8, "AU20": 0.6, "AU15": 1.0},
-    "angry": {"AU4": 1.2, "AU7": 1.2, "AU9": 0.6, "AU23": 1.0, "AU15": 1.1},
+    "angry": {"AU4": 1.2, "AU7": 1.2, "AU9": 0.8, "AU23": 0.7, "AU15": 0.7},
     "disgusted": {"AU9": 1.0, "AU10": 0.6, "AU15": 0.4},     # AU10 at 0.6: more lifts the re-tracked upper lip
     "contempt": {"AU14R": 1.0},
 }
