@@ -41,3 +41,12 @@ def test_refused_edit_does_not_load_the_backends():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_mediapipe_loads_without_matplotlib():
+    """Tracking imports MediaPipe without its plotting helpers' matplotlib; a later --plot still gets the real one."""
+    script = ("import sys\nfrom spfem_cli.face.tracking.mediapipe_tracker import _solutions\n_solutions()\n"
+              "print('matplotlib' in sys.modules)\nimport matplotlib.pyplot as plt\nprint(hasattr(plt, 'figure'))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-2:] == ["False", "True"]

@@ -46,14 +46,37 @@ CROP_SCALE = 1.9       # crop side / detector box side (keeps the whole head in 
 ROI_BOX, ROI_RAISE, ROI_MIN_IOU = 1.1, 0.05, 0.3
 
 
+def _solutions():
+    """MediaPipe's face detection and face mesh modules, imported without matplotlib.
+
+    ``import mediapipe`` loads every solution, and its drawing utilities import ``matplotlib.pyplot``
+    (0.3-0.4 s, most of a first warp edit's start-up before its first frame) for plotting helpers that
+    tracking never calls. While MediaPipe loads, that name is an empty module; afterwards it is removed,
+    so a later ``import matplotlib.pyplot`` (``--plot``) loads the real one.
+    """
+    import sys
+    import types
+
+    stubs = [name for name in ("matplotlib", "matplotlib.pyplot") if name not in sys.modules]
+    if "mediapipe" in sys.modules:
+        stubs = []
+    for name in stubs:
+        sys.modules[name] = types.ModuleType(name)
+    try:
+        from mediapipe.python.solutions import face_detection, face_mesh
+    finally:
+        for name in stubs:
+            sys.modules.pop(name, None)
+    return face_detection, face_mesh
+
+
 class MediaPipeTracker(Tracker):
     """FaceMesh landmarks in iBUG-68 order, pupils from the iris model."""
 
     name = "mediapipe"
 
     def __init__(self, *, min_detection_confidence: float = 0.5, max_faces: int = 4, tile_levels: int = 2):
-        from mediapipe.python.solutions import face_detection, face_mesh
-
+        face_detection, face_mesh = _solutions()
         self._detector = face_detection.FaceDetection(model_selection=1,
                                                       min_detection_confidence=min_detection_confidence)
         self._mesh = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
