@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -127,8 +129,19 @@ def frame_edits(backend, track: FaceTrack, plan, start: int = 0) -> FrameEdits:
     return FrameEdits(start, track.valid, track.transforms, seq.landmarks, edited.landmarks)
 
 
+@functools.cache
+def _tables() -> threading.Thread:
+    """The render's per-process tables (the wrinkle maps: ~0.4 s of CPU) built in a background thread, started
+    as early as a pass can (while its first seconds are tracked, or its first window is made) rather than
+    inside the first frame's render, which the decoder and the encoder wait on."""
+    thread = threading.Thread(target=wrinkles.wrinkle_maps, daemon=True, name="spfem-tables")
+    thread.start()
+    return thread
+
+
 def render_chunk(backend, frames: np.ndarray, start: int, edits: FrameEdits) -> None:
     """Edit ``frames`` (video frames ``start``…) in place; frames without a face stay untouched."""
+    _tables().join()
     for j, frame in enumerate(frames):
         i = start + j - edits.start
         if 0 <= i < len(edits.valid) and edits.valid[i]:
@@ -204,6 +217,7 @@ def render_tracked(req, backend, track: FaceTrack, plan, clock: StageClock, labe
     is made per block of :data:`CACHED_BLOCK` frames from a window around it, as in the single pass (the same
     result: the backend's temporal filters reach less far than the window), so no per-frame array of the
     whole video but the track and the plan is ever held."""
+    _tables()
     frames_done, block_end = 0, 0
     edits: FrameEdits | None = None
     with one_blas_thread(), video_sink(req, track.fps, clock) as emit, \
@@ -228,6 +242,7 @@ def track_for_estimate(req, tracker: FrameTracker, fps: float, clock: StageClock
 
     Returns True when the whole video was tracked on the way (short clips: no single pass needed).
     """
+    _tables()
     need = max(1, math.ceil(ESTIMATE_SECONDS * fps))
     found, stop = 0, None
     with clock.timed("prefix decode+track"):
