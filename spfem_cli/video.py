@@ -180,6 +180,36 @@ def iter_chunks(path: Path, chunk_size: int = 32, *, max_frames: int | None = No
         container.close()
 
 
+def frames_by_index(path: Path, indices) -> dict[int, np.ndarray]:
+    """RGB frames ``indices`` (decode order, as :func:`iter_chunks` numbers them) of ``path``, by index.
+
+    Every frame up to the last wanted one is decoded, but only the wanted ones are converted to RGB
+    arrays: sampling 40 frames of a clip costs the decode, not a conversion and a copy of each frame.
+    """
+    wanted = {int(i) for i in indices}
+    found: dict[int, np.ndarray] = {}
+    if not wanted:
+        return found
+    last = max(wanted)
+    info = probe(path)
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        try:
+            for index, frame in enumerate(container.decode(stream)):
+                if index in wanted:
+                    found[index] = _unrotate(frame.to_ndarray(format="rgb24"), info.rotation)
+                if index >= last:
+                    break
+        except av.error.FFmpegError as exc:
+            if not found:
+                raise VideoError(f"cannot decode {path} ({exc.__class__.__name__})") from None
+    finally:
+        container.close()
+    return found
+
+
 def iter_frames(path: Path, chunk_size: int = 32) -> Iterator[np.ndarray]:
     """Single frames, still decoded chunk-wise."""
     for chunk in iter_chunks(path, chunk_size):

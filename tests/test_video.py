@@ -36,6 +36,16 @@ def test_chunks_cover_every_frame_in_order(tmp_path):
     assert np.allclose(np.diff(times), 1 / 25, atol=1e-3)
 
 
+def test_frames_by_index_are_the_chunked_frames_at_those_indices(tmp_path):
+    path = V.write_video(tmp_path / "a.mp4", _frames(23), 25)
+    every = np.concatenate([c.frames for c in V.iter_chunks(path, chunk_size=8)])
+    picked = V.frames_by_index(path, [17, 3, 3, 40, 0])
+    assert sorted(picked) == [0, 3, 17]                                  # 40 does not exist; no duplicates
+    for i, frame in picked.items():
+        np.testing.assert_array_equal(frame, every[i])
+    assert V.frames_by_index(path, []) == {}
+
+
 def test_exact_fractional_fps_is_kept(tmp_path):
     path = V.write_video(tmp_path / "ntsc.mp4", _frames(10), Fraction(30000, 1001))
     assert V.probe(path).fps == Fraction(30000, 1001)

@@ -185,14 +185,9 @@ class ExpressionRecognizer:
 
 def frames_at(path: Path, indices: Sequence[int]) -> tuple[list[np.ndarray], np.ndarray]:
     """Decoded RGB frames ``indices`` of ``path`` and the indices that exist (decoding stops after the last one)."""
-    from spfem_cli.video import iter_chunks
+    from spfem_cli.video import frames_by_index
 
-    wanted = {int(i) for i in indices}
-    found: dict[int, np.ndarray] = {}
-    if wanted:
-        for chunk in iter_chunks(Path(path), max_frames=max(wanted) + 1):
-            # copies: a view would keep its whole decoded chunk alive (~40 chunks held = GBs at 720p)
-            found.update({chunk.start + j: f.copy() for j, f in enumerate(chunk.frames) if chunk.start + j in wanted})
+    found = frames_by_index(Path(path), indices)
     kept = np.array([int(i) for i in indices if int(i) in found], int)
     return [found[i] for i in kept], kept
 
@@ -204,8 +199,10 @@ def perceive_files(source: Path, output: Path, track, n: int = DEFAULT_SAMPLES) 
         recognizer = ExpressionRecognizer()
     except WeightsError:
         return None, None
+    from concurrent.futures import ThreadPoolExecutor
+
     idx = sample_indices(track.valid, n)
-    src_frames, src_idx = frames_at(source, idx)
-    out_frames, out_idx = frames_at(output, idx)
+    with ThreadPoolExecutor(max_workers=2) as pool:     # the two decodes overlap (PyAV releases the GIL)
+        (src_frames, src_idx), (out_frames, out_idx) = pool.map(lambda p: frames_at(p, idx), (source, output))
     return (perceived(recognizer.probabilities(src_frames, track, src_idx)),
             perceived(recognizer.probabilities(out_frames, track, out_idx)))

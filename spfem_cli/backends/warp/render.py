@@ -245,8 +245,8 @@ def track_for_estimate(req, tracker: FrameTracker, fps: float, clock: StageClock
     _tables()
     need = max(1, math.ceil(ESTIMATE_SECONDS * fps))
     found, stop = 0, None
-    with clock.timed("prefix decode+track"):
-        for chunk in iter_chunks(req.input, CHUNK):
+    with clock.timed("prefix decode+track"), Prefetch(iter_chunks(req.input, CHUNK), QUEUE_CHUNKS) as decoded:
+        for chunk in decoded:              # decoded on the other core while this one tracks (nothing else runs yet)
             for frame in chunk.frames:
                 found += tracker.push(frame) is not None
                 if stop is None and found >= need:
