@@ -193,6 +193,18 @@ def test_no_face_is_refused_or_copied_through(tmp_path):
     assert (tmp_path / "o.mp4").read_bytes() == src.read_bytes()
 
 
+def test_a_photo_reference_is_refused_before_any_work(short_clip, tmp_path):
+    """One face is not enough to tell its expression from its identity: one line and no output, before the source is tracked."""
+    import cv2
+    from skimage import data
+
+    photo = tmp_path / "face.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
+    refused = _cli(str(short_clip.path), "-o", str(tmp_path / "o.mp4"), "--reference", str(photo))
+    assert refused.returncode != 0 and "--reference needs a clip" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "o.mp4").exists()
+
+
 def test_interrupt_leaves_no_partial_output(short_clip, tmp_path, monkeypatch):
     import spfem_cli.backends.warp.render as warp_render
 

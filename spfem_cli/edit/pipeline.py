@@ -223,10 +223,17 @@ def _no_face(req: EditRequest, track, backend_name: str) -> EditResult:
     return EditResult(req.output, backend_name, len(track), track.fps, 0, note="no face: copied through")
 
 
+MIN_REFERENCE_FACES = 5   # a reference's own rest shape is the median of its calmest frames: it needs several
+
+
 def _reference_track(req: EditRequest):
     ref_track = _track(req.target.reference, req)
     if ref_track.n_valid == 0:
         raise SpfemError(f"no face found in the reference {req.target.reference}")
+    if ref_track.n_valid < MIN_REFERENCE_FACES:
+        raise SpfemError(f"--reference needs a clip with a face in at least {MIN_REFERENCE_FACES} frames (found "
+                         f"{ref_track.n_valid} in {req.target.reference}): a face's expression is read against its own "
+                         "calmest frames, which a photo does not have; use --emotion")
     return ref_track
 
 
@@ -252,6 +259,8 @@ def _edit_warp(req: EditRequest, backend) -> tuple[EditResult, object]:
     from spfem_cli.face.preprocess import find_cached_track, store_track
 
     clock = StageClock()
+    # The reference first: a reference without enough faces is refused before the source is tracked.
+    reference = backend.encode(_reference_track(req)) if req.target.reference is not None else None
     track = find_cached_track(req.input, req.tracker, face_index=req.face_index)
     n = 0
     if track is None:
@@ -263,7 +272,6 @@ def _edit_warp(req: EditRequest, backend) -> tuple[EditResult, object]:
             tracker = FrameTracker(engine, req.face_index)
             if not warp_render.track_for_estimate(req, tracker, float(fps), clock):
                 # The expression estimate is complete before the end: render while tracking the rest.
-                reference = backend.encode(_reference_track(req)) if req.target.reference is not None else None
                 prefix = warp_render.estimation_track(tracker.finish(fps, size), max(info.n_frames, len(tracker)))
                 plan = backend.plan(backend.encode(prefix), req.target, float(fps), reference)
                 n = warp_render.render_single_pass(req, backend, tracker, plan, fps, size, info.n_frames, clock)
@@ -272,7 +280,6 @@ def _edit_warp(req: EditRequest, backend) -> tuple[EditResult, object]:
     if not n:
         if track.n_valid == 0:
             return _no_face(req, track, backend.name), track
-        reference = backend.encode(_reference_track(req)) if req.target.reference is not None else None
         plan = backend.plan(backend.encode(warp_render.estimation_track(track)), req.target, float(track.fps), reference)
         n = warp_render.render_tracked(req, backend, track, plan, clock)
     return EditResult(req.output, backend.name, n, track.fps, track.n_valid, req.side_by_side, source_aus=plan.source_aus,
