@@ -370,13 +370,14 @@ def estimate_expression(aligned_points: np.ndarray) -> tuple[np.ndarray, dict[st
 
 # How much of each AU a MediaPipe mesh shows: the median read-back (:func:`au_activations` of the re-meshed
 # edit against the re-meshed source, single-image mode) of each AU applied alone at 0.8 to 40 frames of five
-# tuning clips (d0 d13 d14 s18 s20). The tracker's mesh prior flattens brows and lids to a third of their
-# motion and barely sees a cheek raise (AU6). A face's expression read off its mesh is divided by these
-# (never by less than TRACKER_GAIN_FLOOR, which would only amplify noise) so that a reference's expression
-# is transferred at the size it has, not at the tracker's.
+# tuning clips, as measured by ``python -m spfem_cli.benchmarks tracker_gain`` (rows in BENCHMARKS.md). The
+# tracker's mesh prior flattens brows and lids to a third of their motion and barely sees a cheek raise (AU6).
+# A face's expression read off its mesh is divided by these (never by less than TRACKER_GAIN_FLOOR, which
+# would only amplify noise) so that a reference's expression is transferred at the size it has, not at the
+# tracker's.
 TRACKER_GAIN: dict[str, float] = {
-    "AU1": 0.54, "AU2": 0.32, "AU4": 0.36, "AU5": 0.44, "AU41": 0.43, "AU6": 0.04, "AU7": 0.33, "AU9": 0.37,
-    "AU10": 0.62, "AU12": 0.76, "AU14R": 0.49, "AU15": 0.86, "AU20": 0.51, "AU23": 1.0,
+    "AU1": 0.55, "AU2": 0.31, "AU4": 0.36, "AU5": 0.43, "AU41": 0.39, "AU6": 0.08, "AU7": 0.32, "AU9": 0.37,
+    "AU10": 0.57, "AU12": 0.73, "AU14R": 0.53, "AU15": 0.78, "AU20": 0.62, "AU23": 0.73,
 }
 TRACKER_GAIN_FLOOR = 0.3
 
