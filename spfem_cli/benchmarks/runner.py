@@ -64,7 +64,7 @@ def timeit(fn, *, repeat: int = 5, warmup: int = 1, clock=time.perf_counter) -> 
 
 # The floor first, then the product path, then the rest alphabetically.
 FIRST = ("video", "edit", "tracking")
-NOT_AREAS = ("runner", "__main__", "emotion_sheets")   # modules here that are not row-producing areas
+NOT_AREAS = ("runner", "__main__", "emotion_sheets", "recipe_search")   # modules here that are not row-producing areas
 
 
 def _modules() -> list[str]:

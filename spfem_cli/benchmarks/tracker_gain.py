@@ -46,11 +46,7 @@ def _with_unit(frames: list[np.ndarray], idx: np.ndarray, track, unit: str) -> l
     activations = np.zeros((len(seq.valid), len(facs.AU_NAMES)))
     activations[:, facs.AU_NAMES.index(unit)] = ACTIVATION
     plan = WarpPlan(activations, facs.field_of(activations, seq.landmarks.shape[1]), {}, {unit: ACTIVATION})
-    edits = warp_render.frame_edits(backend, track, plan)
-    out = [np.array(f) for f in frames]
-    for frame, i in zip(out, idx, strict=True):
-        warp_render.render_chunk(backend, frame[None], int(i), edits)
-    return out
+    return warp_render.render_frames(backend, track, plan, frames, idx)
 
 
 def measure(clips: list[Path], workdir: Path) -> dict[str, tuple[float, int]]:

@@ -301,11 +301,7 @@ def _auto_intensity(req: EditRequest, backend) -> tuple[EditRequest, AutoIntensi
 
     def render(intensity: float, frames, idx) -> list[np.ndarray]:
         plan = backend.plan(estimate, replace(req.target, intensity=intensity), float(track.fps))
-        edits = warp_render.frame_edits(backend, track, plan)
-        out = [np.array(f) for f in frames]
-        for frame, i in zip(out, idx, strict=True):
-            warp_render.render_chunk(backend, frame[None], int(i), edits)
-        return out
+        return warp_render.render_frames(backend, track, plan, frames, idx)
 
     found = find_intensity(req.input, req.target, track, render)
     return replace(req, target=replace(req.target, intensity=found.intensity), auto_intensity=False), found

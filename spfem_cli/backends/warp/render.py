@@ -148,6 +148,16 @@ def render_chunk(backend, frames: np.ndarray, start: int, edits: FrameEdits) -> 
             render_frame(backend, frame, edits.transforms[i], edits.source[i], edits.edited[i])
 
 
+def render_frames(backend, track: FaceTrack, plan, frames, indices) -> list[np.ndarray]:
+    """Edited copies of some decoded ``frames`` (video frames ``indices`` of ``track``'s clip), rendered in
+    memory by the pass's own per-frame path: for judging an edit on a sample of frames without a video."""
+    edits = frame_edits(backend, track, plan)
+    out = [np.array(f) for f in frames]
+    for frame, i in zip(out, indices, strict=True):
+        render_chunk(backend, frame[None], int(i), edits)
+    return out
+
+
 def plan_rows(plan, start: int, stop: int):
     """``plan`` restricted to frames [start, stop): every per-frame array sliced (indices past its end
     repeat the last frame: the container's frame count is an estimate)."""
