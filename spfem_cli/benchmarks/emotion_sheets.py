@@ -37,13 +37,13 @@ def _face_crop(frames_of: Path, track_of: Path, index: int | None = None) -> tup
     """(frame index, face crop) of clip ``frames_of``, boxed by the face of clip ``track_of`` (the source
     for an edit, so both show the same pixels): frame ``index``, or its most open-eyed middle frame."""
     from spfem_cli.face.preprocess import cached_track
-    from spfem_cli.video import read_frames
+    from spfem_cli.video import frames_by_index
 
     track = cached_track(track_of, "mediapipe", progress=False)
     i = pick_frames(track.valid, 1, eye_openness(track.landmarks))[0] if index is None else index
-    frames, _ = read_frames(frames_of)
-    x0, y0, x1, y1 = face_crop_box(track.boxes[[i]], frames.shape[1:3])
-    return i, frames[i, y0:y1, x0:x1]
+    frame = frames_by_index(frames_of, [i])[i]        # the one frame shown, not the whole clip in memory
+    x0, y0, x1, y1 = face_crop_box(track.boxes[[i]], frame.shape[:2])
+    return i, frame[y0:y1, x0:x1]
 
 
 def write_reference_sheet(reference: Path, clips: list[Path], out_dir: Path, workdir: Path, *, tile: int = TILE) -> Path:
