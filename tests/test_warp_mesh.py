@@ -212,3 +212,28 @@ def test_brows_behind_glasses_move_less_and_lids_keep_their_motion():
     np.testing.assert_allclose(out[lid], edited[lid])
     half = steady_brows(src, edited, damping * 0.5)                          # weaker evidence, milder cut
     assert np.all(np.abs(half[brow, 1] - src[brow, 1]) > np.abs(out[brow, 1] - src[brow, 1]))
+
+
+def test_a_smile_does_not_spread_lips_rounded_for_speech(track):
+    """Pursing the lips ("oo", "w") is speech, like the opening: on frames where the source's mouth is much
+    narrower than usual the AUs that change the mouth's width fade, so the edited mouth keeps the source's width
+    there; on ordinary frames the smile is untouched."""
+    backend = WarpBackend()
+    seq = backend.encode(track)
+    plan = backend.plan(seq, EditTarget(emotion="happy", intensity=1.0), float(track.fps))
+    n = len(seq.valid)
+    pursed = (np.arange(n) >= n // 2) & seq.valid
+    squeeze = np.where(pursed, 0.7, 1.0)[:, None, None]          # lips 30 % narrower about the mouth's centre
+    landmarks = seq.landmarks.copy()
+    lips = facs.both(np.r_[facs.LIP_OUTER_UPPER, facs.LIP_OUTER_LOWER, facs.LIP_INNER_UPPER, facs.LIP_INNER_LOWER])
+    centre = landmarks[:, lips].mean(1, keepdims=True)
+    landmarks[:, lips, 0] = (centre[..., 0] + squeeze[..., 0] * (landmarks[:, lips] - centre)[..., 0])
+    rounded = LandmarkSeq(landmarks, seq.valid.copy())
+    edited = backend.manipulate(rounded, plan).landmarks
+    widened = facs.mouth_width(edited) - facs.mouth_width(landmarks)
+    ordinary = seq.valid & ~pursed
+    assert np.nanmedian(widened[ordinary]) > 5.0                 # the smile widens an ordinary mouth
+    assert np.nanmax(np.abs(widened[pursed][3:])) < 0.5          # and leaves a pursed one as the speech made it
+    keep = facs.rounding_keep(landmarks, plan.mouth_width)
+    settled = ordinary & (np.arange(n) < n // 2 - facs.ROUNDING_SMOOTH)    # the width's moving average reaches this far
+    assert keep[settled].min() == 1.0 and keep[pursed][3:].max() == 0.0

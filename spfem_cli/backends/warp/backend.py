@@ -3,13 +3,13 @@
 encode      aligned points per frame from the shared track: the 478-point MediaPipe mesh when the
             track carries it, else the 68 iBUG landmarks (FAN)
 manipulate  edited = source + Σₖ aₖ(t)·fieldₖ with aₖ(t) = intensity · plan weight · AU weight (target
-            AUs in, conflicting source AUs out), then the source's inner-lip gaps and jaw restored
-            frame by frame (speech kept by construction)
+            AUs in, conflicting source AUs out; width-changing AUs faded where the lips round for speech), then
+            the source's inner-lip gaps and jaw restored frame by frame (speech kept by construction)
 render      warp an aligned crop (supersampled to the face's native resolution) from source to edited
             points, damped on eyeglass frames; the shared paste-back puts it into the frame
 
-The edit field depends on time only through the smooth plan weights, so the edited points are
-exactly as smooth as the tracked ones: the backend adds no jitter of its own.
+The edit field depends on time only through the smooth plan weights and the (smoothed) lip width, so the
+edited points are as smooth as the tracked ones: the backend adds no jitter of its own.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ class WarpPlan:
     source_aus: dict[str, float]
     target_aus: dict[str, float]
     au_names: tuple[str, ...] = facs.AU_NAMES
+    mouth_width: float | None = None     # the source's typical lip-corner distance (aligned px): rounding is read against it
 
 
 @dataclass(frozen=True)
@@ -252,7 +253,9 @@ class WarpBackend:
             activations += w[:, None] * coefs[name][None]
         activations *= target.intensity
         displacement = facs.field_of(activations, n_points)
-        return WarpPlan(activations, displacement, source_aus, target_aus)
+        width = facs.mouth_width(seq.landmarks[seq.valid])
+        typical = float(np.median(width)) if len(width) else None
+        return WarpPlan(activations, displacement, source_aus, target_aus, mouth_width=typical)
 
     def manipulate(self, seq: LandmarkSeq, plan: WarpPlan) -> LandmarkSeq:
         """Source + the plan's displacement, speech opening restored, never folding the mesh.
@@ -261,9 +264,11 @@ class WarpBackend:
         patch), that frame's displacement (upper face and mouth separately) is scaled down just
         enough; the scale is made smooth in time (a windowed minimum, then a moving average) so
         the edit never flickers. ``plan.activations`` is what is applied (``plan.displacement`` is
-        its field, kept for reports).
+        its field, kept for reports). On frames where the source purses its lips for speech, the AUs that
+        change the mouth's width fade (:func:`~spfem_cli.backends.warp.facs.keep_lip_rounding`): an "oo" stays an "oo".
         """
-        edited = seq.landmarks + fold_free(seq.landmarks, plan.activations, seq.valid)
+        activations = facs.keep_lip_rounding(seq.landmarks, plan.activations, plan.mouth_width)
+        edited = seq.landmarks + fold_free(seq.landmarks, activations, seq.valid)
         edited = facs.restore_speech_and_eyes(seq.landmarks, edited)
         edited[~seq.valid] = np.nan
         return LandmarkSeq(edited, seq.valid.copy())

@@ -431,6 +431,47 @@ def keep_mouth_opening(source: np.ndarray, edited: np.ndarray) -> np.ndarray:
     return out
 
 
+# Lip rounding is speech too ("oo", "w", "sh" purse the lips to a narrower mouth): an AU that pulls the
+# corners outwards must not spread a rounded mouth back into an "ee", nor one that pulls them in squeeze it
+# further. The AUs that change the mouth's width fade out (both ways: added or removed) as the
+# source's mouth narrows below its own typical width (:func:`mouth_width`, median of the frames the
+# expression is read from): fully applied at ROUNDING_FREE of that width, gone at ROUNDING_FULL. Typical
+# talkers stay above 0.9 outside rounded visemes; pursed "oo" frames of the example clips read 0.6-0.85.
+WIDTH_AUS = ("AU12", "AU14R", "AU20", "AU23")
+ROUNDING_FREE, ROUNDING_FULL = 0.95, 0.80
+ROUNDING_SMOOTH = 3     # frames of a moving average on the width: the fade follows the visemes without jitter
+
+
+def mouth_width(points: np.ndarray) -> np.ndarray:
+    """Outer lip-corner distance of aligned points (..., P, 2), P = 478 or 68 (NaN where the points are)."""
+    pts = np.asarray(points, np.float64)
+    a, b = (LIP_CORNER_OUTER, int(MIRROR[LIP_CORNER_OUTER])) if pts.shape[-2] == N_MESH else (48, 54)
+    return np.linalg.norm(pts[..., a, :] - pts[..., b, :], axis=-1)
+
+
+def rounding_keep(points: np.ndarray, typical_width: float | None) -> np.ndarray:
+    """Per frame (T,), the share 0…1 of the width-changing AUs a frame of these source points can take."""
+    if typical_width is None or not np.isfinite(typical_width) or typical_width <= 0:
+        return np.ones(len(points))
+    from scipy.ndimage import uniform_filter1d
+
+    width = mouth_width(points)
+    ok = np.isfinite(width)
+    if not ok.any():
+        return np.ones(len(points))
+    width = np.interp(np.arange(len(width)), np.flatnonzero(ok), width[ok])
+    ratio = uniform_filter1d(width, ROUNDING_SMOOTH, mode="nearest") / typical_width
+    return np.clip((ratio - ROUNDING_FULL) / (ROUNDING_FREE - ROUNDING_FULL), 0.0, 1.0)
+
+
+def keep_lip_rounding(points: np.ndarray, activations: np.ndarray, typical_width: float | None) -> np.ndarray:
+    """``activations`` (T, len(AU_NAMES)) with the width-changing AUs faded on rounded-lip frames."""
+    keep = rounding_keep(points, typical_width)
+    out = np.array(activations, np.float64, copy=True)
+    out[:, [AU_NAMES.index(name) for name in WIDTH_AUS]] *= keep[:, None]
+    return out
+
+
 # Upper/lower lid vertex pairs (same column of the eye), both eyes.
 LID_PAIRS = tuple((int(u), int(lo)) for a, b in ((LID_UPPER[1:-1], LID_LOWER), (MIRROR[LID_UPPER[1:-1]], MIRROR[LID_LOWER]))
                   for u, lo in zip(a, b, strict=True))
