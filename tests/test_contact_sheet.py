@@ -85,3 +85,19 @@ def test_emotion_sheet_runs_the_real_edit(short_clip):
     tiles = [sheet[y, x: x + width].astype(float) for x in xs]
     assert all(t.std() > 10 for t in tiles)
     assert np.abs(tiles[0] - tiles[1]).mean() > 0.5 and np.abs(tiles[0] - tiles[2]).mean() > 0.5
+
+
+def test_one_emotion_across_clips_pairs_each_source_with_its_edit():
+    """The per-emotion sheet: source | edited for each clip, two clips a row, an odd clip padded with a blank."""
+    def tiles(level: int) -> C.EditedTiles:
+        face = np.full((40, 40, 3), level, np.uint8)
+        return C.EditedTiles({"source": [face], "sad": [face + 50]}, ["0.4s"], C.SheetFrames([10], (0, 0, 40, 40)))
+
+    sheet = C.emotion_across_clips({"a": tiles(20), "b": tiles(60), "c": tiles(100)}, "sad", tile_height=40)
+    label_h = max(18, 40 // 7)
+    assert sheet.shape[0] == label_h + 2 * (40 + C.GAP)              # header + two rows (2 + 1 clips)
+    right = sheet.shape[1]
+    x = [right - (4 - k) * (40 + C.GAP) for k in range(4)]           # the four tile columns, left to right
+    first, second = sheet[label_h + 5], sheet[label_h + 40 + C.GAP + 5]
+    assert [int(first[xi + 5, 0]) for xi in x] == [20, 70, 60, 110]   # a: source, sad; b: source, sad
+    assert [int(second[xi + 5, 0]) for xi in x[:2]] == [100, 150] and int(second[x[2] + 5, 0]) == C.BACKGROUND[0]

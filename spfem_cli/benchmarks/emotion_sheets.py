@@ -1,13 +1,14 @@
-"""The pictures of BENCHMARKS.md's emotion area: one contact sheet per real clip, source | every emotion.
+"""The pictures of BENCHMARKS.md's emotion area: each emotion on every clip, and every emotion on a few.
 
 ``python -m spfem_cli.benchmarks.emotion_sheets [CLIP ...] [--out docs/images]`` edits the first
-``CLIP_SECONDS`` of each clip (the stretch the emotion bench scores; default clips :data:`SHEET_CLIPS`,
-looked up like the bench's) with the real ``spfem edit`` pipeline at the default intensity, to each
-emotion of the bench, and writes
-``emotions_<clip>.png``: the face region of the same frames, labelled, as a small palette PNG (the clips
-are LivePortrait's MIT-licensed examples; the pictures are downscaled so the repository stays small),
-and ``reference_<ref>.png``: ``--reference`` of another person's clip onto each clip (reference |
-source | edited, one row per clip, same frame for source and edit).
+``CLIP_SECONDS`` of each clip (the stretch the emotion bench scores; default the bench's eight held-out
+clips, looked up like the bench's) with the real ``spfem edit`` pipeline at the default intensity, to each
+emotion of the bench, once, and lays the same edits out three ways, as small palette PNGs (the clips are
+LivePortrait's MIT-licensed examples; the pictures are downscaled so the repository stays small):
+
+``emotion_<emotion>.png``   one emotion on every clip: source | edited, same frame (does it read on everyone?)
+``emotions_<clip>.png``     one clip (of :data:`SHEET_CLIPS`): source | every emotion on the same frames
+``reference_<ref>.png``     ``--reference`` of another person's clip onto each clip (reference | source | edited)
 """
 
 from __future__ import annotations
@@ -15,8 +16,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from spfem_cli.benchmarks.emotion import CLIP_SECONDS, DEFAULT_CLIPS_DIR, EMOTIONS, REFERENCE_CLIP, bench_clips, trimmed
-from spfem_cli.edit.contact_sheet import contact_sheet, emotion_sheet, eye_openness, face_crop_box, pick_frames, save_png
+from spfem_cli.benchmarks.emotion import CLIP_SECONDS, DEFAULT_CLIPS_DIR, EMOTIONS, REFERENCE_CLIP, TALKING_CLIPS, bench_clips, trimmed
+from spfem_cli.edit.contact_sheet import (
+    EditedTiles,
+    contact_sheet,
+    edited_tiles,
+    emotion_across_clips,
+    eye_openness,
+    face_crop_box,
+    pick_frames,
+    save_png,
+    tiled_sheet,
+)
 
 SHEET_CLIPS = ("d3", "d9", "d12", "d18")   # held-out talking clips: two with glasses, one with a fringe
 FRAMES = 2
@@ -24,13 +35,26 @@ TILE = 150
 MAX_BYTES = 300_000
 
 
-def write_sheet(clip: Path, out_dir: Path, *, tile: int = TILE) -> Path:
-    """``out_dir/emotions_<clip>.png`` for one clip; the tiles shrink until the file is under MAX_BYTES."""
+ACROSS_TILE = 180
+
+
+def clip_tiles(clip: Path) -> EditedTiles:
+    """The scored stretch of ``clip`` edited to every emotion of the bench: :data:`FRAMES` frames of each."""
     from spfem_cli.video import probe
 
     length = int(round(CLIP_SECONDS * float(probe(clip).fps)))
-    sheet, _ = emotion_sheet(clip, EMOTIONS, frames=FRAMES, length=length, tile_height=tile)
-    return save_small(sheet, out_dir / f"emotions_{clip.stem}.png")
+    return edited_tiles(clip, EMOTIONS, frames=FRAMES, length=length)
+
+
+def write_sheet(clip: Path, tiles: EditedTiles, out_dir: Path, *, tile: int = TILE) -> Path:
+    """``out_dir/emotions_<clip>.png`` for one clip; the tiles shrink until the file is under MAX_BYTES."""
+    return save_small(tiled_sheet(tiles, ["source", *EMOTIONS], tile), out_dir / f"emotions_{clip.stem}.png")
+
+
+def write_emotion_sheets(tiles: dict[str, EditedTiles], out_dir: Path, *, tile: int = ACROSS_TILE) -> list[Path]:
+    """``out_dir/emotion_<emotion>.png`` for each emotion: that emotion on every clip, source | edited."""
+    return [save_small(emotion_across_clips(tiles, emotion, tile_height=tile), out_dir / f"emotion_{emotion}.png")
+            for emotion in EMOTIONS]
 
 
 def _face_crop(frames_of: Path, track_of: Path, index: int | None = None) -> tuple[int, object]:
@@ -79,11 +103,15 @@ def save_small(sheet, path: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> list[Path]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("clips", nargs="*", help=f"clips or short names (default: {', '.join(SHEET_CLIPS)})")
+    parser.add_argument("clips", nargs="*", help=f"clips or short names (default: {', '.join(TALKING_CLIPS)})")
     parser.add_argument("--out", type=Path, default=Path("docs/images"))
     args = parser.parse_args(argv)
-    clips = bench_clips(",".join(args.clips or SHEET_CLIPS))
-    written = [write_sheet(clip, args.out) for clip in clips]
+    clips = bench_clips(",".join(args.clips or TALKING_CLIPS))
+    tiles = {clip.stem: clip_tiles(clip) for clip in clips}
+    written = write_emotion_sheets(tiles, args.out)
+    # Per-clip sheets: the named clips, or by default the few of SHEET_CLIPS (every emotion on one person).
+    clips = [c for c in clips if args.clips or c.stem in SHEET_CLIPS] or clips
+    written += [write_sheet(clip, tiles[clip.stem], args.out) for clip in clips]
     reference = DEFAULT_CLIPS_DIR / f"{REFERENCE_CLIP}.mp4"
     if reference.is_file():
         import tempfile

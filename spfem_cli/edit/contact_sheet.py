@@ -151,13 +151,23 @@ def eye_openness(landmarks: np.ndarray) -> np.ndarray:
     return np.min(ratios, axis=0)
 
 
-def emotion_sheet(source: Path, emotions: Sequence[str], *, frames: int = 3, start: int = 0,
-                  length: int | None = None, tile_height: int = 160, intensity: float | None = None,
-                  backend: str = "warp") -> tuple[np.ndarray, SheetFrames]:
-    """Contact sheet of ``source`` | each of ``emotions`` on the same ``frames`` frames, face region only.
+@dataclass(frozen=True)
+class EditedTiles:
+    """The face region of the same frames of a clip: the source's and each edit's (``tiles[name][k]`` is
+    frame ``frames.indices[k]``), with the frames' times. One set of real edits serves every layout."""
 
-    Each emotion is a real ``spfem edit`` of frames ``start``..``start+length`` of the clip (the whole
-    clip when ``length`` is None) at ``intensity`` (default: the CLI's); rows are frames (labelled with their time), columns the versions.
+    tiles: dict[str, list[np.ndarray]]
+    times: list[str]
+    frames: SheetFrames
+
+
+def edited_tiles(source: Path, emotions: Sequence[str], *, frames: int = 3, start: int = 0,
+                 length: int | None = None, intensity: float | None = None, backend: str = "warp") -> EditedTiles:
+    """Face crops of ``source`` and of a real ``spfem edit`` to each of ``emotions``, on the same frames.
+
+    Each edit covers frames ``start``..``start+length`` of the clip (the whole clip when ``length`` is
+    None) at ``intensity`` (default: the CLI's); the ``frames`` frames shown are the most open-eyed ones,
+    spread over the stretch, and one square crop around the face serves all of them.
     """
     from spfem_cli.edit.pipeline import EditRequest, edit_video
     from spfem_cli.edit.targets import EditTarget
@@ -177,16 +187,42 @@ def emotion_sheet(source: Path, emotions: Sequence[str], *, frames: int = 3, sta
         src, info = read_frames(clip)
         box = face_crop_box(track.boxes[chosen], src.shape[1:3])
         x0, y0, x1, y1 = box
-        columns = [[src[i, y0:y1, x0:x1] for i in chosen]]
+        tiles = {"source": [src[i, y0:y1, x0:x1] for i in chosen]}
         for emotion in emotions:
             out = Path(tmp) / f"{emotion}.mp4"
             target = EditTarget(emotion=emotion) if intensity is None else EditTarget(emotion=emotion, intensity=intensity)
             edit_video(EditRequest(clip, out, target, backend=backend,
                                    progress=False, overwrite=True, crf=14, preset="veryfast"))
             edited, _ = read_frames(out)
-            columns.append([edited[i, y0:y1, x0:x1] for i in chosen])
+            tiles[emotion] = [edited[i, y0:y1, x0:x1] for i in chosen]
     fps = float(info.fps)
-    rows = [[col[r] for col in columns] for r in range(len(chosen))]
-    times = [f"{(start + i) / fps:.1f}s" for i in chosen]
-    sheet = contact_sheet(rows, ["source", *emotions], row_labels=times, tile_height=tile_height)
-    return sheet, SheetFrames([start + i for i in chosen], box)
+    return EditedTiles(tiles, [f"{(start + i) / fps:.1f}s" for i in chosen], SheetFrames([start + i for i in chosen], box))
+
+
+def emotion_sheet(source: Path, emotions: Sequence[str], *, frames: int = 3, start: int = 0,
+                  length: int | None = None, tile_height: int = 160, intensity: float | None = None,
+                  backend: str = "warp") -> tuple[np.ndarray, SheetFrames]:
+    """Contact sheet of ``source`` | each of ``emotions`` on the same ``frames`` frames, face region only
+    (:func:`edited_tiles`); rows are frames (labelled with their time), columns the versions."""
+    got = edited_tiles(source, emotions, frames=frames, start=start, length=length, intensity=intensity, backend=backend)
+    return tiled_sheet(got, ["source", *emotions], tile_height), got.frames
+
+
+def tiled_sheet(got: EditedTiles, columns: Sequence[str], tile_height: int) -> np.ndarray:
+    """One clip's tiles laid out: a row per frame, a column per version."""
+    rows = [[got.tiles[name][r] for name in columns] for r in range(len(got.times))]
+    return contact_sheet(rows, list(columns), row_labels=got.times, tile_height=tile_height)
+
+
+def emotion_across_clips(clips: dict[str, EditedTiles], emotion: str, *, per_row: int = 2, tile_height: int = 160) -> np.ndarray:
+    """One emotion on many people: source | edited (the first shown frame of each clip), ``per_row`` clips a
+    row, labelled by clip. Judging whether an edit reads needs many faces, not one."""
+    names = list(clips)
+    rows, labels = [], []
+    for k in range(0, len(names), per_row):
+        group = names[k:k + per_row]
+        row = [tile for name in group for tile in (clips[name].tiles["source"][0], clips[name].tiles[emotion][0])]
+        blank = np.full_like(row[0], BACKGROUND[0])
+        rows.append(row + [blank] * (2 * per_row - len(row)))
+        labels.append("  ".join(group))
+    return contact_sheet(rows, ["source", emotion] * per_row, row_labels=labels, tile_height=tile_height)
