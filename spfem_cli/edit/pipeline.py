@@ -270,7 +270,7 @@ def _edit_warp(req: EditRequest, backend) -> tuple[EditResult, object]:
         fps, size = info.fps, (info.height, info.width)
         with get_tracker(req.tracker) as engine:
             tracker = FrameTracker(engine, req.face_index)
-            if not warp_render.track_for_estimate(req, tracker, float(fps), clock):
+            if not warp_render.track_for_estimate(req, tracker, float(fps), clock, size):
                 # The expression estimate is complete before the end: render while tracking the rest.
                 prefix = warp_render.estimation_track(tracker.finish(fps, size), max(info.n_frames, len(tracker)))
                 plan = backend.plan(backend.encode(prefix), req.target, float(fps), reference)

@@ -20,28 +20,61 @@ T = TypeVar("T")
 _DONE = object()
 
 
-M_MMAP_THRESHOLD = -3          # glibc mallopt parameter
-FRAME_MMAP_BYTES = 128 * 1024  # blocks at least this big come from mmap and go back to the OS when freed
+M_TRIM_THRESHOLD = -1          # glibc mallopt parameters
+M_MMAP_THRESHOLD = -3
+FRAME_MMAP_BYTES = 128 * 1024  # the mmap threshold when no frame size is known
+HEAP_TRIM_BYTES = 32 << 20     # free heap glibc keeps for reuse before returning it to the OS
+
+_threshold_lock = threading.Lock()
+_mmap_threshold: int | None = None
 
 
 @functools.cache
-def fixed_mmap_threshold() -> bool:
-    """Pin glibc's mmap threshold (once per process; False where there is no glibc).
+def _libc():
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+def pin_mmap_threshold(frame_hw: tuple[int, int] | None = None) -> bool:
+    """Pin glibc's mmap threshold just under the smallest per-frame buffer of ``frame_hw`` (H, W) video
+    (its yuv420p picture); False where there is no glibc.
 
     Frames are allocated in one thread and freed in another. glibc raises its mmap threshold to the
     size of the first freed frame, after which frame buffers come from per-thread heaps that
     fragment: peak memory then grew ~3 MB per second of 640x360 video. With the threshold pinned,
     every frame buffer is its own mapping, returned on free, and memory stays flat in video length.
+    Everything smaller (the render's and the tracker's per-frame temporaries) comes from the heap,
+    which keeps :data:`HEAP_TRIM_BYTES` free for reuse: pinned at 128 KiB, those temporaries were fresh
+    mappings too, each page zeroed by the kernel on first touch (720p first run: 1.3 M page faults,
+    ~4 s of system time in a 10 s edit). Without a size (or below it) the threshold is 128 KiB; a call
+    without a size keeps a threshold set for a size.
     """
-    import ctypes
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, FRAME_MMAP_BYTES))
-    except (OSError, AttributeError):
-        return False
+    global _mmap_threshold
+    with _threshold_lock:
+        if frame_hw is None:
+            if _mmap_threshold is not None:
+                return True
+            threshold = FRAME_MMAP_BYTES
+        else:
+            threshold = max(FRAME_MMAP_BYTES, int(frame_hw[0]) * int(frame_hw[1]) * 3 // 2)
+        if threshold == _mmap_threshold:
+            return True
+        libc = _libc()
+        if libc is None:
+            return False
+        try:
+            ok = bool(libc.mallopt(M_MMAP_THRESHOLD, threshold)) and bool(libc.mallopt(M_TRIM_THRESHOLD, HEAP_TRIM_BYTES))
+        except AttributeError:
+            return False
+        _mmap_threshold = threshold
+        return ok
 
 
 class StageClock:
@@ -68,7 +101,7 @@ class Prefetch(Generic[T]):
     """Iterate ``source`` in a background thread, ``depth`` items ahead of the consumer."""
 
     def __init__(self, source: Iterable[T], depth: int = 2, *, clock: StageClock | None = None, stage: str = "decode"):
-        fixed_mmap_threshold()
+        pin_mmap_threshold()
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
         self._error: BaseException | None = None

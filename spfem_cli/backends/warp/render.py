@@ -31,7 +31,7 @@ from spfem_cli.backends.warp import wrinkles
 from spfem_cli.backends.warp.mesh_warp import mesh_topology, warp_points, warp_region_mask
 from spfem_cli.backends.warp.region_warp import warp_face_region
 from spfem_cli.backends.warp.rigid import may_have_glasses, rigid_damping, steady_brows
-from spfem_cli.edit.stream import Behind, Prefetch, StageClock
+from spfem_cli.edit.stream import Behind, Prefetch, StageClock, pin_mmap_threshold
 from spfem_cli.face.align import ALIGNED_SIZE, warp_to_aligned
 from spfem_cli.face.tracking.base import FaceTrack
 from spfem_cli.face.tracking.mediapipe_tracker import MP_TO_IBUG68
@@ -228,6 +228,7 @@ def render_tracked(req, backend, track: FaceTrack, plan, clock: StageClock, labe
     result: the backend's temporal filters reach less far than the window), so no per-frame array of the
     whole video but the track and the plan is ever held."""
     _tables()
+    pin_mmap_threshold(track.frame_size)
     frames_done, block_end = 0, 0
     edits: FrameEdits | None = None
     with one_blas_thread(), video_sink(req, track.fps, clock) as emit, \
@@ -246,13 +247,15 @@ def render_tracked(req, backend, track: FaceTrack, plan, clock: StageClock, labe
     return frames_done
 
 
-def track_for_estimate(req, tracker: FrameTracker, fps: float, clock: StageClock) -> bool:
+def track_for_estimate(req, tracker: FrameTracker, fps: float, clock: StageClock,
+                       frame_size: tuple[int, int] | None = None) -> bool:
     """Track the video's first frames until the expression-estimation prefix is complete, and
     :data:`LOOKAHEAD` frames beyond it (so its clean-up, and the estimate, are those of the whole track).
 
     Returns True when the whole video was tracked on the way (short clips: no single pass needed).
     """
     _tables()
+    pin_mmap_threshold(frame_size)
     need = max(1, math.ceil(ESTIMATE_SECONDS * fps))
     found, stop = 0, None
     with clock.timed("prefix decode+track"), Prefetch(iter_chunks(req.input, CHUNK), QUEUE_CHUNKS) as decoded:
@@ -281,6 +284,7 @@ def render_single_pass(req, backend, tracker: FrameTracker, plan, fps, frame_siz
     frames as soon as :data:`LOOKAHEAD` frames after them are tracked, from the clean-up (and the
     backend's temporal filters: fold-free scale) of a window reaching :data:`LOOKBACK` frames before
     and :data:`LOOKAHEAD` after the block, so block edges do not show."""
+    pin_mmap_threshold(frame_size)
     frames_done = 0
     pending: deque[FrameChunk] = deque()
 
