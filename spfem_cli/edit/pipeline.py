@@ -332,6 +332,8 @@ def edit_video(req: EditRequest) -> EditResult:
 
 
 def _edit_whole(req: EditRequest) -> EditResult:
+    from spfem_cli.edit.stream import one_thread_pools
+
     backend, why = choose_backend(req)
     req = replace(req, tracker=resolve_tracker(req, backend.name))
     if req.progress:
@@ -340,7 +342,8 @@ def _edit_whole(req: EditRequest) -> EditResult:
     if req.auto_intensity:
         req, auto = _auto_intensity(req, backend)
     if backend.name == "warp":
-        result, track = _edit_warp(req, backend)
+        with one_thread_pools():        # the pass's own threads fill the cores (spfem_cli.edit.stream)
+            result, track = _edit_warp(req, backend)
         if result.note:
             return result
     else:
@@ -359,5 +362,6 @@ def _edit_whole(req: EditRequest) -> EditResult:
     if req.perceive:
         from spfem_cli.face.expression import perceive_files
 
-        result.perceived_source, result.perceived_output = perceive_files(req.input, req.output, track)
+        with one_thread_pools():        # 80 small faces: a second BLAS thread only spun (~0.25 M sched_yield)
+            result.perceived_source, result.perceived_output = perceive_files(req.input, req.output, track)
     return result

@@ -77,6 +77,26 @@ def pin_mmap_threshold(frame_hw: tuple[int, int] | None = None) -> bool:
         return ok
 
 
+@contextlib.contextmanager
+def one_thread_pools() -> Iterator[None]:
+    """BLAS and OpenCV's thread pool held to one thread (restored after). The edit's per-frame linear
+    algebra and image operations are small (the AU read-back, 3-point least squares, the window's small
+    solves, remaps of the face box), and the pass's own threads already keep the cores busy; but after
+    each parallel call the libraries' idle workers spin in ``sched_yield`` (OpenBLAS took ~14 % of a pass's
+    CPU on 2 cores; with OpenCV's pool ~0.7 M yields in a 10 s 720p first run) away from the decoder and
+    the encoder. Results are the same: both split work by rows, not by reductions that reorder sums."""
+    import cv2
+    from threadpoolctl import threadpool_limits
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            yield
+    finally:
+        cv2.setNumThreads(threads)
+
+
 class StageClock:
     """Seconds spent per named stage (each stage's own thread), for the benchmark's per-stage rows."""
 
