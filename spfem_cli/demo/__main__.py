@@ -42,4 +42,10 @@ def main(emotions: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or None)
+    from spfem_cli.native_logs import filter_native_stderr
+
+    stop_filter = filter_native_stderr()     # MediaPipe's C++ log lines stay off the terminal, as in `spfem`
+    try:
+        main(sys.argv[1:] or None)
+    finally:
+        stop_filter()
