@@ -10,11 +10,12 @@ to the real stream (so rich still sees a terminal). ``SPFEM_NATIVE_LOGS=1`` turn
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 NOISE = re.compile(rb"^(?:[IWE]\d{4} [\d:.]+\s+\d+ [\w.-]+:\d+\]"      # absl/glog: W0000 00:00:17.1 123 x.cc:9]
                    rb"|INFO: Created TensorFlow Lite"                   # TFLite delegate banner
@@ -60,3 +61,13 @@ def filter_native_stderr() -> Callable[[], None]:
         os.close(real)
 
     return stop
+
+
+@contextlib.contextmanager
+def native_logs_filtered() -> Iterator[None]:
+    """:func:`filter_native_stderr` for the length of a block (the repo's other entry points: demo, benchmarks)."""
+    stop = filter_native_stderr()
+    try:
+        yield
+    finally:
+        stop()

@@ -124,4 +124,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    main()
+    from spfem_cli.native_logs import native_logs_filtered
+
+    with native_logs_filtered():
+        main()

@@ -139,4 +139,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    from spfem_cli.native_logs import native_logs_filtered
+
+    with native_logs_filtered():
+        main()

@@ -42,10 +42,7 @@ def main(emotions: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from spfem_cli.native_logs import filter_native_stderr
+    from spfem_cli.native_logs import native_logs_filtered
 
-    stop_filter = filter_native_stderr()     # MediaPipe's C++ log lines stay off the terminal, as in `spfem`
-    try:
+    with native_logs_filtered():     # MediaPipe's C++ log lines stay off the terminal, as in `spfem`
         main(sys.argv[1:] or None)
-    finally:
-        stop_filter()
