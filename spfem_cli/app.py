@@ -377,8 +377,13 @@ def edit_summary(result) -> str:
     """One line per edited file: where it went, frames, rate, backend, and the extras written."""
     import math
 
-    line = (f"[green]wrote[/] {result.output}  ({result.frames} frames, {result.valid_frames} with a face, "
-            f"{float(result.fps):.3f} fps, backend {result.backend})")
+    from spfem_cli.video import is_image_file
+
+    if is_image_file(result.output):
+        what = "a photo, its face edited" if result.valid_frames else "a photo, no face found"
+    else:
+        what = f"{result.frames} frames, {result.valid_frames} with a face, {float(result.fps):.3f} fps"
+    line = f"[green]wrote[/] {result.output}  ({what}, backend {result.backend})"
     if result.note:
         line += f"; {result.note}"
     if result.side_by_side:

@@ -25,6 +25,9 @@ from spfem_cli.errors import SpfemError
 # Output containers by file extension (FFmpeg muxer name) and the audio codecs each takes as they are
 # (remux, no quality loss); other audio is re-encoded to AAC.
 CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
+IMAGE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}   # a photo in, a photo out: one frame, no audio
+IMAGE = "image"
+JPEG_QUALITY = 95
 REMUX_AUDIO = {
     "mp4": {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"},
     "mov": {"aac", "mp3", "alac", "ac3", "eac3", "pcm_s16le", "pcm_s24le"},
@@ -223,13 +226,22 @@ def read_frames(path: Path, max_frames: int | None = None) -> tuple[np.ndarray, 
 
 
 def container_format(path: Path) -> str:
-    """The FFmpeg muxer for a video output, chosen by its extension (.mp4, .mov, .mkv); others refused."""
-    fmt = CONTAINERS.get(Path(path).suffix.lower())
+    """The FFmpeg muxer for a video output, chosen by its extension (.mp4, .mov, .mkv), or :data:`IMAGE`
+    for a picture (.png, .jpg: the edit of a photo); others refused."""
+    suffix = Path(path).suffix.lower()
+    if suffix in IMAGE_FORMATS:
+        return IMAGE
+    fmt = CONTAINERS.get(suffix)
     if fmt is None:
         what = f"'{Path(path).suffix}'" if Path(path).suffix else "a name without an extension"
-        raise VideoError(f"cannot write {what} ({path}): a video output must end in {', '.join(CONTAINERS)} "
-                         "(for a folder, end the name with /)")
+        raise VideoError(f"cannot write {what} ({path}): an output must end in {', '.join(CONTAINERS)} "
+                         f"(a video) or {', '.join(IMAGE_FORMATS)} (a photo's edit); for a folder, end the name with /")
     return fmt
+
+
+def is_image_file(path: Path) -> bool:
+    """Whether ``path`` names a picture (by its extension): its edit defaults to a picture too."""
+    return Path(path).suffix.lower() in IMAGE_FORMATS
 
 
 def check_output_path(output: Path, *, inputs: tuple[Path, ...] = (), overwrite: bool = False) -> Path:
@@ -391,7 +403,7 @@ def check_encoder(crf: int, preset: str) -> None:
 
 class VideoWriter:
     """H.264 (yuv420p) writer, MP4/MOV/MKV by the file extension, with the source audio carried over,
-    written atomically.
+    written atomically. A .png/.jpg path holds the one frame of a photo's edit instead (no audio).
 
     Frames keep the presentation times of the video they came from, so picture and sound stay in sync
     for any input timing (variable frame rate, a first frame that does not start at 0): explicitly with
@@ -409,6 +421,7 @@ class VideoWriter:
         if self.path.exists() and not overwrite:
             raise VideoError(f"output {self.path} already exists (pass --overwrite to replace it)")
         check_encoder(crf, preset)
+        self._picture: np.ndarray | None = None      # an image output's one frame, written on close
         self.fps = Fraction(fps).limit_denominator(1001 * 1000) if not isinstance(fps, Fraction) else fps
         self.crf, self.preset = crf, preset
         self.audio_from = audio_from
@@ -470,6 +483,12 @@ class VideoWriter:
             raise ValueError("frames must be uint8 RGB of shape (N, H, W, 3)")
         if times is not None and len(np.atleast_1d(times)) != len(frames):
             raise ValueError("one time per frame")
+        if self.format == IMAGE:
+            if self.frames_written + len(frames) > 1:
+                raise VideoError(f"{self.path} is a picture: it holds one frame; write a video (.mp4, .mov, .mkv)")
+            if len(frames):
+                self._picture, self.size, self.frames_written = frames[0].copy(), frames.shape[1:3], 1
+            return
         if self._container is None:
             self._start(*frames.shape[1:3], explicit_times=times is not None)
         if frames.shape[1:3] != self.size:
@@ -495,6 +514,8 @@ class VideoWriter:
 
     def close(self) -> Path:
         """Flush, carry the remaining audio and rename into place."""
+        if self.format == IMAGE:
+            return self._close_picture()
         if self._container is None:
             self._atomic.discard()
             raise VideoError("no frames were written")
@@ -503,6 +524,21 @@ class VideoWriter:
         if self._audio is not None:
             self._audio.close()
         self._container.close()
+        return self._atomic.commit()
+
+    def _close_picture(self) -> Path:
+        import cv2
+
+        if self._picture is None:
+            self._atomic.discard()
+            raise VideoError("no frames were written")
+        suffix = self.path.suffix.lower()
+        params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if IMAGE_FORMATS[suffix] == "jpeg" else []
+        ok, data = cv2.imencode(suffix, cv2.cvtColor(self._picture, cv2.COLOR_RGB2BGR), params)
+        if not ok:
+            self._atomic.discard()
+            raise VideoError(f"could not encode {self.path}")
+        self._atomic.tmp.write_bytes(data.tobytes())
         return self._atomic.commit()
 
     def abort(self) -> None:

@@ -178,3 +178,25 @@ def test_plot_of_a_one_frame_clip_has_no_nan(tmp_path, spfem):
     assert result.returncode == 0, result.stderr
     assert "nan" not in result.stderr.lower() and "r = n/a" in result.stderr
     assert json.loads(result.stdout)["mouth_r"] is None
+
+
+def test_a_photo_is_edited_into_a_photo(small_clip, tmp_path, spfem):
+    """face.jpg → face.happy.jpg (and its side-by-side), not a one-frame video; a video is never squeezed into
+    a picture: asked for one, the edit is refused before any work."""
+    import cv2
+
+    from spfem_cli.video import read_frames
+
+    frames, _ = read_frames(small_clip.path)
+    photo = tmp_path / "face.jpg"
+    cv2.imwrite(str(photo), cv2.cvtColor(frames[5], cv2.COLOR_RGB2BGR))
+    result = spfem("edit", photo, "-e", "happy", "--side-by-side", f"{tmp_path}/")
+    assert result.returncode == 0, result.stderr
+    assert "a photo, its face edited" in result.stderr + result.stdout
+    edited = cv2.imread(str(tmp_path / "face.happy.jpg"))
+    source = cv2.imread(str(photo))
+    assert edited.shape == source.shape and np.abs(edited.astype(int) - source).mean() > 0.2     # the face moved
+    assert cv2.imread(str(tmp_path / "face.happy.sbs.jpg")).shape[1] == 2 * source.shape[1]
+    refused = spfem("edit", small_clip.path, "-e", "happy", "-o", tmp_path / "still.png")
+    assert refused.returncode == 1 and "is a picture" in refused.stderr and len(_lines(refused.stderr)) == 1
+    assert not (tmp_path / "still.png").exists()

@@ -174,3 +174,15 @@ def test_sample_saves_its_driving_signal(tmp_path):
     clip = make_talking_clip(tmp_path / "s.mp4", seconds=0.4, fps=25, head_motion=False)
     np.testing.assert_allclose(load_signal(clip.path), clip.mouth_signal, atol=1e-6)
     assert V.probe(clip.path).n_frames == len(clip.mouth_signal) == 10
+
+
+def test_a_picture_output_holds_one_frame_exactly(tmp_path):
+    import cv2
+
+    frame = np.random.default_rng(0).integers(0, 256, (31, 40, 3), np.uint8)
+    with V.VideoWriter(tmp_path / "p.png", 25) as writer:
+        writer.write(frame)
+    np.testing.assert_array_equal(cv2.cvtColor(cv2.imread(str(tmp_path / "p.png")), cv2.COLOR_BGR2RGB), frame)  # PNG: lossless, odd size kept
+    with pytest.raises(V.VideoError, match="holds one frame"), V.VideoWriter(tmp_path / "q.jpg", 25) as writer:
+        writer.write(np.stack([frame, frame]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.png"]          # nothing half-written left

@@ -20,7 +20,7 @@ import numpy as np
 from spfem_cli.edit.targets import EditTarget
 from spfem_cli.errors import SpfemError
 from spfem_cli.progress import say_once
-from spfem_cli.video import AtomicOutput, VideoWriter, check_encoder, check_output_path, container_format, cut_span, iter_chunks, probe
+from spfem_cli.video import IMAGE, AtomicOutput, VideoWriter, check_encoder, check_output_path, container_format, cut_span, iter_chunks, probe
 
 if TYPE_CHECKING:
     from spfem_cli.edit.auto_intensity import AutoIntensity
@@ -142,8 +142,9 @@ def _check_request(req: EditRequest) -> None:
     if len({Path(p).resolve() for p in outputs}) != len(outputs):
         raise SpfemError("output, --side-by-side and --plot must be different files")
     for path in (req.output, req.side_by_side):
-        if path is not None:
-            container_format(path)
+        if path is not None and container_format(path) == IMAGE and info.n_frames > 1:
+            raise SpfemError(f"{path} is a picture, but {req.input} is a video ({info.n_frames} frames): "
+                             "write the edit as .mp4, .mov or .mkv")
     for path in outputs:
         check_output_path(path, inputs=inputs, overwrite=req.overwrite)
     if req.tracker == "fan":
