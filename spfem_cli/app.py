@@ -289,10 +289,13 @@ def probe(video: Path = typer.Argument(..., help="A video file.")) -> None:
 
 @app.command()
 def edit(
-    videos: list[Path] = typer.Argument(..., metavar="VIDEO...", help="Input video(s) with a talking face (several: each is edited; shell globs work)."),
+    videos: list[Path] = typer.Argument(..., metavar="VIDEO...",
+                                        help="Input video(s) with a talking face (several: each is edited; shell globs "
+                                             "work); a .jpg/.png photo gives a photo."),
     output: str | None = typer.Option(None, "-o", "--out", "--output", metavar="PATH",
-                                      help="Edited video (.mp4, .mov or .mkv), or a folder (DIR/ or existing): "
-                                           "DIR/<name>.<emotion>.mp4. Default: <name>.<emotion>.mp4 next to the input."),
+                                      help="Edited video (.mp4, .mov or .mkv; .png/.jpg for a photo), or a folder (DIR/ or "
+                                           "existing): DIR/<name>.<emotion>.mp4. Default: <name>.<emotion>.mp4 (a photo: "
+                                           "<name>.<emotion>.jpg) next to the input."),
     emotion: str | None = typer.Option(None, "--emotion", "-e", help="Target emotion: neutral, happy, sad, surprised, fear, angry, disgusted, contempt."),
     reference: Path | None = typer.Option(None, "--reference", help="Take the expression of the face in this clip."),
     timeline: str | None = typer.Option(None, "--timeline", help='Emotions over time in seconds, e.g. "happy@0-3,sad@3-6".'),
