@@ -237,3 +237,17 @@ def test_a_smile_does_not_spread_lips_rounded_for_speech(track):
     keep = facs.rounding_keep(landmarks, plan.mouth_width)
     settled = ordinary & (np.arange(n) < n // 2 - facs.ROUNDING_SMOOTH)    # the width's moving average reaches this far
     assert keep[settled].min() == 1.0 and keep[pursed][3:].max() == 0.0
+
+
+def test_a_source_that_smiles_first_keeps_its_calm_frames_unfaded(track):
+    """Rest is read on the frames that smile least: a face grinning through its first seconds, then calm,
+    must not have its calm frames taken for pursed lips (which would strip a "happy" edit of its smile)."""
+    backend = WarpBackend()
+    seq = backend.encode(track)
+    n = len(seq.valid)
+    grin = np.where(np.arange(n) < 2 * n // 3, 1.0, 0.0)[:, None, None]      # most of the clip, as in a laugh
+    grinning = LandmarkSeq(seq.landmarks + grin * facs.action_units()["AU12"], seq.valid.copy())
+    plan = backend.plan(grinning, EditTarget(emotion="happy", intensity=1.0), float(track.fps))
+    calm = seq.valid & (np.arange(n) >= 2 * n // 3)
+    assert plan.mouth_width == pytest.approx(np.median(facs.mouth_width(seq.landmarks[seq.valid])), rel=0.08)
+    assert facs.rounding_keep(grinning.landmarks, plan.mouth_width)[calm].min() == 1.0

@@ -65,7 +65,7 @@ class WarpPlan:
     source_aus: dict[str, float]
     target_aus: dict[str, float]
     au_names: tuple[str, ...] = facs.AU_NAMES
-    mouth_width: float | None = None     # the source's typical lip-corner distance (aligned px): rounding is read against it
+    mouth_width: float | None = None     # the source's lip-corner distance at rest (aligned px): rounding is read against it
 
 
 @dataclass(frozen=True)
@@ -253,9 +253,8 @@ class WarpBackend:
             activations += w[:, None] * coefs[name][None]
         activations *= target.intensity
         displacement = facs.field_of(activations, n_points)
-        width = facs.mouth_width(seq.landmarks[seq.valid])
-        typical = float(np.median(width)) if len(width) else None
-        return WarpPlan(activations, displacement, source_aus, target_aus, mouth_width=typical)
+        rest_width = facs.rest_mouth_width(seq.landmarks[seq.valid])
+        return WarpPlan(activations, displacement, source_aus, target_aus, mouth_width=rest_width)
 
     def manipulate(self, seq: LandmarkSeq, plan: WarpPlan) -> LandmarkSeq:
         """Source + the plan's displacement, speech opening restored, never folding the mesh.

@@ -433,10 +433,12 @@ def keep_mouth_opening(source: np.ndarray, edited: np.ndarray) -> np.ndarray:
 
 # Lip rounding is speech too ("oo", "w", "sh" purse the lips to a narrower mouth): an AU that pulls the
 # corners outwards must not spread a rounded mouth back into an "ee", nor one that pulls them in squeeze it
-# further. The AUs that change the mouth's width fade out (both ways: added or removed) as the
-# source's mouth narrows below its own typical width (:func:`mouth_width`, median of the frames the
-# expression is read from): fully applied at ROUNDING_FREE of that width, gone at ROUNDING_FULL. Typical
-# talkers stay above 0.9 outside rounded visemes; pursed "oo" frames of the example clips read 0.6-0.85.
+# further. The AUs that change the mouth's width fade out (both ways: added or removed) as the source's
+# mouth narrows below its width at rest (:func:`rest_mouth_width`): fully applied at ROUNDING_FREE of that
+# width, gone at ROUNDING_FULL. Rest is read on the frames that smile least, so a source that smiles or
+# laughs through its first seconds does not make its calm, closed frames look pursed (read against the plain
+# median, a clip that broke into a grin had 46 % of its frames faded). Pursed "oo" frames of the example
+# clips read about 0.65-0.85 of the rest width.
 WIDTH_AUS = ("AU12", "AU14R", "AU20", "AU23")
 ROUNDING_FREE, ROUNDING_FULL = 0.95, 0.80
 ROUNDING_SMOOTH = 3     # frames of a moving average on the width: the fade follows the visemes without jitter
@@ -449,17 +451,34 @@ def mouth_width(points: np.ndarray) -> np.ndarray:
     return np.linalg.norm(pts[..., a, :] - pts[..., b, :], axis=-1)
 
 
+def corner_lift(points: np.ndarray) -> np.ndarray:
+    """How far the lip corners sit above the lips' vertical centre (aligned px, > 0 in a smile)."""
+    pts = np.asarray(points, np.float64)
+    (top, bottom), (a, b) = ((0, 17), (LIP_CORNER_OUTER, int(MIRROR[LIP_CORNER_OUTER]))) if pts.shape[-2] == N_MESH \
+        else ((51, 57), (48, 54))
+    return 0.5 * (pts[..., top, 1] + pts[..., bottom, 1]) - 0.5 * (pts[..., a, 1] + pts[..., b, 1])
+
+
+def rest_mouth_width(points: np.ndarray) -> float | None:
+    """The mouth's width at rest (aligned px): the median over the frames whose corner lift is at or below
+    the median (the half that smiles least). None without a frame with a face."""
+    width, lift = mouth_width(points), corner_lift(points)
+    ok = np.isfinite(width) & np.isfinite(lift)
+    if not ok.any():
+        return None
+    calm = lift[ok] <= np.median(lift[ok])
+    return float(np.median(width[ok][calm]))
+
+
 def rounding_keep(points: np.ndarray, typical_width: float | None) -> np.ndarray:
-    """Per frame (T,), the share 0…1 of the width-changing AUs a frame of these source points can take."""
+    """Per frame (T,), the share 0…1 of the width-changing AUs a frame of these source points can take
+    (frames without a face count as unrounded, so the result never depends on faces far away)."""
     if typical_width is None or not np.isfinite(typical_width) or typical_width <= 0:
         return np.ones(len(points))
     from scipy.ndimage import uniform_filter1d
 
     width = mouth_width(points)
-    ok = np.isfinite(width)
-    if not ok.any():
-        return np.ones(len(points))
-    width = np.interp(np.arange(len(width)), np.flatnonzero(ok), width[ok])
+    width = np.where(np.isfinite(width), width, typical_width)
     ratio = uniform_filter1d(width, ROUNDING_SMOOTH, mode="nearest") / typical_width
     return np.clip((ratio - ROUNDING_FULL) / (ROUNDING_FREE - ROUNDING_FULL), 0.0, 1.0)
 
