@@ -383,7 +383,7 @@ def edit_summary(result) -> str:
     from spfem_cli.video import is_image_file
 
     if is_image_file(result.output):
-        what = "a photo, its face edited" if result.valid_frames else "a photo, no face found"
+        what = "a photo, face found" if result.valid_frames else "a photo, no face found"
     else:
         what = f"{result.frames} frames, {result.valid_frames} with a face, {float(result.fps):.3f} fps"
     line = f"[green]wrote[/] {result.output}  ({what}, backend {result.backend})"

@@ -58,7 +58,8 @@ def filter_native_stderr() -> Callable[[], None]:
         os.dup2(real, 2)          # closes the pipe's last write end: the pump reads EOF and ends
         thread.join(timeout=1.0)
         sys.stderr = python_stderr
-        os.close(real)
+        if not thread.is_alive():     # a child process may still hold the pipe: then the pump keeps its fd
+            os.close(real)
 
     return stop
 

@@ -192,11 +192,18 @@ def test_a_photo_is_edited_into_a_photo(small_clip, tmp_path, spfem):
     cv2.imwrite(str(photo), cv2.cvtColor(frames[5], cv2.COLOR_RGB2BGR))
     result = spfem("edit", photo, "-e", "happy", "--side-by-side", f"{tmp_path}/")
     assert result.returncode == 0, result.stderr
-    assert "a photo, its face edited" in result.stderr + result.stdout
+    assert "a photo, face found" in result.stderr + result.stdout
     edited = cv2.imread(str(tmp_path / "face.happy.jpg"))
     source = cv2.imread(str(photo))
     assert edited.shape == source.shape and np.abs(edited.astype(int) - source).mean() > 0.2     # the face moved
     assert cv2.imread(str(tmp_path / "face.happy.sbs.jpg")).shape[1] == 2 * source.shape[1]
+    png = tmp_path / "face.png"                                        # a PNG has no duration: still a photo
+    cv2.imwrite(str(png), cv2.cvtColor(frames[5], cv2.COLOR_RGB2BGR))
+    result = spfem("edit", png, "-e", "sad")
+    assert result.returncode == 0, result.stderr
+    assert cv2.imread(str(tmp_path / "face.sad.png")).shape == frames[5].shape
+    cut = spfem("edit", png, "-e", "sad", "--end", "1", "-o", tmp_path / "cut.png")
+    assert cut.returncode == 1 and "is a photo" in cut.stderr and not (tmp_path / "cut.png").exists()
     refused = spfem("edit", small_clip.path, "-e", "happy", "-o", tmp_path / "still.png")
     assert refused.returncode == 1 and "is a picture" in refused.stderr and len(_lines(refused.stderr)) == 1
     assert not (tmp_path / "still.png").exists()

@@ -8,6 +8,7 @@ written to a temporary file and renamed at the end: Ctrl-C or an error leaves no
 from __future__ import annotations
 
 import contextlib
+import math
 import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -20,7 +21,7 @@ import numpy as np
 from spfem_cli.edit.targets import EditTarget
 from spfem_cli.errors import SpfemError
 from spfem_cli.progress import say_once
-from spfem_cli.video import IMAGE, AtomicOutput, VideoWriter, check_encoder, check_output_path, container_format, cut_span, iter_chunks, probe
+from spfem_cli.video import IMAGE, AtomicOutput, VideoWriter, check_encoder, check_output_path, container_format, cut_span, is_image_file, iter_chunks, probe
 
 if TYPE_CHECKING:
     from spfem_cli.edit.auto_intensity import AutoIntensity
@@ -156,7 +157,9 @@ def _check_request(req: EditRequest) -> None:
         from spfem_cli.device import pick_device
 
         pick_device(req.device)        # --device cuda without a GPU is refused whichever backend runs
-    start, end = req.start or 0.0, req.end if req.end is not None else info.duration
+    if is_image_file(req.input) and (req.start is not None or req.end is not None):
+        raise SpfemError(f"--start/--end cut a video; {req.input} is a photo")
+    start, end = req.start or 0.0, req.end if req.end is not None else (info.duration or math.inf)   # a photo: no duration
     if start < 0 or end <= start:
         raise SpfemError(f"--start {start:g} / --end {end:g}: need 0 <= start < end")
     if info.duration and start >= info.duration:

@@ -51,7 +51,7 @@ def perception_lines(result, target: str | None) -> list[str]:
     src, out = result.perceived_source, result.perceived_output
     if src is None or out is None:
         return lines
-    detail = f"FER-2013, {out.frames} frames"
+    detail = f"FER-2013, {out.frames} frame{'s' if out.frames != 1 else ''}"
     if target and out.label != target and out.prob_of(target) is not None:
         detail = f"P({target}) {src.prob_of(target):.2f} → {out.prob_of(target):.2f}; {detail}"
     return lines + [f"perceived: {src.label} {src.prob:.2f} → {out.label} {out.prob:.2f}  ({detail})"]

@@ -70,11 +70,13 @@ def pin_mmap_threshold(frame_hw: tuple[int, int] | None = None) -> bool:
         if libc is None:
             return False
         try:
-            ok = bool(libc.mallopt(M_MMAP_THRESHOLD, threshold)) and bool(libc.mallopt(M_TRIM_THRESHOLD, HEAP_TRIM_BYTES))
+            pinned = bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
+            trimmed = bool(libc.mallopt(M_TRIM_THRESHOLD, HEAP_TRIM_BYTES))
         except AttributeError:
             return False
-        _mmap_threshold = threshold
-        return ok
+        if pinned and trimmed:        # remembered only when glibc took both (an older glibc caps the threshold)
+            _mmap_threshold = threshold
+        return pinned and trimmed
 
 
 @contextlib.contextmanager
