@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+from scipy.ndimage import uniform_filter1d
 from scipy.optimize import nnls
 from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import spsolve
@@ -475,8 +476,6 @@ def rounding_keep(points: np.ndarray, typical_width: float | None) -> np.ndarray
     (frames without a face count as unrounded, so the result never depends on faces far away)."""
     if typical_width is None or not np.isfinite(typical_width) or typical_width <= 0:
         return np.ones(len(points))
-    from scipy.ndimage import uniform_filter1d
-
     width = mouth_width(points)
     width = np.where(np.isfinite(width), width, typical_width)
     ratio = uniform_filter1d(width, ROUNDING_SMOOTH, mode="nearest") / typical_width
