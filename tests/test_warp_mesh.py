@@ -216,8 +216,8 @@ def test_brows_behind_glasses_move_less_and_lids_keep_their_motion():
 
 def test_a_smile_does_not_spread_lips_rounded_for_speech(track):
     """Pursing the lips ("oo", "w") is speech, like the opening: on frames where the source's mouth is much
-    narrower than at rest the sideways pull of the AUs that change the mouth's width fades, so the edited mouth
-    keeps the source's width there (the smile's lift stays); on ordinary frames the smile is untouched."""
+    narrower than usual the AUs that change the mouth's width fade, so the edited mouth keeps the source's width
+    there; on ordinary frames the smile is untouched."""
     backend = WarpBackend()
     seq = backend.encode(track)
     plan = backend.plan(seq, EditTarget(emotion="happy", intensity=1.0), float(track.fps))
@@ -234,9 +234,6 @@ def test_a_smile_does_not_spread_lips_rounded_for_speech(track):
     ordinary = seq.valid & ~pursed
     assert np.nanmedian(widened[ordinary]) > 5.0                 # the smile widens an ordinary mouth
     assert np.nanmax(np.abs(widened[pursed][3:])) < 0.5          # and leaves a pursed one as the speech made it
-    corners = [facs.LIP_CORNER_OUTER, int(facs.MIRROR[facs.LIP_CORNER_OUTER])]
-    lift = (edited - landmarks)[:, corners, 1].mean(1)
-    assert np.nanmax(lift[pursed][3:]) < -2.0                     # while the smile keeps its raised corners there
     keep = facs.rounding_keep(landmarks, plan.mouth_width)
     settled = ordinary & (np.arange(n) < n // 2 - facs.ROUNDING_SMOOTH)    # the width's moving average reaches this far
     assert keep[settled].min() == 1.0 and keep[pursed][3:].max() == 0.0

@@ -3,7 +3,7 @@
 encode      aligned points per frame from the shared track: the 478-point MediaPipe mesh when the
             track carries it, else the 68 iBUG landmarks (FAN)
 manipulate  edited = source + Σₖ aₖ(t)·fieldₖ with aₖ(t) = intensity · plan weight · AU weight (target
-            AUs in, conflicting source AUs out; width changes faded where the lips round for speech), then
+            AUs in, conflicting source AUs out; width-changing AUs faded where the lips round for speech), then
             the source's inner-lip gaps and jaw restored frame by frame (speech kept by construction)
 render      warp an aligned crop (supersampled to the face's native resolution) from source to edited
             points, damped on eyeglass frames; the shared paste-back puts it into the frame
@@ -194,11 +194,9 @@ def fold_free_scale(points: np.ndarray, displacement: np.ndarray, valid: np.ndar
     return scale
 
 
-def fold_free(points: np.ndarray, activations: np.ndarray, valid: np.ndarray, mouth_width: float | None = None) -> np.ndarray:
+def fold_free(points: np.ndarray, activations: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Displacement (T, P, 2) of ``activations`` with the upper face (brows, lids, nose) and the mouth
-    scaled back separately: a fold at the mouth corner must not cancel a brow raise. ``mouth_width``: the
-    source's width at rest, against which lips rounded for speech keep their width
-    (:func:`~spfem_cli.backends.warp.facs.keep_lip_rounding`)."""
+    scaled back separately: a fold at the mouth corner must not cancel a brow raise."""
     n_points = points.shape[1]
     upper = np.array([a in UPPER_FACE_AUS for a in facs.AU_NAMES])
     up = relax_folds(points, facs.field_of(activations * upper, n_points), valid)
@@ -206,9 +204,7 @@ def fold_free(points: np.ndarray, activations: np.ndarray, valid: np.ndarray, mo
     # The mouth is checked on the upper face as it will be shown (eyes kept open: on a blink the raw
     # narrowing field crosses the lids, which the restore undoes).
     base = facs.restore_speech_and_eyes(points, points + up * scale_up[:, None, None])
-    mouth = facs.field_of(activations * ~upper, n_points)
-    mouth = facs.keep_lip_rounding(points, mouth, activations * ~upper, mouth_width)
-    low = relax_folds(base, mouth, valid)
+    low = relax_folds(base, facs.field_of(activations * ~upper, n_points), valid)
     scale_low = fold_free_scale(base, low, valid)
     if valid.any():
         log.info("fold-free scale: upper face mean %.2f min %.2f, mouth mean %.2f min %.2f",
@@ -267,11 +263,11 @@ class WarpBackend:
         patch), that frame's displacement (upper face and mouth separately) is scaled down just
         enough; the scale is made smooth in time (a windowed minimum, then a moving average) so
         the edit never flickers. ``plan.activations`` is what is applied (``plan.displacement`` is
-        its field, kept for reports). On frames where the source purses its lips for speech, the sideways
-        motion of the AUs that change the mouth's width fades (:func:`~spfem_cli.backends.warp.facs.keep_lip_rounding`):
-        an "oo" stays an "oo", and a smile keeps its lift.
+        its field, kept for reports). On frames where the source purses its lips for speech, the AUs that
+        change the mouth's width fade (:func:`~spfem_cli.backends.warp.facs.keep_lip_rounding`): an "oo" stays an "oo".
         """
-        edited = seq.landmarks + fold_free(seq.landmarks, plan.activations, seq.valid, plan.mouth_width)
+        activations = facs.keep_lip_rounding(seq.landmarks, plan.activations, plan.mouth_width)
+        edited = seq.landmarks + fold_free(seq.landmarks, activations, seq.valid)
         edited = facs.restore_speech_and_eyes(seq.landmarks, edited)
         edited[~seq.valid] = np.nan
         return LandmarkSeq(edited, seq.valid.copy())

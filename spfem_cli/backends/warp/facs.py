@@ -434,13 +434,12 @@ def keep_mouth_opening(source: np.ndarray, edited: np.ndarray) -> np.ndarray:
 
 # Lip rounding is speech too ("oo", "w", "sh" purse the lips to a narrower mouth): an AU that pulls the
 # corners outwards must not spread a rounded mouth back into an "ee", nor one that pulls them in squeeze it
-# further. The sideways part of the AUs that change the mouth's width fades out (both ways: added or removed)
-# as the source's mouth narrows below its width at rest (:func:`rest_mouth_width`): fully applied at
-# ROUNDING_FREE of that width, gone at ROUNDING_FULL; their lift stays, so a smile keeps its raised corners
-# through an "oo" instead of pulsing with the speech. Rest is read on the frames that smile least, so a source
-# that smiles or laughs through its first seconds does not make its calm, closed frames look pursed (read
-# against the plain median, a clip that broke into a grin had 46 % of its frames faded). Pursed "oo" frames
-# of the example clips read about 0.65-0.85 of the rest width.
+# further. The AUs that change the mouth's width fade out (both ways: added or removed) as the source's
+# mouth narrows below its width at rest (:func:`rest_mouth_width`): fully applied at ROUNDING_FREE of that
+# width, gone at ROUNDING_FULL. Rest is read on the frames that smile least, so a source that smiles or
+# laughs through its first seconds does not make its calm, closed frames look pursed (read against the plain
+# median, a clip that broke into a grin had 46 % of its frames faded). Pursed "oo" frames of the example
+# clips read about 0.65-0.85 of the rest width.
 WIDTH_AUS = ("AU12", "AU14R", "AU20", "AU23")
 ROUNDING_FREE, ROUNDING_FULL = 0.95, 0.80
 ROUNDING_SMOOTH = 3     # frames of a moving average on the width: the fade follows the visemes without jitter
@@ -483,17 +482,11 @@ def rounding_keep(points: np.ndarray, typical_width: float | None) -> np.ndarray
     return np.clip((ratio - ROUNDING_FULL) / (ROUNDING_FREE - ROUNDING_FULL), 0.0, 1.0)
 
 
-def keep_lip_rounding(points: np.ndarray, field: np.ndarray, activations: np.ndarray,
-                      typical_width: float | None) -> np.ndarray:
-    """The mouth ``field`` (T, P, 2) of ``activations`` (T, len(AU_NAMES)) with the sideways motion of the
-    width-changing AUs faded on rounded-lip frames of the source ``points`` (their vertical motion kept)."""
+def keep_lip_rounding(points: np.ndarray, activations: np.ndarray, typical_width: float | None) -> np.ndarray:
+    """``activations`` (T, len(AU_NAMES)) with the width-changing AUs faded on rounded-lip frames."""
     keep = rounding_keep(points, typical_width)
-    if keep.min() >= 1.0:
-        return field
-    width = np.isin(AU_NAMES, WIDTH_AUS)
-    sideways = field_of(np.asarray(activations) * width, field.shape[1])[..., 0]
-    out = np.array(field, np.float64, copy=True)
-    out[..., 0] -= (1.0 - keep)[:, None] * sideways
+    out = np.array(activations, np.float64, copy=True)
+    out[:, [AU_NAMES.index(name) for name in WIDTH_AUS]] *= keep[:, None]
     return out
 
 
