@@ -31,7 +31,7 @@ from spfem_cli.backends.warp import wrinkles
 from spfem_cli.backends.warp.mesh_warp import mesh_topology, warp_points, warp_region_mask
 from spfem_cli.backends.warp.region_warp import warp_face_region
 from spfem_cli.backends.warp.rigid import may_have_glasses, rigid_damping, steady_brows
-from spfem_cli.edit.stream import Behind, Prefetch, StageClock, one_thread_pools, pin_mmap_threshold
+from spfem_cli.edit.stream import Behind, Prefetch, StageClock, pin_mmap_threshold
 from spfem_cli.face.align import ALIGNED_SIZE, warp_to_aligned
 from spfem_cli.face.tracking.base import FaceTrack
 from spfem_cli.face.tracking.mediapipe_tracker import MP_TO_IBUG68
@@ -222,7 +222,7 @@ def render_tracked(req, backend, track: FaceTrack, plan, clock: StageClock, labe
     pin_mmap_threshold(track.frame_size)
     frames_done, block_end = 0, 0
     edits: FrameEdits | None = None
-    with one_thread_pools(), video_sink(req, track.fps, clock) as emit, \
+    with video_sink(req, track.fps, clock) as emit, \
             frame_progress(req.progress, len(track), label) as advance, \
             Prefetch(iter_chunks(req.input, CHUNK), QUEUE_CHUNKS, clock=clock, stage="decode") as decoded:
         for chunk in decoded:
@@ -301,7 +301,7 @@ def render_single_pass(req, backend, tracker: FrameTracker, plan, fps, frame_siz
                 return block
         return block if tracked is None else []
 
-    with one_thread_pools(), video_sink(req, fps, clock) as emit, \
+    with video_sink(req, fps, clock) as emit, \
             frame_progress(req.progress, n_hint, "tracking + rendering (warp)") as advance, \
             Prefetch(_decode_and_track(req, tracker), QUEUE_CHUNKS, clock=clock, stage="decode+track") as decoded:
         for chunk in decoded:
