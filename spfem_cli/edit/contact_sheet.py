@@ -172,7 +172,7 @@ def edited_tiles(source: Path, emotions: Sequence[str], *, frames: int = 3, star
     from spfem_cli.edit.pipeline import EditRequest, edit_video
     from spfem_cli.edit.targets import EditTarget
     from spfem_cli.face.preprocess import cached_track
-    from spfem_cli.video import cut_span, probe, read_frames
+    from spfem_cli.video import cut_span, frames_by_index, probe
 
     with tempfile.TemporaryDirectory(prefix="spfem-sheet-") as tmp:
         clip = Path(source)
@@ -184,18 +184,21 @@ def edited_tiles(source: Path, emotions: Sequence[str], *, frames: int = 3, star
             clip = cut_span(clip, Path(tmp) / "stretch.mp4", max(0.0, (start - 0.5) / fps), (start + n - 0.5) / fps)
         track = cached_track(clip, "mediapipe", progress=False)
         chosen = pick_frames(track.valid, frames, eye_openness(track.landmarks))
-        src, info = read_frames(clip)
-        box = face_crop_box(track.boxes[chosen], src.shape[1:3])
+        box = face_crop_box(track.boxes[chosen], track.frame_size)
         x0, y0, x1, y1 = box
-        tiles = {"source": [src[i, y0:y1, x0:x1] for i in chosen]}
+
+        def crops(video: Path) -> list[np.ndarray]:      # only the shown frames are kept, not the clip
+            shown = frames_by_index(video, chosen)
+            return [shown[i][y0:y1, x0:x1] for i in chosen]
+
+        tiles = {"source": crops(clip)}
         for emotion in emotions:
             out = Path(tmp) / f"{emotion}.mp4"
             target = EditTarget(emotion=emotion) if intensity is None else EditTarget(emotion=emotion, intensity=intensity)
-            edit_video(EditRequest(clip, out, target, backend=backend,
-                                   progress=False, overwrite=True, crf=14, preset="veryfast"))
-            edited, _ = read_frames(out)
-            tiles[emotion] = [edited[i, y0:y1, x0:x1] for i in chosen]
-    fps = float(info.fps)
+            edit_video(EditRequest(clip, out, target, backend=backend, progress=False, overwrite=True, crf=14,
+                                   preset="veryfast", perceive=False))      # the sheet shows pictures, not the report
+            tiles[emotion] = crops(out)
+    fps = float(track.fps)
     return EditedTiles(tiles, [f"{(start + i) / fps:.1f}s" for i in chosen], SheetFrames([start + i for i in chosen], box))
 
 
