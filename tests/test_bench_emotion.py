@@ -69,4 +69,5 @@ def test_au_readback_recovers_a_planted_edit_without_cancelling_pairs():
     back = bench.au_readback(_MeshTrack(source), _MeshTrack(output))
     assert back["AU9"] == pytest.approx(0.8, abs=0.1) and back["AU20"] == pytest.approx(0.5, abs=0.1)
     assert "AU23" not in back and "AU41" not in back          # the opposing units are not read as large cancelling pairs
+    assert "AU12" not in back and "AU15" not in back          # nor the stretch as a pull up plus a pull down (alike at the corners)
     assert bench.au_readback(_MeshTrack(source), type("NoMesh", (), {"mesh": None})()) == {}

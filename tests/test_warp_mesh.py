@@ -57,6 +57,18 @@ def test_action_units_are_zero_on_the_outline_and_point_where_facs_says():
     np.testing.assert_allclose(fields["AU12"][facs.MIRROR, 0], -fields["AU12"][:, 0], atol=1e-6)     # symmetric
 
 
+def test_lip_corner_depressor_moves_the_two_lip_corners_together():
+    """The inner lip lags AU15 near the middle (the tracker reads a downturned inner line as a closing mouth),
+    but at the corner the inner and outer lips are one point: a few pixels apart, a lag there shears the
+    corner into a notched hook (seen on d19 and d0 close-ups before this was fixed)."""
+    au15 = facs.action_units()["AU15"]
+    outer, inner = au15[facs.LIP_CORNER_OUTER], au15[facs.LIP_CORNER_INNER]
+    assert outer[1] > 5
+    assert abs(inner[1] - outer[1]) < 0.25 * outer[1]
+    mid_outer, mid_inner = au15[facs.LIP_OUTER_UPPER[2], 1], au15[facs.LIP_INNER_UPPER[2], 1]
+    assert mid_inner < 0.75 * mid_outer          # still lagging half-way along the lip
+
+
 @pytest.mark.parametrize("emotion", EDIT_EMOTIONS)
 def test_no_triangle_folds_at_full_intensity(emotion, track):
     backend = WarpBackend()

@@ -74,6 +74,12 @@ def _lip_span(idx: np.ndarray) -> np.ndarray:
     return np.clip((MIDLINE_X - CANONICAL_MESH[idx, 0]) / half, 0.0, 1.0)
 
 
+def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """0 below ``lo``, 1 above ``hi``, a smooth cubic between."""
+    t = np.clip((np.asarray(x, float) - lo) / (hi - lo), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
 def _profile(idx: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Weights along a contour from ``lo`` at its first vertex to ``hi`` at its last (smooth ramp)."""
     t = np.linspace(0.0, 1.0, len(idx))
@@ -190,6 +196,9 @@ def _unit_fields() -> dict[str, tuple[dict[int, tuple[float, float]], np.ndarray
     span = _lip_span(lips)
     outer, inner = np.r_[LIP_OUTER_UPPER, LIP_OUTER_LOWER], np.r_[LIP_INNER_UPPER, LIP_INNER_LOWER]
     span_outer, span_inner = _lip_span(outer), _lip_span(inner)
+    # The inner lip lags AU15 near the midline but meets the outer contour at the corner, where the two
+    # lips are one point: a lag there shears the corner's few-pixel triangles into a notched, hooked crease.
+    inner_follow = AU15_INNER + (1.0 - AU15_INNER) * _smoothstep(span_inner, 0.5, 0.9)
     def with_forehead(drivers: dict[int, tuple[float, float]], frac: float = 0.8) -> dict[int, tuple[float, float]]:
         """The forehead row above the brows follows the nearest brow vertex (a brow never passes it)."""
         brow = np.array([v for v in BROW_UPPER if v in drivers])
@@ -240,7 +249,7 @@ def _unit_fields() -> dict[str, tuple[dict[int, tuple[float, float]], np.ndarray
         "AU12": (_drivers((lips, span, -0.72 * span ** 2), (NASOLABIAL, 0.35, -0.3)), mouth_pins),
         # AU15 lip corner depressor.
         "AU15": (_drivers((outer, 0.1 * span_outer, span_outer ** 2),
-                          (inner, 0.1 * span_inner * AU15_INNER, AU15_INNER * span_inner ** 2)), mouth_pins),
+                          (inner, 0.1 * span_inner * inner_follow, inner_follow * span_inner ** 2)), mouth_pins),
         # AU20 lip stretcher: corners out, slightly down.
         "AU20": (_drivers((lips, span, 0.15 * span ** 2)), mouth_pins),
         # AU23 lip tightener: corners in (the mouth narrowed and pressed); the red of the lips keeps its
@@ -322,30 +331,42 @@ def prototype(emotion: str, n_points: int = N_MESH) -> np.ndarray:
     return out
 
 
-READBACK_RIDGE = 3.0   # aligned px per unit activation: a few % shrink of a real AU (its field moves many points by several px)
+READBACK_L1 = 20.0     # aligned px² of fit an AU must buy per unit activation to be read (a real AU buys thousands)
+READBACK_RIDGE = 0.5   # aligned px per unit activation: only makes the exactly collinear pairs solvable
+
+
+@functools.lru_cache(maxsize=2)
+def _readback_system(n_points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The AU basis at the expressive points, the Cholesky factor L of its (ridged) Gram matrix, and L⁻¹."""
+    sel = _expressive(n_points)
+    fields = action_units(n_points)
+    basis = np.stack([fields[n][sel].ravel() for n in AU_NAMES], axis=1)
+    chol = np.linalg.cholesky(basis.T @ basis + READBACK_RIDGE ** 2 * np.eye(len(AU_NAMES)))
+    return basis, chol, np.linalg.inv(chol)
 
 
 def au_activations(points: np.ndarray, rest: np.ndarray | None = None) -> np.ndarray:
     """Per-frame AU activations (T, len(AU_NAMES)) of aligned points (T, P, 2) relative to ``rest``.
 
-    Non-negative least squares over the AU fields at the expressive points; NaN frames give NaN.
-    ``rest`` defaults to the canonical neutral face (then identity shape leaks in: compare a face
-    with itself, e.g. against its own low percentile, to read its expression).
+    The sparsest non-negative fit of the AU fields at the expressive points (least squares plus an L1
+    cost of :data:`READBACK_L1` per unit); NaN frames give NaN. Sparse, because the basis is degenerate
+    there: opposing units cancel (AU5/AU41 lids, AU20/AU23 corners) and at the lip corners a stretch
+    (AU20) moves like a pull up plus a pull down (AU12 + AU15); the L1 cost reads the one unit that
+    explains the motion, not a cancelling pair or a spread. ``rest`` defaults to the canonical neutral face
+    (then identity shape leaks in: compare a face with itself, e.g. against its own low percentile, to
+    read its expression).
     """
     pts = np.asarray(points, np.float64)
     n_points = pts.shape[1]
     rest = neutral(n_points) if rest is None else rest
     sel = _expressive(n_points)
-    fields = action_units(n_points)
-    basis = np.stack([fields[n][sel].ravel() for n in AU_NAMES], axis=1)
-    # A small ridge: opposing units (AU5/AU41 lids, AU20/AU23 corners) are nearly collinear, and plain NNLS
-    # can answer with both large and cancelling; the ridge picks the smallest activations that fit.
-    basis = np.vstack([basis, READBACK_RIDGE * np.eye(len(AU_NAMES))])
-    pad = np.zeros(len(AU_NAMES))
+    basis, chol, chol_inv = _readback_system(n_points)
+    # ‖Bx − y‖² + ε²‖x‖² + λΣx = ‖Lᵀx − L⁻¹(Bᵀy − λ/2)‖² + const for x ≥ 0, with LLᵀ = BᵀB + ε²I: an NNLS.
     out = np.full((len(pts), len(AU_NAMES)), np.nan)
     for t, frame in enumerate(pts):
         if np.isfinite(frame).all():
-            out[t] = nnls(basis, np.r_[(frame - rest)[sel].ravel(), pad])[0]
+            target = chol_inv @ (basis.T @ (frame - rest)[sel].ravel() - READBACK_L1 / 2.0)
+            out[t] = nnls(chol.T, target)[0]
     return out
 
 
@@ -372,13 +393,13 @@ def estimate_expression(aligned_points: np.ndarray) -> tuple[np.ndarray, dict[st
 # How much of each AU a MediaPipe mesh shows: the median read-back (:func:`au_activations` of the re-meshed
 # edit against the re-meshed source, single-image mode) of each AU applied alone at 0.8 to 40 frames of five
 # tuning clips, as measured by ``python -m spfem_cli.benchmarks tracker_gain`` (rows in BENCHMARKS.md). The
-# tracker's mesh prior flattens brows and lids to a third of their motion and barely sees a cheek raise (AU6).
+# tracker's mesh prior flattens brows and lids to a third of their motion and does not see a cheek raise (AU6).
 # A face's expression read off its mesh is divided by these (never by less than TRACKER_GAIN_FLOOR, which
 # would only amplify noise) so that a reference's expression is transferred at the size it has, not at the
 # tracker's.
 TRACKER_GAIN: dict[str, float] = {
-    "AU1": 0.55, "AU2": 0.31, "AU4": 0.36, "AU5": 0.43, "AU41": 0.39, "AU6": 0.08, "AU7": 0.32, "AU9": 0.37,
-    "AU10": 0.57, "AU12": 0.73, "AU14R": 0.53, "AU15": 0.78, "AU20": 0.62, "AU23": 0.73,
+    "AU1": 0.47, "AU2": 0.29, "AU4": 0.35, "AU5": 0.37, "AU41": 0.34, "AU6": 0.0, "AU7": 0.32, "AU9": 0.39,
+    "AU10": 0.52, "AU12": 0.74, "AU14R": 0.46, "AU15": 0.78, "AU20": 0.67, "AU23": 0.68,
 }
 TRACKER_GAIN_FLOOR = 0.3
 
