@@ -534,12 +534,29 @@ class VideoWriter:
             raise VideoError("no frames were written")
         suffix = self.path.suffix.lower()
         params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if IMAGE_FORMATS[suffix] == "jpeg" else []
-        ok, data = cv2.imencode(suffix, cv2.cvtColor(self._picture, cv2.COLOR_RGB2BGR), params)
+        picture = cv2.cvtColor(self._picture, cv2.COLOR_RGB2BGR)
+        alpha = self._source_alpha() if IMAGE_FORMATS[suffix] == "png" else None
+        if alpha is not None:
+            picture = np.dstack([picture, alpha])
+        ok, data = cv2.imencode(suffix, picture, params)
         if not ok:
             self._atomic.discard()
             raise VideoError(f"could not encode {self.path}")
         self._atomic.tmp.write_bytes(data.tobytes())
         return self._atomic.commit()
+
+    def _source_alpha(self) -> np.ndarray | None:
+        """The 8-bit alpha channel of the source picture (``audio_from``) when it has one and the output is its
+        size: a transparent cut-out edited into a PNG stays a cut-out (the decoder hands over RGB only)."""
+        import cv2
+
+        if self.audio_from is None or not is_image_file(Path(self.audio_from)):
+            return None
+        source = cv2.imread(str(self.audio_from), cv2.IMREAD_UNCHANGED)
+        if source is None or source.ndim != 3 or source.shape[2] != 4 or source.shape[:2] != self._picture.shape[:2]:
+            return None
+        alpha = source[..., 3]
+        return (alpha >> 8).astype(np.uint8) if alpha.dtype == np.uint16 else alpha
 
     def abort(self) -> None:
         """Drop everything written so far (exceptions, Ctrl-C)."""

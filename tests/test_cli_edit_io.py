@@ -198,10 +198,13 @@ def test_a_photo_is_edited_into_a_photo(small_clip, tmp_path, spfem):
     assert edited.shape == source.shape and np.abs(edited.astype(int) - source).mean() > 0.2     # the face moved
     assert cv2.imread(str(tmp_path / "face.happy.sbs.jpg")).shape[1] == 2 * source.shape[1]
     png = tmp_path / "face.png"                                        # a PNG has no duration: still a photo
-    cv2.imwrite(str(png), cv2.cvtColor(frames[5], cv2.COLOR_RGB2BGR))
+    alpha = np.full(frames[5].shape[:2], 255, np.uint8)
+    alpha[:20, :30] = 0                                                # a cut-out: its transparency is kept
+    cv2.imwrite(str(png), np.dstack([cv2.cvtColor(frames[5], cv2.COLOR_RGB2BGR), alpha]))
     result = spfem("edit", png, "-e", "sad")
     assert result.returncode == 0, result.stderr
-    assert cv2.imread(str(tmp_path / "face.sad.png")).shape == frames[5].shape
+    edited_png = cv2.imread(str(tmp_path / "face.sad.png"), cv2.IMREAD_UNCHANGED)
+    assert edited_png.shape == (*frames[5].shape[:2], 4) and np.array_equal(edited_png[..., 3], alpha)
     cut = spfem("edit", png, "-e", "sad", "--end", "1", "-o", tmp_path / "cut.png")
     assert cut.returncode == 1 and "is a photo" in cut.stderr and not (tmp_path / "cut.png").exists()
     refused = spfem("edit", small_clip.path, "-e", "happy", "-o", tmp_path / "still.png")
