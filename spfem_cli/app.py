@@ -328,6 +328,7 @@ def edit(
     from spfem_cli.edit.pipeline import EditRequest, edit_video
     from spfem_cli.edit.report import perception_lines
     from spfem_cli.edit.targets import EditTarget, parse_timeline
+    from spfem_cli.video import is_image_file
 
     strength = parse_intensity(intensity)
     auto = strength is None
@@ -342,7 +343,9 @@ def edit(
             face_index=face, overwrite=overwrite, allow_no_face=allow_no_face, renderer=renderer, device=device,
             crf=crf, preset=preset, start=start, end=end, progress=not is_quiet(), auto_intensity=auto,
             side_by_side=resolve_output(video, side_by_side, tag, kind="sbs", several=several) if side_by_side else None,
-            plot=resolve_output(video, plot, tag, kind="plot", several=several) if plot else None))
+            # A mouth plot is over time: the photos of a batch get none (one photo asked for one is refused).
+            plot=resolve_output(video, plot, tag, kind="plot", several=several)
+            if plot and not (several and is_image_file(video)) else None))
     check_distinct([r.output for r in requests], videos)
     results, failed = [], 0
     for request in requests:

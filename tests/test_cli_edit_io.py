@@ -207,6 +207,12 @@ def test_a_photo_is_edited_into_a_photo(small_clip, tmp_path, spfem):
     assert edited_png.shape == (*frames[5].shape[:2], 4) and np.array_equal(edited_png[..., 3], alpha)
     cut = spfem("edit", png, "-e", "sad", "--end", "1", "-o", tmp_path / "cut.png")
     assert cut.returncode == 1 and "is a photo" in cut.stderr and not (tmp_path / "cut.png").exists()
+    plot = spfem("edit", png, "-e", "sad", "-o", tmp_path / "p.png", "--plot", tmp_path / "mouth.png")
+    assert plot.returncode == 1 and "is a photo" in plot.stderr and len(_lines(plot.stderr)) == 1
+    assert not (tmp_path / "p.png").exists() and not (tmp_path / "mouth.png").exists()
+    batch = spfem("edit", small_clip.path, png, "-e", "sad", "-o", f"{tmp_path}/batch/", "--plot", f"{tmp_path}/batch/")
+    assert batch.returncode == 0, batch.stderr                         # the photo of a batch gets no plot, the clip does
+    assert sorted(p.name for p in (tmp_path / "batch").iterdir()) == ["face.sad.png", "small.sad.mouth.png", "small.sad.mp4"]
     refused = spfem("edit", small_clip.path, "-e", "happy", "-o", tmp_path / "still.png")
     assert refused.returncode == 1 and "is a picture" in refused.stderr and len(_lines(refused.stderr)) == 1
     assert not (tmp_path / "still.png").exists()
