@@ -74,7 +74,8 @@ def _open(path: Path) -> av.container.InputContainer:
     try:
         return av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
-        raise VideoError(f"not a readable video: {path} ({exc.__class__.__name__})") from None
+        raise VideoError(f"not a readable {'picture' if is_image_file(path) else 'video'}: {path} "
+                         f"({exc.__class__.__name__})") from None
 
 
 def _rotation_of(stream: av.video.stream.VideoStream, container: av.container.InputContainer) -> int:
@@ -140,7 +141,11 @@ def probe(path: Path, *, timing: bool = False) -> VideoInfo:
         n_frames = stream.frames or int(round(duration * fps))
         audio = container.streams.audio[0] if container.streams.audio else None
         width, height = stream.codec_context.width, stream.codec_context.height
-        rotation = _rotation_of(stream, container)
+        try:
+            rotation = _rotation_of(stream, container)
+        except av.error.FFmpegError as exc:    # the first frame is decoded for its display matrix
+            raise VideoError(f"not a readable {'picture' if is_image_file(path) else 'video'}: {path} "
+                             f"({exc.__class__.__name__})") from None
     if rotation in (90, 270):
         width, height = height, width
     vfr = None

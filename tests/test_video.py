@@ -112,6 +112,19 @@ def test_unreadable_input_gives_a_clear_error(tmp_path):
         V.probe(tmp_path / "missing.mp4")
 
 
+def test_a_photo_that_opens_but_does_not_decode_is_refused_in_one_line(tmp_path):
+    """Random bytes named .jpg open (the image2 demuxer goes by the name) and fail at the first decode, which
+    probe does for the display matrix: a VideoError naming the picture, not a traceback from PyAV."""
+    noise = tmp_path / "noise.jpg"
+    noise.write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(V.VideoError, match="not a readable picture: .*noise.jpg"):
+        V.probe(noise)
+    empty = tmp_path / "empty.jpg"
+    empty.touch()
+    with pytest.raises(V.VideoError, match="not a readable picture"):
+        V.probe(empty)
+
+
 def test_check_output_path_refuses_input_and_unwritable(tmp_path):
     src = V.write_video(tmp_path / "in.mp4", _frames(3), 25)
     with pytest.raises(V.VideoError, match="is the input"):
