@@ -81,6 +81,17 @@ def test_unsupported_outputs_are_refused_before_work(small_clip, tmp_path, spfem
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_output_folder_that_cannot_be_created_is_one_line(small_clip, tmp_path, spfem):
+    """-o DIR/ is created; when a file stands in the way (or permission is missing) that is said in one line."""
+    blocker = tmp_path / "taken.mp4"
+    blocker.write_bytes(b"mine")
+    for given in (f"{blocker}/sub/", f"{blocker}/"):
+        result = spfem("edit", small_clip.path, "-e", "happy", "-o", given, "--side-by-side", given)
+        assert result.returncode == 1 and "Traceback" not in result.stderr and len(_lines(result.stderr)) == 1
+        assert str(blocker) in result.stderr
+    assert blocker.read_bytes() == b"mine" and sorted(p.name for p in tmp_path.iterdir()) == ["taken.mp4"]
+
+
 def test_several_inputs_into_a_new_folder_one_bad_the_others_done(small_clip, tmp_path, spfem):
     second = tmp_path / "second.mp4"
     shutil.copyfile(small_clip.path, second)

@@ -36,7 +36,10 @@ def resolve_output(video: Path, given: str | None, tag: str, *, kind: str = "vid
         folder = Path(given)
         if folder.exists() and not folder.is_dir():
             raise SpfemError(f"{option} {given}: {folder} exists and is not a folder")
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:   # a file on the way (a.mp4/x/), no permission, read-only file system
+            raise SpfemError(f"{option} {given}: cannot create the folder {folder} ({exc.strerror})") from None
         return folder / default_name
     if several:
         raise SpfemError(f"{option} {given}: with several inputs give a folder (end it with /)")
