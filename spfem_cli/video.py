@@ -52,6 +52,7 @@ class VideoInfo:
     audio_codec: str | None
     audio_rate: int | None
     vfr: bool | None = None   # variable frame rate; None = not checked (probe(..., timing=True) checks)
+    mirror: bool = False      # flipped left-right after the rotation (a photo's EXIF orientation 2, 4, 5, 7)
 
     @property
     def has_audio(self) -> bool:
@@ -88,10 +89,31 @@ def _rotation_of(stream: av.video.stream.VideoStream, container: av.container.In
     return 0
 
 
-def _unrotate(image: np.ndarray, rotation: int) -> np.ndarray:
-    """Apply a display-matrix rotation (counter-clockwise degrees) so the picture shows upright."""
+# A photo's EXIF Orientation tag as (counter-clockwise degrees, then mirrored left-right): what shows it upright.
+EXIF_ORIENTATION = {1: (0, False), 2: (0, True), 3: (180, False), 4: (180, True),
+                    5: (270, True), 6: (270, False), 7: (90, True), 8: (90, False)}
+
+
+def _exif_orientation(path: Path) -> tuple[int, bool] | None:
+    """(rotation, mirror) from a photo's EXIF Orientation, None without one. FFmpeg turns the tag into a display
+    matrix whose rotation PyAV reports, but not its flip: a mirrored orientation would come out mirrored."""
+    if not is_image_file(path):
+        return None
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return EXIF_ORIENTATION.get(image.getexif().get(0x0112))
+    except (OSError, ValueError, SyntaxError):   # unreadable EXIF: the decoder's own rotation stands
+        return None
+
+
+def _unrotate(image: np.ndarray, rotation: int, mirror: bool = False) -> np.ndarray:
+    """Apply a display-matrix rotation (counter-clockwise degrees), then the mirror, so the picture shows upright."""
     turns = (rotation // 90) % 4
-    return np.ascontiguousarray(np.rot90(image, k=turns)) if turns else image
+    image = np.rot90(image, k=turns) if turns else image
+    image = image[:, ::-1] if mirror else image
+    return np.ascontiguousarray(image) if turns or mirror else image
 
 
 def frame_times(path: Path) -> np.ndarray | None:
@@ -146,6 +168,7 @@ def probe(path: Path, *, timing: bool = False) -> VideoInfo:
         except av.error.FFmpegError as exc:    # the first frame is decoded for its display matrix
             raise VideoError(f"not a readable {'picture' if is_image_file(path) else 'video'}: {path} "
                              f"({exc.__class__.__name__})") from None
+    rotation, mirror = _exif_orientation(path) or (rotation, False)
     if rotation in (90, 270):
         width, height = height, width
     vfr = None
@@ -153,7 +176,7 @@ def probe(path: Path, *, timing: bool = False) -> VideoInfo:
         times = frame_times(path)
         vfr = None if times is None else not is_constant_rate(times, fps)
     return VideoInfo(Path(path), width, height, fps, n_frames, duration, rotation,
-                     audio.codec_context.name if audio else None, audio.rate if audio else None, vfr)
+                     audio.codec_context.name if audio else None, audio.rate if audio else None, vfr, mirror)
 
 
 def iter_chunks(path: Path, chunk_size: int = 32, *, max_frames: int | None = None) -> Iterator[FrameChunk]:
@@ -169,7 +192,7 @@ def iter_chunks(path: Path, chunk_size: int = 32, *, max_frames: int | None = No
         index = 0
         try:
             for frame in container.decode(stream):
-                buf.append(_unrotate(frame.to_ndarray(format="rgb24"), info.rotation))
+                buf.append(_unrotate(frame.to_ndarray(format="rgb24"), info.rotation, info.mirror))
                 times.append(float(frame.time) if frame.time is not None else index / float(info.fps))
                 index += 1
                 if len(buf) == chunk_size:
@@ -207,7 +230,7 @@ def frames_by_index(path: Path, indices) -> dict[int, np.ndarray]:
         try:
             for index, frame in enumerate(container.decode(stream)):
                 if index in wanted:
-                    found[index] = _unrotate(frame.to_ndarray(format="rgb24"), info.rotation)
+                    found[index] = _unrotate(frame.to_ndarray(format="rgb24"), info.rotation, info.mirror)
                 if index >= last:
                     break
         except av.error.FFmpegError as exc:

@@ -125,6 +125,30 @@ def test_a_photo_that_opens_but_does_not_decode_is_refused_in_one_line(tmp_path)
         V.probe(empty)
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_photo_shows_as_its_exif_orientation_says_mirrored_ones_too(tmp_path, orientation):
+    """A phone photo stores its pixels sideways or mirrored with an EXIF Orientation tag; the decoded picture is
+    the upright one. The flip of 2, 4, 5 and 7 is not in the rotation PyAV reports: it came out mirrored."""
+    from PIL import Image
+
+    upright = np.zeros((48, 64, 3), np.uint8)                       # H x W: four distinct corners
+    upright[:24, :32], upright[:24, 32:], upright[24:, :32] = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+    to_stored = {2: Image.FLIP_LEFT_RIGHT, 3: Image.ROTATE_180, 4: Image.FLIP_TOP_BOTTOM, 5: Image.TRANSPOSE,
+                 6: Image.ROTATE_90, 7: Image.TRANSVERSE, 8: Image.ROTATE_270}
+    stored = Image.fromarray(upright)
+    if orientation in to_stored:
+        stored = stored.transpose(to_stored[orientation])
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"o{orientation}.jpg"
+    stored.save(path, exif=exif, quality=95)
+    info = V.probe(path)
+    assert (info.height, info.width) == (48, 64)
+    frames, _ = V.read_frames(path)
+    assert np.abs(frames[0].astype(int) - upright).mean() < 8
+    assert np.abs(V.frames_by_index(path, [0])[0].astype(int) - upright).mean() < 8
+
+
 def test_check_output_path_refuses_input_and_unwritable(tmp_path):
     src = V.write_video(tmp_path / "in.mp4", _frames(3), 25)
     with pytest.raises(V.VideoError, match="is the input"):
