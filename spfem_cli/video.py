@@ -26,6 +26,7 @@ from spfem_cli.errors import SpfemError
 # (remux, no quality loss); other audio is re-encoded to AAC.
 CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 IMAGE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}   # a photo in, a photo out: one frame, no audio
+PHOTO_INPUTS = {".webp", ".bmp", ".tif", ".tiff"}   # photos read but not written: their edit is a PNG
 IMAGE = "image"
 JPEG_QUALITY = 95
 REMUX_AUDIO = {
@@ -268,8 +269,10 @@ def container_format(path: Path) -> str:
 
 
 def is_image_file(path: Path) -> bool:
-    """Whether ``path`` names a picture (by its extension): its edit defaults to a picture too."""
-    return Path(path).suffix.lower() in IMAGE_FORMATS
+    """Whether ``path`` names a picture (by its extension, :data:`IMAGE_FORMATS` or :data:`PHOTO_INPUTS`): its
+    edit defaults to a picture too."""
+    suffix = Path(path).suffix.lower()
+    return suffix in IMAGE_FORMATS or suffix in PHOTO_INPUTS
 
 
 def check_output_path(output: Path, *, inputs: tuple[Path, ...] = (), overwrite: bool = False) -> Path:

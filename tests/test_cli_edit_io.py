@@ -81,6 +81,29 @@ def test_unsupported_outputs_are_refused_before_work(small_clip, tmp_path, spfem
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_webp_or_bmp_photo_is_edited_into_a_png(small_clip, tmp_path, spfem):
+    """Photos spfem reads but does not write (.webp, .bmp, .tiff) give a PNG, not a one-frame MP4; asked for
+    one of those as the output, the edit is refused before any work."""
+    import cv2
+
+    from spfem_cli.edit.naming import resolve_output
+    from spfem_cli.video import read_frames
+
+    assert resolve_output(tmp_path / "scan.BMP", None, "sad") == tmp_path / "scan.sad.png"
+    assert resolve_output(tmp_path / "scan.tif", f"{tmp_path}/", "sad") == tmp_path / "scan.sad.png"
+    frames, _ = read_frames(small_clip.path)
+    photo = tmp_path / "face.webp"
+    cv2.imwrite(str(photo), cv2.cvtColor(frames[5], cv2.COLOR_RGB2BGR), [cv2.IMWRITE_WEBP_QUALITY, 101])
+    result = spfem("edit", photo, "-e", "happy")
+    assert result.returncode == 0, result.stderr
+    assert "a photo, face found" in result.stderr + result.stdout
+    edited = cv2.imread(str(tmp_path / "face.happy.png"))
+    assert edited is not None and edited.shape == frames[5].shape
+    refused = spfem("edit", photo, "-e", "happy", "-o", tmp_path / "out.webp")
+    assert refused.returncode == 1 and ".png, .jpg" in refused.stderr and len(_lines(refused.stderr)) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["face.happy.png", "face.webp"]
+
+
 def test_an_output_folder_that_cannot_be_created_is_one_line(small_clip, tmp_path, spfem):
     """-o DIR/ is created; when a file stands in the way (or permission is missing) that is said in one line."""
     blocker = tmp_path / "taken.mp4"
