@@ -115,6 +115,18 @@ def test_an_output_folder_that_cannot_be_created_is_one_line(small_clip, tmp_pat
     assert blocker.read_bytes() == b"mine" and sorted(p.name for p in tmp_path.iterdir()) == ["taken.mp4"]
 
 
+def test_a_batch_never_writes_over_one_of_its_inputs(tmp_path, spfem):
+    """`spfem edit *.mp4 -e happy --overwrite` run a second time globs the first run's x.happy.mp4 too: x.mp4's
+    edit would replace it before it is edited itself. Refused before any work, every file as it was."""
+    clip, earlier = tmp_path / "x.mp4", tmp_path / "x.happy.mp4"
+    clip.write_bytes(b"clip")
+    earlier.write_bytes(b"mine")
+    result = spfem("edit", clip, earlier, "-e", "happy", "--overwrite")
+    assert result.returncode == 1 and "also an input" in result.stderr and len(_lines(result.stderr)) == 1
+    assert clip.read_bytes() == b"clip" and earlier.read_bytes() == b"mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.happy.mp4", "x.mp4"]
+
+
 def test_several_inputs_into_a_new_folder_one_bad_the_others_done(small_clip, tmp_path, spfem):
     second = tmp_path / "second.mp4"
     shutil.copyfile(small_clip.path, second)

@@ -54,10 +54,15 @@ def resolve_output(video: Path, given: str | None, tag: str, *, kind: str = "vid
 
 
 def check_distinct(outputs: Sequence[Path], inputs: Sequence[Path]) -> None:
-    """Refuse a batch in which two inputs would write the same file (e.g. a/x.mp4 and b/x.mp4 into one folder)."""
+    """Refuse a batch in which two inputs would write the same file (e.g. a/x.mp4 and b/x.mp4 into one folder), or
+    one would write over another (``spfem edit *.mp4 --overwrite`` run again: x.mp4's edit is x.happy.mp4, an input)."""
+    sources = {Path(video).resolve(): video for video in inputs}
     seen: dict[Path, Path] = {}
     for output, video in zip(outputs, inputs, strict=True):
         key = output.resolve()
+        if key in sources and sources[key] != video:
+            raise SpfemError(f"{video} would write {output}, which is also an input of this run; leave it out "
+                             "(e.g. a previous edit) or give an output folder")
         if key in seen:
             raise SpfemError(f"{seen[key]} and {video} would both write {output}; edit them in separate runs "
                              "or give separate output folders")
