@@ -104,6 +104,8 @@ def _exif_orientation(path: Path) -> tuple[int, bool] | None:
 
     try:
         with Image.open(path) as image:
+            if image.format == "PNG" and "exif" not in image.info:   # an eXIf after the pixels: Pillow would decode them
+                return None
             return EXIF_ORIENTATION.get(image.getexif().get(0x0112))
     except (OSError, ValueError, SyntaxError):   # unreadable EXIF: the decoder's own rotation stands
         return None
