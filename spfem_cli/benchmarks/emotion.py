@@ -31,7 +31,6 @@ from spfem_cli.benchmarks.runner import BenchRow
 AREA = "emotion"
 EMOTIONS = ("happy", "sad", "angry", "surprised", "fear", "disgusted", "contempt")
 JUDGED_EMOTIONS = EMOTIONS[:5]   # the ones the goals (and the FER-2013 classes) judge
-STRONGEST = 1.0
 CLIP_SECONDS = 4.0
 SAMPLES = 40
 DEFAULT_CLIPS_DIR = Path("/work/clips")
@@ -312,8 +311,10 @@ def run() -> list[BenchRow]:
         scores = score_all(clips, EMOTIONS, Path(tmp))
         rows += summary_rows(scores, where) + [noop_row(clips, Path(tmp), where)] + reference_rows(clips, Path(tmp), where)
         # The same at the strongest intensity: what a user trades for a stronger read (the speech's mouth numbers).
-        strongest = score_all(clips, JUDGED_EMOTIONS, Path(tmp), intensity=STRONGEST)
-        rows += summary_rows(strongest, f"{where}, at --intensity {STRONGEST:g} (the strongest)")
+        from spfem_cli.edit.targets import MAX_INTENSITY
+
+        strongest = score_all(clips, JUDGED_EMOTIONS, Path(tmp), intensity=MAX_INTENSITY)
+        rows += summary_rows(strongest, f"{where}, at --intensity {MAX_INTENSITY:g} (the strongest)")
     return rows
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from spfem_cli.edit.targets import EditTarget
+from spfem_cli.edit.targets import MAX_INTENSITY, EditTarget
 from spfem_cli.errors import SpfemError
 
-CAP = 1.0
+CAP = MAX_INTENSITY
 TOLERANCE = 0.05
 SAMPLES = 16
 

@@ -17,6 +17,7 @@ from spfem_cli.emotions import canonical
 from spfem_cli.errors import SpfemError
 
 DEFAULT_INTENSITY = 0.8
+MAX_INTENSITY = 1.0      # a full apex expression (the AU sizes in facs.AU_MAGNITUDE)
 DEFAULT_RAMP_S = 0.4
 
 _SEGMENT = re.compile(r"^\s*([A-Za-z]+)\s*@\s*([0-9.]+)\s*-\s*([0-9.]+)\s*$")
@@ -43,8 +44,8 @@ class EditTarget:
         given = sum(x is not None and x != () for x in (self.emotion, self.reference, self.timeline))
         if given != 1:
             raise SpfemError("give exactly one of --emotion, --reference or --timeline")
-        if not 0.0 <= self.intensity <= 1.0:
-            raise SpfemError(f"--intensity must be between 0 and 1 (got {self.intensity})")
+        if not 0.0 <= self.intensity <= MAX_INTENSITY:
+            raise SpfemError(f"--intensity must be between 0 and {MAX_INTENSITY:g} (got {self.intensity})")
         if self.emotion is not None:
             object.__setattr__(self, "emotion", _label(self.emotion))
         if self.reference is not None and not Path(self.reference).is_file():

@@ -137,7 +137,8 @@ def _mirrored(right: dict[int, tuple[float, float]]) -> dict[int, tuple[float, f
     return out
 
 
-AU15_INNER = 0.5   # the inner lip follows AU15 half way: MediaPipe reads a downturned inner-lip line as a closing mouth
+AU15_INNER = 0.5   # mid-lip, the inner lip follows AU15 half way (MediaPipe reads a downturned inner-lip line as a
+                   # closing mouth); at the corner it follows fully
 CLUSTER_PX = 3.5   # vertices this close to a driver (canonical px) move with it: no fold in dense spots
 
 
