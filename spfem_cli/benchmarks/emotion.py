@@ -172,7 +172,7 @@ def summary_rows(scores: list[ClipScore], where: str) -> list[BenchRow]:
         rs = np.array([s.mouth_r for s in group])
         peaks = np.array([s.peak_ratio for s in group])
         mouth = f"mouth r min {np.nanmin(rs):.3f} mean {np.nanmean(rs):.3f}; peak ratio {np.nanmin(peaks):.2f}–{np.nanmax(peaks):.2f}"
-        mouth += f"; AU read-back {readback_summary(group)}; per clip (top-1 before→after, mouth r): {per_clip(group)}"
+        mouth += f"; AU read-back {readback_summary(group)}; per clip (top-1 before→after, mouth r/peak ratio): {per_clip(group)}"
         if rises:
             hits = sum(s.hit for s in group)
             rows.append(BenchRow(AREA, f"{emotion}: mean rise of P({emotion}), {where}", float(np.mean(rises)), "ΔP",
@@ -184,8 +184,9 @@ def summary_rows(scores: list[ClipScore], where: str) -> list[BenchRow]:
 
 
 def per_clip(group: list[ClipScore]) -> str:
-    """Which clips the numbers come from: 'd3 sad→sad 0.99, d9 neutral→sad 0.97' (a reader sees the misses)."""
-    return ", ".join(f"{s.clip} {s.top_source}→{s.top_output} {s.mouth_r:.2f}" for s in group)
+    """Which clips the numbers come from: 'd3 sad→sad 0.99/1.02, d9 neutral→sad 0.97/0.95' (top-1 before→after,
+    mouth r / peak ratio: a reader sees the misses)."""
+    return ", ".join(f"{s.clip} {s.top_source}→{s.top_output} {s.mouth_r:.2f}/{s.peak_ratio:.2f}" for s in group)
 
 
 def readback_summary(group: list[ClipScore]) -> str:
