@@ -41,7 +41,7 @@ def test_score_one_clip(short_clip, tmp_path):
     (row,) = bench.summary_rows([s], "sample")
     assert row.area == "emotion" and row.value == pytest.approx(s.rise)
     assert row.note.startswith(f"target top-1 after edit on {int(s.hit)}/1 clips")
-    assert row.note.endswith(f"{s.clip} happy→{s.top_output} {s.mouth_r:.2f}")     # which clip missed, and how
+    assert row.note.endswith(f"{s.clip} happy→{s.top_output} {s.mouth_r:.2f}/{s.peak_ratio:.2f}")   # which clip missed, and how
 
 
 class _MeshTrack:
