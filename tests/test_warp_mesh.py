@@ -69,6 +69,19 @@ def test_lip_corner_depressor_moves_the_two_lip_corners_together():
     assert mid_inner < 0.75 * mid_outer          # still lagging half-way along the lip
 
 
+def test_read_back_sees_the_same_units_on_68_points_as_on_the_mesh():
+    """The read-back's sparsity cost is per point read: on FAN's 68 points (a third of the mesh's read points) a
+    planted disgust and anger are still read, not zeroed (a mesh-sized cost dropped their AU9 entirely)."""
+    for n_points in (facs.N_MESH, 68):
+        rest = facs.neutral(n_points)
+        for emotion in ("disgusted", "angry"):
+            planted = {a: 0.8 * w for a, w in facs.EMOTION_AUS[emotion].items()}
+            read = dict(zip(facs.AU_NAMES, facs.au_activations((rest + facs.field_of(planted, n_points))[None], rest)[0],
+                            strict=True))
+            assert read["AU9"] > 0.3 * planted["AU9"], (n_points, emotion, read)
+            assert read["AU15"] == pytest.approx(planted["AU15"], abs=0.1), (n_points, emotion, read)
+
+
 @pytest.mark.parametrize("emotion", EDIT_EMOTIONS)
 def test_no_triangle_folds_at_full_intensity(emotion, track):
     backend = WarpBackend()

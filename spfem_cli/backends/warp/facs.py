@@ -332,25 +332,27 @@ def prototype(emotion: str, n_points: int = N_MESH) -> np.ndarray:
     return out
 
 
-READBACK_L1 = 20.0     # aligned px² of fit an AU must buy per unit activation to be read (a real AU buys thousands)
+READBACK_L1 = 0.215    # aligned px² of fit per read point that a unit of activation must buy to be read: 20 px² on
+                       # the mesh's 93 read points (a real AU buys thousands), the same per point on the 68-point set
 READBACK_RIDGE = 0.5   # aligned px per unit activation: only makes the exactly collinear pairs solvable
 
 
 @functools.lru_cache(maxsize=2)
-def _readback_system(n_points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The AU basis at the expressive points, the Cholesky factor L of its (ridged) Gram matrix, and L⁻¹."""
+def _readback_system(n_points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The AU basis at the expressive points, the Cholesky factor L of its (ridged) Gram matrix, L⁻¹, and the
+    L1 cost per unit activation (the same for every AU, in proportion to the number of points read)."""
     sel = _expressive(n_points)
     fields = action_units(n_points)
     basis = np.stack([fields[n][sel].ravel() for n in AU_NAMES], axis=1)
     chol = np.linalg.cholesky(basis.T @ basis + READBACK_RIDGE ** 2 * np.eye(len(AU_NAMES)))
-    return basis, chol, np.linalg.inv(chol)
+    return basis, chol, np.linalg.inv(chol), np.full(len(AU_NAMES), READBACK_L1 * len(sel))
 
 
 def au_activations(points: np.ndarray, rest: np.ndarray | None = None) -> np.ndarray:
     """Per-frame AU activations (T, len(AU_NAMES)) of aligned points (T, P, 2) relative to ``rest``.
 
     The sparsest non-negative fit of the AU fields at the expressive points (least squares plus an L1
-    cost of :data:`READBACK_L1` per unit); NaN frames give NaN. Sparse, because the basis is degenerate
+    cost per unit activation of :data:`READBACK_L1` per point read); NaN frames give NaN. Sparse, because the basis is degenerate
     there: opposing units cancel (AU5/AU41 lids, AU20/AU23 corners) and at the lip corners a stretch
     (AU20) moves like a pull up plus a pull down (AU12 + AU15); the L1 cost reads the one unit that
     explains the motion, not a cancelling pair or a spread. ``rest`` defaults to the canonical neutral face
@@ -361,12 +363,12 @@ def au_activations(points: np.ndarray, rest: np.ndarray | None = None) -> np.nda
     n_points = pts.shape[1]
     rest = neutral(n_points) if rest is None else rest
     sel = _expressive(n_points)
-    basis, chol, chol_inv = _readback_system(n_points)
-    # ‖Bx − y‖² + ε²‖x‖² + λΣx = ‖Lᵀx − L⁻¹(Bᵀy − λ/2)‖² + const for x ≥ 0, with LLᵀ = BᵀB + ε²I: an NNLS.
+    basis, chol, chol_inv, cost = _readback_system(n_points)
+    # ‖Bx − y‖² + ε²‖x‖² + λ·x = ‖Lᵀx − L⁻¹(Bᵀy − λ/2)‖² + const for x ≥ 0, with LLᵀ = BᵀB + ε²I: an NNLS.
     out = np.full((len(pts), len(AU_NAMES)), np.nan)
     for t, frame in enumerate(pts):
         if np.isfinite(frame).all():
-            target = chol_inv @ (basis.T @ (frame - rest)[sel].ravel() - READBACK_L1 / 2.0)
+            target = chol_inv @ (basis.T @ (frame - rest)[sel].ravel() - cost / 2.0)
             out[t] = nnls(chol.T, target)[0]
     return out
 
