@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -102,13 +103,20 @@ def _exif_orientation(path: Path) -> tuple[int, bool] | None:
         return None
     from PIL import Image
 
+    limit = Image.MAX_IMAGE_PIXELS
     try:
-        with Image.open(path) as image:
+        # Only the header and the EXIF are read, never the pixels: Pillow's size guard (an error above 179 MP, a
+        # warning above 89 MP, real phone photos) and its warnings about odd EXIF do not apply here.
+        Image.MAX_IMAGE_PIXELS = None
+        with warnings.catch_warnings(), Image.open(path) as image:
+            warnings.simplefilter("ignore")
             if image.format == "PNG" and "exif" not in image.info:   # an eXIf after the pixels: Pillow would decode them
                 return None
             return EXIF_ORIENTATION.get(image.getexif().get(0x0112))
-    except (OSError, ValueError, SyntaxError):   # unreadable EXIF: the decoder's own rotation stands
+    except Exception:   # any unreadable header or EXIF (best effort): the decoder's own rotation stands
         return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def _unrotate(image: np.ndarray, rotation: int, mirror: bool = False) -> np.ndarray:
@@ -585,8 +593,12 @@ class VideoWriter:
 
         if self.audio_from is None or not is_image_file(Path(self.audio_from)):
             return None
-        source = cv2.imread(str(self.audio_from), cv2.IMREAD_UNCHANGED)
-        if source is None or source.ndim != 3 or source.shape[2] != 4 or source.shape[:2] != self._picture.shape[:2]:
+        source = cv2.imread(str(self.audio_from), cv2.IMREAD_UNCHANGED)      # as stored: EXIF not applied
+        if source is None or source.ndim != 3 or source.shape[2] != 4:
+            return None
+        info = probe(Path(self.audio_from))
+        source = _unrotate(source, info.rotation, info.mirror)             # upright, like the decoded picture
+        if source.shape[:2] != self._picture.shape[:2]:
             return None
         alpha = source[..., 3]
         return (alpha >> 8).astype(np.uint8) if alpha.dtype == np.uint16 else alpha

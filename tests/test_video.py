@@ -149,6 +149,60 @@ def test_a_photo_shows_as_its_exif_orientation_says_mirrored_ones_too(tmp_path, 
     assert np.abs(V.frames_by_index(path, [0])[0].astype(int) - upright).mean() < 8
 
 
+@pytest.mark.parametrize("orientation", [2, 3, 6])
+def test_a_transparent_photo_keeps_its_alpha_where_its_picture_shows(tmp_path, orientation):
+    """The alpha carried into a PNG edit is turned upright like the decoded picture: read as stored it landed
+    turned (3), mirrored (2) or, on a non-square photo turned a quarter (6), was dropped."""
+    from PIL import Image
+
+    rgb = np.zeros((48, 64, 3), np.uint8)
+    rgb[:, 32:] = (50, 200, 50)
+    alpha = np.full((48, 64), 255, np.uint8)
+    alpha[:24, :32] = 0                                               # the upright top-left quarter is see-through
+    to_stored = {2: Image.FLIP_LEFT_RIGHT, 3: Image.ROTATE_180, 6: Image.ROTATE_90}
+    stored = Image.fromarray(np.dstack([rgb, alpha]), "RGBA").transpose(to_stored[orientation])
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"o{orientation}.png"
+    stored.save(path, exif=exif)
+    frames, _ = V.read_frames(path)
+    out = tmp_path / "edit.png"
+    with V.VideoWriter(out, 25, audio_from=path) as writer:
+        writer.write(frames[0])
+    import cv2
+
+    written = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert written.shape == (48, 64, 4) and np.array_equal(written[..., 3], alpha)
+
+
+def test_a_photo_header_past_pillows_size_guard_is_no_traceback(tmp_path):
+    """Only the EXIF is read with Pillow, never the pixels: a header claiming 200 MP (a real phone photo's size,
+    or a damaged header) must not hit Pillow's decompression-bomb error."""
+    import io
+    import struct
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(buf, "TIFF")
+    data = bytearray(buf.getvalue())
+    first = struct.unpack("<I", data[4:8])[0]
+    for k in range(struct.unpack("<H", data[first:first + 2])[0]):       # ImageWidth/ImageLength → 20000 x 10000
+        entry = first + 2 + 12 * k
+        tag, kind = struct.unpack("<HH", data[entry:entry + 4])
+        if tag in (256, 257):
+            value = 20000 if tag == 256 else 10000
+            data[entry + 8:entry + 12] = struct.pack("<H", value) + b"\0\0" if kind == 3 else struct.pack("<I", value)
+    path = tmp_path / "huge.tiff"
+    path.write_bytes(bytes(data))
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        V.probe(path)
+    except V.VideoError:
+        pass                                                           # a one-line refusal is fine too
+    assert Image.MAX_IMAGE_PIXELS == limit                             # the guard is back for everyone else
+
+
 def test_check_output_path_refuses_input_and_unwritable(tmp_path):
     src = V.write_video(tmp_path / "in.mp4", _frames(3), 25)
     with pytest.raises(V.VideoError, match="is the input"):
