@@ -346,7 +346,8 @@ def edit(
             # A mouth plot is over time: the photos of a batch get none (one photo asked for one is refused).
             plot=resolve_output(video, plot, tag, kind="plot", several=several)
             if plot and not (several and is_image_file(video)) else None))
-    check_distinct([r.output for r in requests], videos)
+    check_distinct([(path, r.input) for r in requests for path in (r.output, r.side_by_side, r.plot) if path is not None],
+                   videos)
     results, failed = [], 0
     for request in requests:
         try:

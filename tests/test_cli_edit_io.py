@@ -125,6 +125,13 @@ def test_a_batch_never_writes_over_one_of_its_inputs(tmp_path, spfem):
     assert result.returncode == 1 and "also an input" in result.stderr and len(_lines(result.stderr)) == 1
     assert clip.read_bytes() == b"clip" and earlier.read_bytes() == b"mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.happy.mp4", "x.mp4"]
+    side = tmp_path / "x.happy.sbs.mp4"                 # the same through a side-by-side kept next to the inputs
+    earlier.unlink()
+    side.write_bytes(b"mine")
+    result = spfem("edit", clip, side, "-e", "happy", "-o", f"{tmp_path}/out/", "--side-by-side", f"{tmp_path}/",
+                   "--overwrite")
+    assert result.returncode == 1 and "also an input" in result.stderr and len(_lines(result.stderr)) == 1
+    assert side.read_bytes() == b"mine" and not any((tmp_path / "out").iterdir())
 
 
 def test_several_inputs_into_a_new_folder_one_bad_the_others_done(small_clip, tmp_path, spfem):

@@ -53,13 +53,16 @@ def resolve_output(video: Path, given: str | None, tag: str, *, kind: str = "vid
     return path
 
 
-def check_distinct(outputs: Sequence[Path], inputs: Sequence[Path]) -> None:
-    """Refuse a batch in which two inputs would write the same file (e.g. a/x.mp4 and b/x.mp4 into one folder), or
-    one would write over another (``spfem edit *.mp4 --overwrite`` run again: x.mp4's edit is x.happy.mp4, an input)."""
+def check_distinct(outputs: Sequence[tuple[Path, Path]], inputs: Sequence[Path]) -> None:
+    """Refuse a batch in which two outputs are one file (e.g. a/x.mp4 and b/x.mp4 into one folder), or an output
+    is another input (``spfem edit *.mp4 --overwrite`` run again: x.mp4's edit is x.happy.mp4, an input).
+
+    ``outputs``: every file the run writes (edit, side-by-side, plot), each with the input it comes from.
+    """
     sources = {Path(video).resolve(): video for video in inputs}
     seen: dict[Path, Path] = {}
-    for output, video in zip(outputs, inputs, strict=True):
-        key = output.resolve()
+    for output, video in outputs:
+        key = Path(output).resolve()
         if key in sources and sources[key] != video:
             raise SpfemError(f"{video} would write {output}, which is also an input of this run; leave it out "
                              "(e.g. a previous edit) or give an output folder")
