@@ -283,7 +283,8 @@ def probe(video: Path = typer.Argument(..., help="A video file.")) -> None:
         emit(info)
         return
     audio = f"{info.audio_codec} {info.audio_rate} Hz" if info.has_audio else "no audio"
-    print(f"{info.path}: {info.width}x{info.height}, rotation {info.rotation}, {float(info.fps):.3f} fps average "
+    turn = f"rotation {info.rotation}" + (", mirrored" if info.mirror else "")
+    print(f"{info.path}: {info.width}x{info.height}, {turn}, {float(info.fps):.3f} fps average "
           f"({info.fps}), {timing}, {info.n_frames} frames, {info.duration:.3f} s, {audio}")
 
 
@@ -295,7 +296,7 @@ def edit(
     output: str | None = typer.Option(None, "-o", "--out", "--output", metavar="PATH",
                                       help="Edited video (.mp4, .mov or .mkv; .png/.jpg for a photo), or a folder (DIR/ or "
                                            "existing): DIR/<name>.<emotion>.mp4. Default: <name>.<emotion>.mp4 (a photo: "
-                                           "<name>.<emotion>.jpg) next to the input."),
+                                           "<name>.<emotion>.jpg or .png, as the photo) next to the input."),
     emotion: str | None = typer.Option(None, "--emotion", "-e", help="Target emotion: neutral, happy, sad, surprised, fear, angry, disgusted, contempt."),
     reference: Path | None = typer.Option(None, "--reference", help="Take the expression of the face in this clip."),
     timeline: str | None = typer.Option(None, "--timeline", help='Emotions over time in seconds, e.g. "happy@0-3,sad@3-6".'),

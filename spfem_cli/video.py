@@ -77,8 +77,12 @@ def _open(path: Path) -> av.container.InputContainer:
     try:
         return av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
-        raise VideoError(f"not a readable {'picture' if is_image_file(path) else 'video'}: {path} "
-                         f"({exc.__class__.__name__})") from None
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: Exception) -> VideoError:
+    """The one-line refusal of a file FFmpeg cannot open or decode."""
+    return VideoError(f"not a readable {'picture' if is_image_file(path) else 'video'}: {path} ({exc.__class__.__name__})")
 
 
 def _rotation_of(stream: av.video.stream.VideoStream, container: av.container.InputContainer) -> int:
@@ -177,8 +181,7 @@ def probe(path: Path, *, timing: bool = False) -> VideoInfo:
         try:
             rotation = _rotation_of(stream, container)
         except av.error.FFmpegError as exc:    # the first frame is decoded for its display matrix
-            raise VideoError(f"not a readable {'picture' if is_image_file(path) else 'video'}: {path} "
-                             f"({exc.__class__.__name__})") from None
+            raise _unreadable(path, exc) from None
     rotation, mirror = _exif_orientation(path) or (rotation, False)
     if rotation in (90, 270):
         width, height = height, width
@@ -276,6 +279,12 @@ def container_format(path: Path) -> str:
         raise VideoError(f"cannot write {what} ({path}): an output must end in {', '.join(CONTAINERS)} "
                          f"(a video) or {', '.join(IMAGE_FORMATS)} (a photo's edit); for a folder, end the name with /")
     return fmt
+
+
+def picture_suffix(path: Path) -> str:
+    """The extension of a photo's edit: its own (.png, .jpg, .jpeg), a .png for the formats only read (.webp, …)."""
+    suffix = Path(path).suffix.lower()
+    return suffix if suffix in IMAGE_FORMATS else ".png"
 
 
 def is_image_file(path: Path) -> bool:

@@ -30,7 +30,7 @@ from spfem_cli.benchmarks.runner import BenchRow
 
 AREA = "emotion"
 EMOTIONS = ("happy", "sad", "angry", "surprised", "fear", "disgusted", "contempt")
-JUDGED_EMOTIONS = EMOTIONS[:5]   # the ones the goals (and the FER-2013 classes) judge
+JUDGED_EMOTIONS = EMOTIONS[:5]   # the ones with goals on the recogniser (disgust barely fires in FER-2013; no contempt class)
 CLIP_SECONDS = 4.0
 SAMPLES = 40
 DEFAULT_CLIPS_DIR = Path("/work/clips")

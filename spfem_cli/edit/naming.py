@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from spfem_cli.errors import SpfemError
-from spfem_cli.video import IMAGE_FORMATS, container_format, is_image_file
+from spfem_cli.video import container_format, is_image_file, picture_suffix
 
 
 def _is_folder(text: str) -> bool:
@@ -23,8 +23,7 @@ def _is_folder(text: str) -> bool:
 def resolve_output(video: Path, given: str | None, tag: str, *, kind: str = "video", several: bool = False) -> Path:
     """The output path of one input. ``kind``: ``video`` (``.<tag>.mp4``), ``sbs`` (``.<tag>.sbs.mp4``)
     or ``plot`` (``.<tag>.mouth.png``). A folder given with a trailing slash is created."""
-    ext = video.suffix.lower()
-    ext = ".mp4" if not is_image_file(video) else ext if ext in IMAGE_FORMATS else ".png"   # .webp/.bmp/.tiff: a PNG
+    ext = picture_suffix(video) if is_image_file(video) else ".mp4"
     suffix = {"video": ext, "sbs": f".sbs{ext}", "plot": ".mouth.png"}[kind]
     option = {"video": "-o", "sbs": "--side-by-side", "plot": "--plot"}[kind]
     default_name = f"{video.stem}.{tag}{suffix}"
