@@ -22,7 +22,7 @@ import numpy as np
 from scipy.ndimage import maximum_filter1d, minimum_filter1d, uniform_filter1d
 from scipy.sparse import diags
 
-from spfem_cli.backends.warp import facs
+from spfem_cli.backends.warp import eyeball, facs
 from spfem_cli.backends.warp.mesh_warp import mesh_topology, orientation, warp_face, warp_points
 from spfem_cli.backends.warp.rigid import rigid_damping, steady_brows
 from spfem_cli.backends.warp.wrinkles import shade_edit
@@ -264,9 +264,11 @@ class WarpBackend:
         enough; the scale is made smooth in time (a windowed minimum, then a moving average) so
         the edit never flickers. ``plan.activations`` is what is applied (``plan.displacement`` is
         its field, kept for reports). On frames where the source purses its lips for speech, the AUs that
-        change the mouth's width fade (:func:`~spfem_cli.backends.warp.facs.keep_lip_rounding`): an "oo" stays an "oo".
+        change the mouth's width fade (:func:`~spfem_cli.backends.warp.facs.keep_lip_rounding`): an "oo" stays an "oo";
+        on frames where it shows its eyes shut, the lid raise does (:func:`~spfem_cli.backends.warp.facs.keep_shut_eyes_shut`).
         """
         activations = facs.keep_lip_rounding(seq.landmarks, plan.activations, plan.mouth_width)
+        activations = facs.keep_shut_eyes_shut(seq.landmarks, activations)
         edited = seq.landmarks + fold_free(seq.landmarks, activations, seq.valid)
         edited = facs.restore_speech_and_eyes(seq.landmarks, edited)
         edited[~seq.valid] = np.nan
@@ -300,7 +302,9 @@ class WarpBackend:
         src_k, dst_k = np.asarray(source) * k, np.asarray(edited) * k
         damping = rigid_damping(crop, src_k)
         dst_k = steady_brows(src_k, dst_k, damping)
+        eyes = eyeball.capture(crop, src_k, dst_k)
         warped = warp_face(crop, src_k, dst_k, damping=damping)
+        eyeball.redraw(warped, eyes, src_k, dst_k)                       # the eyeballs, unstretched
         warped = shade_edit(warped, self.face_edit(source, edited, k))   # expression wrinkles (appearance cues)
         return warped, matrix_k
 

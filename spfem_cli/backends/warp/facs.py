@@ -514,6 +514,47 @@ def keep_lip_rounding(points: np.ndarray, activations: np.ndarray, typical_width
     return out
 
 
+EYE_OPEN_RATIO = (0.08, 0.14)   # lid gap / eye width: below, the source shows the eye shut (a blink, a look down);
+                                # above, open. Between them the lid raise fades in (and the eyeball redraw with it).
+
+
+EYE_CONTOURS = ((LID_UPPER, LID_LOWER), (MIRROR[LID_UPPER], MIRROR[LID_LOWER]))   # each eye's upper, lower lid
+
+
+def eye_open_ratios(points: np.ndarray) -> np.ndarray:
+    """Per frame and eye (..., 2): mean lid gap over eye width (0.2–0.3 open, under 0.1 shut)."""
+    pts = np.asarray(points, np.float64)
+    ratios = []
+    for upper, lower in EYE_CONTOURS:
+        gap = (pts[..., lower, 1] - pts[..., upper[1:-1], 1]).mean(-1)
+        width = np.linalg.norm(pts[..., upper[0], :] - pts[..., upper[-1], :], axis=-1)
+        ratios.append(gap / np.maximum(width, 1e-6))
+    return np.stack(ratios, -1)
+
+
+def shown_open(ratio: np.ndarray) -> np.ndarray:
+    """0…1 from an eye's open ratio: 0 shut, 1 open (:data:`EYE_OPEN_RATIO`)."""
+    return _smoothstep(ratio, *EYE_OPEN_RATIO)
+
+
+def eyes_shown_open(points: np.ndarray) -> np.ndarray:
+    """Per frame (...,) 0…1: how far the source shows its eyes open (1 = fully, 0 = shut; frames without a
+    face count as open)."""
+    if np.asarray(points).shape[-2] != N_MESH:
+        return np.ones(np.asarray(points).shape[:-2])
+    ratio = eye_open_ratios(points).mean(-1)
+    return np.where(np.isfinite(ratio), shown_open(ratio), 1.0)
+
+
+def keep_shut_eyes_shut(points: np.ndarray, activations: np.ndarray) -> np.ndarray:
+    """``activations`` (T, len(AU_NAMES)) with the lid raise (AU5) faded where the source shows its eyes shut
+    or nearly (a blink, a look down): raising a lid the source keeps down opens onto nothing but the lid's
+    own dark lashes and shadow (there is no eyeball in the picture to show), a black hole."""
+    out = np.array(activations, np.float64, copy=True)
+    out[:, AU_NAMES.index("AU5")] *= eyes_shown_open(points)
+    return out
+
+
 # Upper/lower lid vertex pairs (same column of the eye), both eyes.
 LID_PAIRS = tuple((int(u), int(lo)) for a, b in ((LID_UPPER[1:-1], LID_LOWER), (MIRROR[LID_UPPER[1:-1]], MIRROR[LID_LOWER]))
                   for u, lo in zip(a, b, strict=True))
@@ -542,6 +583,38 @@ def keep_eyes_open(source: np.ndarray, edited: np.ndarray) -> np.ndarray:
     return out
 
 
+IRIS_RINGS = ((468, np.arange(469, 473)), (473, np.arange(474, 478)))   # per eye of EYE_CONTOURS: centre, rim
+LID_REACH = 1.8    # an upper lid may draw back to a circle this many iris radii round the iris centre, no further
+
+
+def keep_lids_on_eyeball(source: np.ndarray, edited: np.ndarray) -> np.ndarray:
+    """Edited mesh points (..., 478, 2) whose upper lids draw back no further than :data:`LID_REACH` iris
+    radii from the iris centre: where the edit raises a lid beyond that, the whole lid's raise is scaled
+    down until its furthest vertex over the circle touches it (the lid keeps its shape; a lid the source already
+    has beyond it is not raised).
+
+    A wide-open eye shows a band of white above the iris, not a dome: the lid slides over a ball about
+    as round as the iris is. Raising a narrow eye's lid by the prototype's full amount bared a dome
+    of white twice the eye's height."""
+    out = np.array(edited, np.float64, copy=True)
+    if out.shape[-2] != N_MESH:
+        return out
+    src = np.asarray(source, np.float64)
+    for (upper, _lower), (centre, rim) in zip(EYE_CONTOURS, IRIS_RINGS, strict=True):
+        c = src[..., centre, :]
+        reach = LID_REACH * np.linalg.norm(src[..., rim, :] - c[..., None, :], axis=-1).mean(-1)
+        dx = out[..., upper, 0] - c[..., None, 0]
+        top = c[..., None, 1] - np.sqrt(np.maximum(reach[..., None] ** 2 - dx ** 2, 0.0))
+        rise = src[..., upper, 1] - out[..., upper, 1]                  # > 0: the edit raises that vertex
+        room = np.maximum(src[..., upper, 1] - top, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.where((rise > 1e-9) & (np.abs(dx) < reach[..., None]), room / rise, np.inf)
+        k = np.clip(np.nan_to_num(share.min(-1), nan=1.0, posinf=1.0), 0.0, 1.0)
+        out[..., upper, 1] = np.where(rise > 0, src[..., upper, 1] - k[..., None] * rise, out[..., upper, 1])
+    return out
+
+
 def restore_speech_and_eyes(source: np.ndarray, edited: np.ndarray) -> np.ndarray:
-    """The constraints every edit obeys: the source's mouth opening and jaw, eyes never shut by the edit."""
-    return keep_eyes_open(source, keep_mouth_opening(source, edited))
+    """The constraints every edit obeys: the source's mouth opening and jaw, eyes never shut by the edit,
+    lids never drawn back off the eyeball."""
+    return keep_lids_on_eyeball(source, keep_eyes_open(source, keep_mouth_opening(source, edited)))

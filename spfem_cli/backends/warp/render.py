@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from spfem_cli.backends.warp import wrinkles
+from spfem_cli.backends.warp import eyeball, wrinkles
 from spfem_cli.backends.warp.mesh_warp import mesh_topology, warp_points, warp_region_mask
 from spfem_cli.backends.warp.region_warp import warp_face_region
 from spfem_cli.backends.warp.rigid import may_have_glasses, rigid_damping, steady_brows
@@ -105,9 +105,15 @@ def shade_region(frame: np.ndarray, matrix: np.ndarray, edited: np.ndarray, aus:
 
 
 def render_frame(backend, frame: np.ndarray, matrix: np.ndarray, source: np.ndarray, edited: np.ndarray) -> None:
-    """Edit one frame in place over its face region: the mesh warp, then the wrinkle shading."""
+    """Edit one frame in place over its face region: the mesh warp, the eyeballs redrawn unstretched
+    (:mod:`spfem_cli.backends.warp.eyeball`), then the wrinkle shading."""
     alpha = warp_region_mask(source, ALIGNED_SIZE)          # the region the warp may change, feathered
-    warp_face_region(frame, *warp_mesh(backend, frame, matrix, source, edited, alpha), out=frame)
+    mesh = warp_mesh(backend, frame, matrix, source, edited, alpha)
+    to_frame = cv2.invertAffineTransform(np.asarray(matrix, np.float64))
+    src_f, dst_f = (np.asarray(p, np.float64)[:len(source)] @ to_frame[:, :2].T + to_frame[:, 2] for p in (source, mesh[2]))
+    eyes = eyeball.capture(frame, src_f, dst_f)
+    warp_face_region(frame, *mesh, out=frame)
+    eyeball.redraw(frame, eyes, src_f, dst_f)
     shade_region(frame, matrix, edited, backend.frame_aus(source, edited), alpha)
 
 

@@ -1,0 +1,193 @@
+"""The eyeball does not stretch with the lids: redraw each eye opening after the mesh warp.
+
+The mesh spans each eye lid to lid, so an edit that opens the lids (AU5: surprise, fear) stretched the
+iris into a tall dark oval, and one that narrows them (AU6/AU7: happy, angry) squashed it. A real eye is a
+ball behind the lids: the lids slide over it, the iris keeps its size, place and gaze, and a wider eye
+shows more white above (and below) the iris, the cue people read surprise and fear by.
+
+So, per eye and per frame, in a small box of the frame: the eyeball is the source frame's own pixels
+(unmoved) where the source showed it, away from the lid margins (lashes and the lid's shadow sit there);
+where it was hidden, the sclera is filled in from the white the source shows and the iris from its visible
+part (its disc is the tracker's iris ring). The warped frame takes that eyeball inside the edited opening,
+and keeps its warped lids, lashes and skin outside it. An eye that the source shows nearly closed (a
+blink, a squint) keeps the plain warp: there is no eyeball to read, and a filled-in white would flash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from spfem_cli.backends.warp import facs
+
+MARGIN = 0.18               # share of the source opening's height along the lids not trusted as eyeball
+MIN_MARGIN_PX = 1.0         # … and at least this many frame px (the lash line and the lid's own shadow)
+MIN_SCLERA_PX = 6           # fewer visible white pixels than this: the white cannot be read, keep the warp
+PAD = 4                     # box margin around the two openings, frame px
+SUB = 4                     # sub-pixel bits for polygon rasterising
+WHITE_PERCENTILE = 75        # the white's colour is read off its brightest quarter …
+WHITE_CHROMA = 0.5          # … keeping this share of its tint
+WHITE_OVER_SKIN = 1.1       # the white is at least this much brighter than the skin around the eye
+LID_SHADOW = 0.5            # darkening of the white just under the upper lid's edge
+IRIS_BANDS = 5              # rings the iris's colour is read in, centre to rim
+LASH_BAND = 0.12            # share of the edited opening's height under the upper lid left to the warped lid (lashes)
+
+
+def opening(points: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> np.ndarray:
+    """The eye opening's outline (K, 2): upper lid inner → outer corner, then the lower lid back."""
+    return np.r_[points[upper], points[lower[::-1]]]
+
+
+def _fill(shape: tuple[int, int], polygon: np.ndarray, origin: np.ndarray) -> np.ndarray:
+    """Anti-aliased coverage (float32 0–1) of ``polygon`` (frame px) in a box at ``origin``."""
+    mask = np.zeros(shape, np.uint8)
+    pts = np.round((polygon - origin) * (1 << SUB)).astype(np.int32)
+    cv2.fillPoly(mask, [pts], 255, lineType=cv2.LINE_AA, shift=SUB)
+    return mask.astype(np.float32) / 255.0
+
+
+def _disc(shape: tuple[int, int], centre: np.ndarray, radius: float) -> np.ndarray:
+    """Soft disc coverage (one-pixel ramp) in the box."""
+    ys, xs = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
+    d = np.hypot(xs - centre[0], ys - centre[1])
+    return np.clip(radius + 0.5 - d, 0.0, 1.0)
+
+
+def _white_model(pixels: np.ndarray, white: np.ndarray, skin: np.ndarray) -> np.ndarray | None:
+    """The white of the eye as a smooth field over the box: per channel a least-squares quadratic across
+    the eye (lit brightest at its middle, darker to the corners), constant down it, fitted to the brighter
+    quarter of the white the source shows (the rest is the lids' shadow and stray lashes, which the lid
+    shadow puts back where the edited lid is), with most of its tint taken out. Smooth, so a filled-in band has no streaks or seams;
+    None when the white is too small to fit."""
+    ys, xs = np.nonzero(white)
+    if len(xs) < MIN_SCLERA_PX:
+        return None
+    colours = pixels[ys, xs].astype(np.float64)
+    bright = colours.sum(1) >= np.percentile(colours.sum(1), WHITE_PERCENTILE)
+    xs, colours = xs[bright], colours[bright]
+    grey = colours.mean(1, keepdims=True)
+    colours = grey + WHITE_CHROMA * (colours - grey)     # the white's pink edges are the lids' and the caruncle's
+    w = white.shape[1]
+    u = (xs - w / 2.0) / max(w / 2.0, 1.0)
+    a = np.stack([np.ones_like(u), u, u * u], -1)
+    ridge = np.diag([0.0, 1e-2, 1e-2]) * len(u)          # a narrow white cannot tilt or bow the fit much
+    coef = np.linalg.solve(a.T @ a + ridge, a.T @ colours)
+    g = (np.arange(w) - w / 2.0) / max(w / 2.0, 1.0)
+    row = np.stack([np.ones_like(g), g, g * g], -1) @ coef
+    floor = WHITE_OVER_SKIN * np.median(pixels[skin].astype(np.float64).mean(1)) if skin.any() else 0.0
+    row *= np.maximum(floor / np.maximum(row.mean(1, keepdims=True), 1.0), 1.0)
+    return np.broadcast_to(row[None].astype(np.float32), (*white.shape, pixels.shape[2])).copy()
+
+
+def _iris_model(pixels: np.ndarray, seen: np.ndarray, centre: np.ndarray, radius: float) -> np.ndarray:
+    """The iris as rings: each pixel gets the mean colour the visible iris has at its distance from the
+    centre (pupil, iris, darker rim), so a part the lid hid comes back with the same rings."""
+    h, w = seen.shape
+    gy, gx = np.mgrid[0:h, 0:w].astype(np.float64)
+    ring = np.clip((np.hypot(gx - centre[0], gy - centre[1]) / max(radius, 1e-6) * IRIS_BANDS).astype(int), 0, IRIS_BANDS - 1)
+    seen_rings = ring[seen]
+    colours = pixels[seen].astype(np.float64)
+    overall = colours.mean(0)
+    table = np.array([colours[seen_rings == k].mean(0) if np.any(seen_rings == k) else overall for k in range(IRIS_BANDS)])
+    return table[ring].astype(np.float32)
+
+
+@dataclass
+class EyeSource:
+    """One eye as the source frame shows it: the box, its pixels, and what in it is eyeball."""
+
+    origin: np.ndarray        # box corner (x, y) in the frame
+    pixels: np.ndarray        # the source frame's pixels of the box (before any warp)
+    eyeball: np.ndarray       # (h, w, 3) uint8: the eyeball, visible part kept, hidden part filled in
+
+
+def _below_lid(shape: tuple[int, int], lid: np.ndarray) -> np.ndarray:
+    """Per box pixel, how far (px) it lies below an upper lid (``lid``: its points in box px); 0 above."""
+    order = np.argsort(lid[:, 0])
+    top = np.interp(np.arange(shape[1]), lid[order, 0], lid[order, 1])
+    return np.maximum(np.arange(shape[0])[:, None] - top[None], 0.0).astype(np.float32)
+
+
+def _lid_shadow(below: np.ndarray, height: float) -> np.ndarray:
+    """Light left on the eyeball under an upper lid: the lid and lashes shade the white just below them,
+    fading over about a third of the opening."""
+    return 1.0 - LID_SHADOW * np.exp(-below / max(0.35 * height, 0.8))
+
+
+def _eyeball(pixels: np.ndarray, inside: np.ndarray, below: np.ndarray, height: float, iris: np.ndarray,
+             shade: np.ndarray) -> np.ndarray | None:
+    """The whole eyeball of one box (None if the source shows too little of it to read): the source's
+    pixels inside its opening (``inside``) except a band under its upper lid (``below``: px under it),
+    which is where the lid moves; filled in elsewhere, darkened by ``shade`` (the edited lid's shadow).
+    The white and the iris are read away from every lid margin."""
+    margin = max(MIN_MARGIN_PX, MARGIN * height)
+    depth = cv2.distanceTransform((inside > 0.5).astype(np.uint8), cv2.DIST_L2, 3)
+    trusted = depth > margin
+    centre, radius = iris[0], float(np.mean(np.linalg.norm(iris[1:] - iris[0], axis=1)))
+    disc = _disc(inside.shape, centre, radius)
+    white = trusted & (_disc(inside.shape, centre, radius + 1.0) <= 0.0)
+    sclera = _white_model(pixels, white, inside <= 0.0)
+    if sclera is None:
+        return None
+    seen_iris = trusted & (disc >= 1.0)
+    iris = _iris_model(pixels, seen_iris, centre, radius) if seen_iris.sum() >= 3 else sclera
+    model = (disc[..., None] * iris + (1.0 - disc[..., None]) * sclera) * shade[..., None]
+    keep = (inside * np.clip(below - margin, 0.0, 1.0))[..., None]     # a one-pixel ramp into the source's own eye
+    return np.clip(keep * pixels + (1.0 - keep) * model + 0.5, 0, 255).astype(np.uint8)
+
+
+def capture(frame: np.ndarray, source: np.ndarray, edited: np.ndarray) -> list[EyeSource | None]:
+    """The two eyes of ``frame`` (before it is warped), as :data:`~spfem_cli.backends.warp.facs.EYE_CONTOURS` orders them: ``source``/``edited``
+    are the mesh (478 points with the iris) in frame pixels. None for an eye shown nearly closed, or with
+    too little white to read."""
+    if len(source) < 478:
+        return []
+    h, w = frame.shape[:2]
+    out: list[EyeSource | None] = []
+    ratios = facs.eye_open_ratios(source)
+    for (upper, lower), iris, ratio in zip(facs.EYE_CONTOURS, facs.IRIS_RINGS, ratios, strict=True):
+        out.append(None)
+        if facs.shown_open(ratio) <= 0.0:
+            continue
+        src_poly, dst_poly = opening(source, upper, lower), opening(edited, upper, lower)
+        both = np.r_[src_poly, dst_poly]
+        x0, y0 = np.maximum(np.floor(both.min(0)).astype(int) - PAD, 0)
+        x1, y1 = np.minimum(np.ceil(both.max(0)).astype(int) + PAD, (w, h))
+        if x1 - x0 < 4 or y1 - y0 < 4:
+            continue
+        origin = np.array([x0, y0], np.float64)
+        pixels = frame[y0:y1, x0:x1].copy()
+        inside = _fill(pixels.shape[:2], src_poly, origin)
+        height = float(np.mean(source[lower, 1] - source[upper[1:-1], 1]))
+        below = _below_lid(pixels.shape[:2], edited[upper] - origin)
+        shade = _lid_shadow(below, float(np.mean(edited[lower, 1] - edited[upper[1:-1], 1])))
+        ring = np.r_[source[iris[0]][None], source[iris[1]]] - origin
+        ball = _eyeball(pixels, inside, _below_lid(pixels.shape[:2], source[upper] - origin), height, ring, shade)
+        if ball is not None:
+            out[-1] = EyeSource(origin, pixels, ball)
+    return out
+
+
+def redraw(frame: np.ndarray, eyes: list[EyeSource | None], source: np.ndarray, edited: np.ndarray) -> None:
+    """Put each captured eyeball back into the warped ``frame`` (in place) inside the edited opening.
+
+    The upper lid's own edge (:data:`LASH_BAND`: lashes, liner) stays as the warp moved it. The eyeball
+    shows in full where the eye is open and fades to the plain warp as the source eye closes
+    (:data:`~spfem_cli.backends.warp.facs.EYE_OPEN_RATIO`), so a blink stays a blink."""
+    if not eyes:
+        return
+    for eye, (upper, lower), ratio in zip(eyes, facs.EYE_CONTOURS, facs.eye_open_ratios(source), strict=True):
+        if eye is None:
+            continue
+        gate = float(facs.shown_open(ratio))
+        x0, y0 = eye.origin.astype(int)
+        hh, ww = eye.pixels.shape[:2]
+        box = frame[y0:y0 + hh, x0:x0 + ww]
+        below = _below_lid((hh, ww), edited[upper] - eye.origin)
+        lashes = max(1.0, LASH_BAND * float(np.mean(edited[lower, 1] - edited[upper[1:-1], 1])))
+        shown = _fill((hh, ww), opening(edited, upper, lower), eye.origin) * np.clip(below - lashes + 0.5, 0.0, 1.0)
+        shown = shown[..., None] * gate
+        box[:] = np.clip(box.astype(np.float32) * (1.0 - shown) + eye.eyeball.astype(np.float32) * shown + 0.5,
+                         0, 255).astype(np.uint8)
