@@ -1,0 +1,104 @@
+"""The eye openings after a warp: the eyeball is redrawn, not stretched; shut eyes stay shut; lids stay on the ball."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from spfem_cli.backends.warp import eyeball, facs
+from spfem_cli.backends.warp.canonical_mesh import neutral
+
+SCALE = 3.0                                    # canonical aligned-256 points → a 768² synthetic frame
+SKIN, WHITE, IRIS = (170, 120, 100), (225, 222, 218), (40, 60, 110)
+
+
+def _face(points: np.ndarray) -> np.ndarray:
+    """A synthetic frame: skin, each eye opening white, the iris disc drawn only where the lids show it."""
+    frame = np.full((768, 768, 3), SKIN, np.uint8)
+    for (upper, lower), (centre, rim) in zip(facs.EYE_CONTOURS, facs.IRIS_RINGS, strict=True):
+        opening = np.zeros(frame.shape[:2], np.uint8)
+        cv2.fillPoly(opening, [np.round(eyeball.opening(points, upper, lower)).astype(np.int32)], 1)
+        disc = np.zeros_like(opening)
+        radius = float(np.linalg.norm(points[rim] - points[centre], axis=1).mean())
+        cv2.circle(disc, tuple(np.round(points[centre]).astype(int)), int(round(radius)), 1, -1)
+        frame[opening > 0] = WHITE
+        frame[(opening > 0) & (disc > 0)] = IRIS
+    return frame
+
+
+def _raised(points: np.ndarray, px: float) -> np.ndarray:
+    out = points.copy()
+    for upper, _lower in facs.EYE_CONTOURS:
+        out[upper[1:-1], 1] -= px
+    return out
+
+
+def test_a_raised_lid_shows_white_above_a_round_iris_not_a_stretched_one():
+    source = neutral() * SCALE
+    edited = _raised(source, 6.0)
+    frame = _face(source)
+    warped = frame.copy()                                  # as if the warp had only moved the lids
+    eyes = eyeball.capture(frame, source, edited)
+    assert all(e is not None for e in eyes)
+    eyeball.redraw(warped, eyes, source, edited)
+    truth = _face(edited)                                  # the same eyeball behind the raised lid
+    for (upper, _lower), (centre, rim) in zip(facs.EYE_CONTOURS, facs.IRIS_RINGS, strict=True):
+        c = source[centre]
+        radius = float(np.linalg.norm(source[rim] - c, axis=1).mean())
+        band_top = source[upper[1:-1], 1].min() - 4.0      # the strip the lid uncovered, lash band aside
+        x = int(round(c[0] + 1.6 * radius))                # beside the iris: white
+        y = int(round(band_top + 1.0))
+        assert np.abs(warped[y, x].astype(int) - truth[y, x]).max() < 40, "uncovered white"
+        x_iris, y_iris = int(round(c[0])), int(round(c[1] - 0.8 * radius))     # the iris's top, once hidden
+        assert np.abs(warped[y_iris, x_iris].astype(int) - IRIS).max() < 45, "the iris is filled back in round"
+        inside = int(round(c[1] + 0.3 * radius))           # where the source showed the iris: its own pixels
+        assert np.array_equal(warped[inside, int(round(c[0]))], frame[inside, int(round(c[0]))])
+
+
+def test_the_redraw_changes_nothing_outside_the_edited_openings():
+    source = neutral() * SCALE
+    edited = _raised(source, 6.0)
+    frame = _face(source)
+    warped = frame.copy()
+    eyeball.redraw(warped, eyeball.capture(frame, source, edited), source, edited)
+    changed = np.abs(warped.astype(int) - frame).max(-1) > 0
+    openings = np.zeros(frame.shape[:2], np.uint8)
+    for upper, lower in facs.EYE_CONTOURS:
+        cv2.fillPoly(openings, [np.round(eyeball.opening(edited, upper, lower)).astype(np.int32)], 1)
+    openings = cv2.dilate(openings, np.ones((3, 3), np.uint8)) > 0       # + the anti-aliased edge
+    assert changed.any() and not (changed & ~openings).any()
+
+
+def test_a_shut_eye_is_not_redrawn_and_its_lid_is_not_raised():
+    source = neutral() * SCALE
+    shut = source.copy()
+    for upper, lower in facs.EYE_CONTOURS:                 # lower lids up to the upper ones: a blink
+        shut[lower, 1] = shut[upper[1:-1], 1] + 0.5
+    assert np.all(facs.eye_open_ratios(shut) < facs.EYE_OPEN_RATIO[0])
+    assert eyeball.capture(_face(shut), shut, _raised(shut, 6.0)) == [None, None]
+    acts = np.ones((2, len(facs.AU_NAMES)))
+    kept = facs.keep_shut_eyes_shut(np.stack([source, shut]), acts)
+    au5 = facs.AU_NAMES.index("AU5")
+    assert kept[0, au5] == 1.0 and kept[1, au5] == 0.0
+    assert np.array_equal(np.delete(kept, au5, axis=1), np.delete(acts, au5, axis=1)), "only the lid raise fades"
+
+
+def test_a_lid_raised_too_far_is_scaled_back_to_the_eyeball_keeping_its_shape():
+    source = neutral()
+    edited = _raised(source, 30.0)
+    for upper, _lower in facs.EYE_CONTOURS:                 # an uneven raise, to see the shape kept
+        edited[upper[1:-1], 1] -= np.linspace(0.0, 4.0, len(upper) - 2)
+    kept = facs.keep_lids_on_eyeball(source, edited)
+    for (upper, _lower), (centre, rim) in zip(facs.EYE_CONTOURS, facs.IRIS_RINGS, strict=True):
+        c = source[centre]
+        reach = facs.LID_REACH * float(np.linalg.norm(source[rim] - c, axis=1).mean())
+        lid = kept[upper]
+        over = np.abs(lid[:, 0] - c[0]) < reach
+        assert np.all(np.hypot(*(lid[over] - c).T) <= reach + 1e-6), "no lid vertex beyond the reach"
+        assert np.isclose(np.hypot(*(lid[over] - c).T).max(), reach), "the furthest one touches it"
+        rise_kept = source[upper, 1] - lid[:, 1]
+        rise_asked = source[upper, 1] - edited[upper, 1]
+        moved = rise_asked > 0
+        assert np.allclose(rise_kept[moved] / rise_asked[moved], (rise_kept[moved] / rise_asked[moved])[0])
+    small = _raised(source, 1.0)
+    assert np.array_equal(facs.keep_lids_on_eyeball(source, small), small), "a small raise is kept as it is"
