@@ -28,8 +28,7 @@ MIN_SCLERA_PX = 6           # fewer visible white pixels than this: the white ca
 PAD = 4                     # box margin around the two openings, frame px
 SUB = 4                     # sub-pixel bits for polygon rasterising
 WHITE_PERCENTILE = 75        # the white's colour is read off its brightest quarter …
-WHITE_CHROMA = 0.5          # … keeping this share of its tint
-WHITE_OVER_SKIN = 1.1       # the white is at least this much brighter than the skin around the eye
+WHITE_CHROMA = 0.8          # … keeping this share of its tint
 LID_SHADOW = 0.5            # darkening of the white just under the upper lid's edge
 IRIS_BANDS = 5              # rings the iris's colour is read in, centre to rim
 LASH_BAND = 0.12            # share of the edited opening's height under the upper lid left to the warped lid (lashes)
@@ -55,7 +54,7 @@ def _disc(shape: tuple[int, int], centre: np.ndarray, radius: float) -> np.ndarr
     return np.clip(radius + 0.5 - d, 0.0, 1.0)
 
 
-def _white_model(pixels: np.ndarray, white: np.ndarray, skin: np.ndarray) -> np.ndarray | None:
+def _white_model(pixels: np.ndarray, white: np.ndarray) -> np.ndarray | None:
     """The white of the eye as a smooth field over the box: per channel a least-squares quadratic across
     the eye (lit brightest at its middle, darker to the corners), constant down it, fitted to the brighter
     quarter of the white the source shows (the rest is the lids' shadow and stray lashes, which the lid
@@ -76,8 +75,6 @@ def _white_model(pixels: np.ndarray, white: np.ndarray, skin: np.ndarray) -> np.
     coef = np.linalg.solve(a.T @ a + ridge, a.T @ colours)
     g = (np.arange(w) - w / 2.0) / max(w / 2.0, 1.0)
     row = np.stack([np.ones_like(g), g, g * g], -1) @ coef
-    floor = WHITE_OVER_SKIN * np.median(pixels[skin].astype(np.float64).mean(1)) if skin.any() else 0.0
-    row *= np.maximum(floor / np.maximum(row.mean(1, keepdims=True), 1.0), 1.0)
     return np.broadcast_to(row[None].astype(np.float32), (*white.shape, pixels.shape[2])).copy()
 
 
@@ -101,6 +98,7 @@ class EyeSource:
     origin: np.ndarray        # box corner (x, y) in the frame
     pixels: np.ndarray        # the source frame's pixels of the box (before any warp)
     eyeball: np.ndarray       # (h, w, 3) uint8: the eyeball, visible part kept, hidden part filled in
+    cover: np.ndarray         # (h, w) 0–1: where the eyeball stands in for the warped pixels
 
 
 def _below_lid(shape: tuple[int, int], lid: np.ndarray) -> np.ndarray:
@@ -117,25 +115,32 @@ def _lid_shadow(below: np.ndarray, height: float) -> np.ndarray:
 
 
 def _eyeball(pixels: np.ndarray, inside: np.ndarray, below: np.ndarray, height: float, iris: np.ndarray,
-             shade: np.ndarray) -> np.ndarray | None:
-    """The whole eyeball of one box (None if the source shows too little of it to read): the source's
-    pixels inside its opening (``inside``) except a band under its upper lid (``below``: px under it),
-    which is where the lid moves; filled in elsewhere, darkened by ``shade`` (the edited lid's shadow).
-    The white and the iris are read away from every lid margin."""
+             shade: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The eyeball of one box and where it stands in for the warp (``cover``, 0–1); None if the source
+    shows too little of it to read.
+
+    The source's own pixels inside its opening (``inside``) except a band under its upper lid (``below``:
+    px under it), which is where the lid moves; over that band and above it, what the lid uncovers is
+    filled in (the white and the iris, darkened by ``shade``: the edited lid's shadow). Elsewhere (past the
+    lower lid and the corners) the warp keeps its own pixels. The white and the iris are read away from
+    every lid margin."""
     margin = max(MIN_MARGIN_PX, MARGIN * height)
     depth = cv2.distanceTransform((inside > 0.5).astype(np.uint8), cv2.DIST_L2, 3)
     trusted = depth > margin
     centre, radius = iris[0], float(np.mean(np.linalg.norm(iris[1:] - iris[0], axis=1)))
     disc = _disc(inside.shape, centre, radius)
     white = trusted & (_disc(inside.shape, centre, radius + 1.0) <= 0.0)
-    sclera = _white_model(pixels, white, inside <= 0.0)
+    sclera = _white_model(pixels, white)
     if sclera is None:
         return None
     seen_iris = trusted & (disc >= 1.0)
     iris = _iris_model(pixels, seen_iris, centre, radius) if seen_iris.sum() >= 3 else sclera
     model = (disc[..., None] * iris + (1.0 - disc[..., None]) * sclera) * shade[..., None]
-    keep = (inside * np.clip(below - margin, 0.0, 1.0))[..., None]     # a one-pixel ramp into the source's own eye
-    return np.clip(keep * pixels + (1.0 - keep) * model + 0.5, 0, 255).astype(np.uint8)
+    keep = inside * np.clip(below - margin, 0.0, 1.0)                 # one-pixel ramps throughout
+    fill = (1.0 - keep) * np.clip(margin + 1.0 - below, 0.0, 1.0)
+    cover = keep + fill
+    ball = (keep[..., None] * pixels + fill[..., None] * model) / np.maximum(cover, 1e-6)[..., None]
+    return np.clip(ball + 0.5, 0, 255).astype(np.uint8), cover.astype(np.float32)
 
 
 def capture(frame: np.ndarray, source: np.ndarray, edited: np.ndarray) -> list[EyeSource | None]:
@@ -166,7 +171,7 @@ def capture(frame: np.ndarray, source: np.ndarray, edited: np.ndarray) -> list[E
         ring = np.r_[source[iris[0]][None], source[iris[1]]] - origin
         ball = _eyeball(pixels, inside, _below_lid(pixels.shape[:2], source[upper] - origin), height, ring, shade)
         if ball is not None:
-            out[-1] = EyeSource(origin, pixels, ball)
+            out[-1] = EyeSource(origin, pixels, *ball)
     return out
 
 
@@ -188,6 +193,6 @@ def redraw(frame: np.ndarray, eyes: list[EyeSource | None], source: np.ndarray, 
         below = _below_lid((hh, ww), edited[upper] - eye.origin)
         lashes = max(1.0, LASH_BAND * float(np.mean(edited[lower, 1] - edited[upper[1:-1], 1])))
         shown = _fill((hh, ww), opening(edited, upper, lower), eye.origin) * np.clip(below - lashes + 0.5, 0.0, 1.0)
-        shown = shown[..., None] * gate
+        shown = (shown * eye.cover)[..., None] * gate
         box[:] = np.clip(box.astype(np.float32) * (1.0 - shown) + eye.eyeball.astype(np.float32) * shown + 0.5,
                          0, 255).astype(np.uint8)
