@@ -123,6 +123,25 @@ def _exif_orientation(path: Path) -> tuple[int, bool] | None:
         Image.MAX_IMAGE_PIXELS = limit
 
 
+# TIFF compressions the bundled FFmpeg's TIFF decoder does not support: it hands back an all-black picture.
+UNDECODABLE_TIFF = frozenset({"jpeg", "tiff_jpeg"})
+
+
+def _undecodable_tiff(path: Path) -> str | None:
+    """The compression of a TIFF that FFmpeg would decode as black (:data:`UNDECODABLE_TIFF`), else None."""
+    if Path(path).suffix.lower() not in (".tif", ".tiff"):
+        return None
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings(), Image.open(path) as image:    # the header only
+            warnings.simplefilter("ignore")
+            compression = image.info.get("compression")
+    except Exception:   # an unreadable header: FFmpeg's own error stands
+        return None
+    return compression if compression in UNDECODABLE_TIFF else None
+
+
 def _unrotate(image: np.ndarray, rotation: int, mirror: bool = False) -> np.ndarray:
     """Apply a display-matrix rotation (counter-clockwise degrees), then the mirror, so the picture shows upright."""
     turns = (rotation // 90) % 4
@@ -182,6 +201,9 @@ def probe(path: Path, *, timing: bool = False) -> VideoInfo:
             rotation = _rotation_of(stream, container)
         except av.error.FFmpegError as exc:    # the first frame is decoded for its display matrix
             raise _unreadable(path, exc) from None
+    if compression := _undecodable_tiff(path):
+        raise VideoError(f"not a readable picture: {path} (a TIFF with {compression.replace('_', ' ')} compression, which "
+                         "the bundled FFmpeg decodes as black; save it as PNG or JPEG)")
     rotation, mirror = _exif_orientation(path) or (rotation, False)
     if rotation in (90, 270):
         width, height = height, width

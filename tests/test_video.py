@@ -203,6 +203,20 @@ def test_a_photo_header_past_pillows_size_guard_is_no_traceback(tmp_path):
     assert Image.MAX_IMAGE_PIXELS == limit                             # the guard is back for everyone else
 
 
+def test_a_jpeg_compressed_tiff_is_refused_in_one_line_not_decoded_black(tmp_path):
+    """The bundled FFmpeg hands back an all-black picture for a JPEG-compressed TIFF (the user would be told
+    "no face found"); an LZW one decodes as it is."""
+    from PIL import Image
+
+    picture = np.random.default_rng(0).integers(0, 255, (32, 48, 3), dtype=np.uint8)
+    Image.fromarray(picture).save(tmp_path / "scan.tif", compression="jpeg")
+    Image.fromarray(picture).save(tmp_path / "lzw.tiff", compression="tiff_lzw")
+    with pytest.raises(V.VideoError, match="not a readable picture: .*jpeg compression"):
+        V.probe(tmp_path / "scan.tif")
+    frames, _ = V.read_frames(tmp_path / "lzw.tiff")
+    assert np.array_equal(frames[0], picture)
+
+
 def test_check_output_path_refuses_input_and_unwritable(tmp_path):
     src = V.write_video(tmp_path / "in.mp4", _frames(3), 25)
     with pytest.raises(V.VideoError, match="is the input"):
