@@ -263,6 +263,8 @@ def test_a_photo_is_edited_into_a_photo(small_clip, tmp_path, spfem):
     plot = spfem("edit", png, "-e", "sad", "-o", tmp_path / "p.png", "--plot", tmp_path / "mouth.png")
     assert plot.returncode == 1 and "is a photo" in plot.stderr and len(_lines(plot.stderr)) == 1
     assert not (tmp_path / "p.png").exists() and not (tmp_path / "mouth.png").exists()
+    into = spfem("edit", png, "-e", "sad", "-o", tmp_path / "p.png", "--plot", f"{tmp_path}/plots/")
+    assert into.returncode == 1 and "is a photo" in into.stderr and not (tmp_path / "plots").exists()   # no folder made
     batch = spfem("edit", small_clip.path, png, "-e", "sad", "-o", f"{tmp_path}/batch/", "--plot", f"{tmp_path}/batch/")
     assert batch.returncode == 0, batch.stderr                         # the photo of a batch gets no plot, the clip does
     assert sorted(p.name for p in (tmp_path / "batch").iterdir()) == ["face.sad.png", "small.sad.mouth.png", "small.sad.mp4"]

@@ -20,12 +20,20 @@ def _is_folder(text: str) -> bool:
     return text.endswith(("/", os.sep)) or Path(text).is_dir()
 
 
+def refuse_plot_of_photo(video: Path) -> None:
+    """A mouth plot is over time: refused for a photo (one frame), before any output folder is made."""
+    if is_image_file(video):
+        raise SpfemError(f"--plot draws the mouth opening over time; {video} is a photo (one frame)")
+
+
 def resolve_output(video: Path, given: str | None, tag: str, *, kind: str = "video", several: bool = False) -> Path:
     """The output path of one input. ``kind``: ``video`` (``.<tag>.mp4``), ``sbs`` (``.<tag>.sbs.mp4``)
     or ``plot`` (``.<tag>.mouth.png``). A folder given with a trailing slash is created."""
     ext = picture_suffix(video) if is_image_file(video) else ".mp4"
     suffix = {"video": ext, "sbs": f".sbs{ext}", "plot": ".mouth.png"}[kind]
     option = {"video": "-o", "sbs": "--side-by-side", "plot": "--plot"}[kind]
+    if kind == "plot":
+        refuse_plot_of_photo(video)
     default_name = f"{video.stem}.{tag}{suffix}"
     if given is None:
         return video.with_name(default_name)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from spfem_cli.edit.naming import refuse_plot_of_photo
 from spfem_cli.edit.targets import EditTarget
 from spfem_cli.errors import SpfemError
 from spfem_cli.progress import say_once
@@ -159,8 +160,8 @@ def _check_request(req: EditRequest) -> None:
         pick_device(req.device)        # --device cuda without a GPU is refused whichever backend runs
     if is_image_file(req.input) and (req.start is not None or req.end is not None):
         raise SpfemError(f"--start/--end cut a video; {req.input} is a photo")
-    if is_image_file(req.input) and req.plot is not None:
-        raise SpfemError(f"--plot draws the mouth opening over time; {req.input} is a photo (one frame)")
+    if req.plot is not None:
+        refuse_plot_of_photo(req.input)
     start, end = req.start or 0.0, req.end if req.end is not None else (info.duration or math.inf)   # a photo: no duration
     if start < 0 or end <= start:
         raise SpfemError(f"--start {start:g} / --end {end:g}: need 0 <= start < end")
