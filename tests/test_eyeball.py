@@ -74,10 +74,10 @@ def test_a_shut_eye_is_not_redrawn_and_its_lid_is_not_raised():
     shut = source.copy()
     for upper, lower in facs.EYE_CONTOURS:                 # lower lids up to the upper ones: a blink
         shut[lower, 1] = shut[upper[1:-1], 1] + 0.5
-    assert np.all(facs.eye_open_ratios(shut) < facs.EYE_OPEN_RATIO[0])
+    assert np.all(facs.eye_open_ratios(shut) < facs.EYE_SHUT_RATIO[0])
     assert eyeball.capture(_face(shut), shut, _raised(shut, 6.0)) == [None, None]
     acts = np.ones((2, len(facs.AU_NAMES)))
-    kept = facs.keep_shut_eyes_shut(np.stack([source, shut]), acts)
+    kept = facs.keep_shut_eyes_shut(np.stack([source, shut]), acts, facs.open_eye_ratio(source[None]))
     au5 = facs.AU_NAMES.index("AU5")
     assert kept[0, au5] == 1.0 and kept[1, au5] == 0.0
     assert np.array_equal(np.delete(kept, au5, axis=1), np.delete(acts, au5, axis=1)), "only the lid raise fades"
@@ -102,3 +102,13 @@ def test_a_lid_raised_too_far_is_scaled_back_to_the_eyeball_keeping_its_shape():
         assert np.allclose(rise_kept[moved] / rise_asked[moved], (rise_kept[moved] / rise_asked[moved])[0])
     small = _raised(source, 1.0)
     assert np.array_equal(facs.keep_lids_on_eyeball(source, small), small), "a small raise is kept as it is"
+
+
+def test_shut_is_read_against_the_face_s_own_open_eye():
+    """A narrow eye open as usual keeps its lid raise; the same opening on a wide-eyed face is a look down."""
+    face = neutral()[None]
+    usual = float(facs.eye_open_ratios(face).mean())
+    assert facs.eyes_shown_open(face, facs.open_eye_ratio(face))[0] == 1.0
+    assert facs.eyes_shown_open(face, usual / 0.3)[0] == 0.0            # 30 % of that face's open eye
+    assert 0.0 < facs.eyes_shown_open(face, usual / 0.5)[0] < 1.0       # half open: part of the raise
+    assert facs.eyes_shown_open(face, None)[0] == 1.0                   # no yardstick: only shut eyes count

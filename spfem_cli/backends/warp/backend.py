@@ -66,6 +66,7 @@ class WarpPlan:
     target_aus: dict[str, float]
     au_names: tuple[str, ...] = facs.AU_NAMES
     mouth_width: float | None = None     # the source's lip-corner distance at rest (aligned px): rounding is read against it
+    open_eye: float | None = None        # the source's open eye (lid gap / eye width): blinks and looks down are read against it
 
 
 @dataclass(frozen=True)
@@ -254,7 +255,8 @@ class WarpBackend:
         activations *= target.intensity
         displacement = facs.field_of(activations, n_points)
         rest_width = facs.rest_mouth_width(seq.landmarks[seq.valid])
-        return WarpPlan(activations, displacement, source_aus, target_aus, mouth_width=rest_width)
+        return WarpPlan(activations, displacement, source_aus, target_aus, mouth_width=rest_width,
+                        open_eye=facs.open_eye_ratio(seq.landmarks[seq.valid]))
 
     def manipulate(self, seq: LandmarkSeq, plan: WarpPlan) -> LandmarkSeq:
         """Source + the plan's displacement, speech opening restored, never folding the mesh.
@@ -268,7 +270,7 @@ class WarpBackend:
         on frames where it shows its eyes shut, the lid raise does (:func:`~spfem_cli.backends.warp.facs.keep_shut_eyes_shut`).
         """
         activations = facs.keep_lip_rounding(seq.landmarks, plan.activations, plan.mouth_width)
-        activations = facs.keep_shut_eyes_shut(seq.landmarks, activations)
+        activations = facs.keep_shut_eyes_shut(seq.landmarks, activations, plan.open_eye)
         edited = seq.landmarks + fold_free(seq.landmarks, activations, seq.valid)
         edited = facs.restore_speech_and_eyes(seq.landmarks, edited)
         edited[~seq.valid] = np.nan

@@ -180,7 +180,7 @@ def redraw(frame: np.ndarray, eyes: list[EyeSource | None], source: np.ndarray, 
 
     The upper lid's own edge (:data:`LASH_BAND`: lashes, liner) stays as the warp moved it. The eyeball
     shows in full where the eye is open and fades to the plain warp as the source eye closes
-    (:data:`~spfem_cli.backends.warp.facs.EYE_OPEN_RATIO`), so a blink stays a blink."""
+    (:data:`~spfem_cli.backends.warp.facs.EYE_SHUT_RATIO`), so a blink stays a blink."""
     if not eyes:
         return
     for eye, (upper, lower), ratio in zip(eyes, facs.EYE_CONTOURS, facs.eye_open_ratios(source), strict=True):

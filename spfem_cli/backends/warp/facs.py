@@ -514,8 +514,12 @@ def keep_lip_rounding(points: np.ndarray, activations: np.ndarray, typical_width
     return out
 
 
-EYE_OPEN_RATIO = (0.08, 0.14)   # lid gap / eye width: below, the source shows the eye shut (a blink, a look down);
-                                # above, open. Between them the lid raise fades in (and the eyeball redraw with it).
+EYE_SHUT_RATIO = (0.03, 0.06)   # lid gap / eye width: below, an eye is shut whoever's it is (open eyes are
+                                # 0.12-0.35); above, it shows some eyeball. The redraw fades in between.
+EYE_OPEN_SHARE = (0.35, 0.65)   # the same, as a share of the face's own open eye (narrow eyes are 0.12 open):
+                                # below, the source is blinking or looking down; above, open. The lid raise
+                                # fades in between.
+OPEN_EYE_PERCENTILE = 80        # the face's own open eye: this percentile of its frames' ratios
 
 
 EYE_CONTOURS = ((LID_UPPER, LID_LOWER), (MIRROR[LID_UPPER], MIRROR[LID_LOWER]))   # each eye's upper, lower lid
@@ -533,25 +537,43 @@ def eye_open_ratios(points: np.ndarray) -> np.ndarray:
 
 
 def shown_open(ratio: np.ndarray) -> np.ndarray:
-    """0…1 from an eye's open ratio: 0 shut, 1 open (:data:`EYE_OPEN_RATIO`)."""
-    return _smoothstep(ratio, *EYE_OPEN_RATIO)
+    """0…1 from an eye's open ratio: 0 shut whoever's eye it is, 1 showing some eyeball (:data:`EYE_SHUT_RATIO`)."""
+    return _smoothstep(ratio, *EYE_SHUT_RATIO)
 
 
-def eyes_shown_open(points: np.ndarray) -> np.ndarray:
-    """Per frame (...,) 0…1: how far the source shows its eyes open (1 = fully, 0 = shut; frames without a
-    face count as open)."""
-    if np.asarray(points).shape[-2] != N_MESH:
-        return np.ones(np.asarray(points).shape[:-2])
-    ratio = eye_open_ratios(points).mean(-1)
-    return np.where(np.isfinite(ratio), shown_open(ratio), 1.0)
+def open_eye_ratio(points: np.ndarray) -> float | None:
+    """The face's own open eye (:data:`OPEN_EYE_PERCENTILE` of its frames' open ratios, both eyes averaged);
+    None without mesh points or a face."""
+    pts = np.asarray(points, np.float64)
+    if pts.ndim != 3 or pts.shape[-2] != N_MESH:
+        return None
+    ratio = eye_open_ratios(pts).mean(-1)
+    seen = ratio[np.isfinite(ratio)]
+    return float(np.percentile(seen, OPEN_EYE_PERCENTILE)) if len(seen) else None
 
 
-def keep_shut_eyes_shut(points: np.ndarray, activations: np.ndarray) -> np.ndarray:
+def eyes_shown_open(points: np.ndarray, open_eye: float | None) -> np.ndarray:
+    """Per frame (T,) 0…1: how far the source shows its eyes open against its own open eye ``open_eye``
+    (:func:`open_eye_ratio`; 1 = as open as usual, 0 = shut or looking down; frames without a face count
+    as open). Relative, because eyes differ: an open narrow eye is as narrow as a wide one half shut. The
+    absolute :func:`shown_open` also applies (a photo is its own yardstick: closed eyes stay closed)."""
+    pts = np.asarray(points, np.float64)
+    if pts.shape[-2] != N_MESH:
+        return np.ones(pts.shape[0])
+    ratio = eye_open_ratios(pts).mean(-1)
+    share = shown_open(ratio)
+    if open_eye is not None and open_eye > 0:
+        share = np.minimum(share, _smoothstep(ratio / open_eye, *EYE_OPEN_SHARE))
+    return np.where(np.isfinite(ratio), share, 1.0)
+
+
+def keep_shut_eyes_shut(points: np.ndarray, activations: np.ndarray, open_eye: float | None) -> np.ndarray:
     """``activations`` (T, len(AU_NAMES)) with the lid raise (AU5) faded where the source shows its eyes shut
-    or nearly (a blink, a look down): raising a lid the source keeps down opens onto nothing but the lid's
-    own dark lashes and shadow (there is no eyeball in the picture to show), a black hole."""
+    or nearly (a blink, a look down; against its own open eye ``open_eye``, :func:`open_eye_ratio`): raising
+    a lid the source keeps down opens onto nothing but the lid's own dark lashes and shadow (there is no
+    eyeball in the picture to show), a black hole."""
     out = np.array(activations, np.float64, copy=True)
-    out[:, AU_NAMES.index("AU5")] *= eyes_shown_open(points)
+    out[:, AU_NAMES.index("AU5")] *= eyes_shown_open(points, open_eye)
     return out
 
 
