@@ -142,6 +142,26 @@ def _undecodable_tiff(path: Path) -> str | None:
     return compression if compression in UNDECODABLE_TIFF else None
 
 
+def truncated_picture(path: Path) -> bool:
+    """Whether a photo's file ends before its pixels do (a cut-off download or copy). FFmpeg decodes what is
+    there and fills the rest with grey without a word; Pillow's full decode says so. Photos only."""
+    if not is_image_file(path):
+        return False
+    from PIL import Image, ImageFile
+
+    try:
+        with warnings.catch_warnings(), Image.open(path) as image:
+            warnings.simplefilter("ignore")
+            if ImageFile.LOAD_TRUNCATED_IMAGES:      # someone else's setting: do not decode it twice to ask
+                return False
+            image.load()
+    except OSError as exc:
+        return "truncated" in str(exc)
+    except Exception:   # anything else unreadable: FFmpeg's own error, if any, stands
+        return False
+    return False
+
+
 def _unrotate(image: np.ndarray, rotation: int, mirror: bool = False) -> np.ndarray:
     """Apply a display-matrix rotation (counter-clockwise degrees), then the mirror, so the picture shows upright."""
     turns = (rotation // 90) % 4

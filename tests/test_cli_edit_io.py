@@ -246,6 +246,11 @@ def test_a_photo_is_edited_into_a_photo(small_clip, tmp_path, spfem):
     result = spfem("edit", photo, "-e", "happy", "--side-by-side", f"{tmp_path}/")
     assert result.returncode == 0, result.stderr
     assert "a photo, face found" in result.stderr + result.stdout
+    assert "truncated" not in result.stderr
+    cut_off = tmp_path / "cut_off.jpg"                                 # a download that stopped halfway
+    cut_off.write_bytes(photo.read_bytes()[: photo.stat().st_size * 3 // 4])
+    partial = spfem("edit", cut_off, "-e", "happy")
+    assert partial.returncode == 0 and "warning: " in partial.stderr and "is truncated" in partial.stderr
     edited = cv2.imread(str(tmp_path / "face.happy.jpg"))
     source = cv2.imread(str(photo))
     assert edited.shape == source.shape and np.abs(edited.astype(int) - source).mean() > 0.2     # the face moved

@@ -22,7 +22,19 @@ from spfem_cli.edit.naming import refuse_plot_of_photo
 from spfem_cli.edit.targets import EditTarget
 from spfem_cli.errors import SpfemError
 from spfem_cli.progress import say_once
-from spfem_cli.video import IMAGE, AtomicOutput, VideoWriter, check_encoder, check_output_path, container_format, cut_span, is_image_file, iter_chunks, probe
+from spfem_cli.video import (
+    IMAGE,
+    AtomicOutput,
+    VideoWriter,
+    check_encoder,
+    check_output_path,
+    container_format,
+    cut_span,
+    is_image_file,
+    iter_chunks,
+    probe,
+    truncated_picture,
+)
 
 if TYPE_CHECKING:
     from spfem_cli.edit.auto_intensity import AutoIntensity
@@ -140,6 +152,8 @@ def _check_request(req: EditRequest) -> None:
             raise SpfemError(AUTO_NEEDS_WARP)
     inputs = tuple(p for p in (req.input, req.target.reference) if p is not None)
     info = probe(req.input)   # unreadable input fails here, before anything is written
+    if truncated_picture(req.input):
+        say_once(f"warning: {req.input} is truncated (the file ends early): its missing part comes out grey")
     outputs = [p for p in (req.output, req.side_by_side, req.plot) if p is not None]
     if len({Path(p).resolve() for p in outputs}) != len(outputs):
         raise SpfemError("output, --side-by-side and --plot must be different files")
