@@ -85,9 +85,17 @@ def test_a_shut_eye_is_not_redrawn_and_its_lid_is_not_raised():
 
 def test_a_lid_raised_too_far_is_scaled_back_to_the_eyeball_keeping_its_shape():
     source = neutral()
-    edited = _raised(source, 30.0)
+    rooms = []
+    for (upper, _lower), (centre, rim) in zip(facs.EYE_CONTOURS, facs.IRIS_RINGS, strict=True):
+        c = source[centre]
+        reach = facs.LID_REACH * float(np.linalg.norm(source[rim] - c, axis=1).mean())
+        dx = source[upper[1:-1], 0] - c[0]
+        top = c[1] - np.sqrt(np.maximum(reach ** 2 - dx ** 2, 0.0))
+        rooms.append(float((source[upper[1:-1], 1] - top)[np.abs(dx) < reach].min()))   # the tightest vertex's room
+    asked = min(rooms) / 0.75                              # over the reach, within the floor
+    edited = _raised(source, asked)
     for upper, _lower in facs.EYE_CONTOURS:                 # an uneven raise, to see the shape kept
-        edited[upper[1:-1], 1] -= np.linspace(0.0, 4.0, len(upper) - 2)
+        edited[upper[1:-1], 1] -= np.linspace(0.0, 0.5, len(upper) - 2)
     kept = facs.keep_lids_on_eyeball(source, edited)
     for (upper, _lower), (centre, rim) in zip(facs.EYE_CONTOURS, facs.IRIS_RINGS, strict=True):
         c = source[centre]
@@ -99,7 +107,11 @@ def test_a_lid_raised_too_far_is_scaled_back_to_the_eyeball_keeping_its_shape():
         rise_kept = source[upper, 1] - lid[:, 1]
         rise_asked = source[upper, 1] - edited[upper, 1]
         moved = rise_asked > 0
-        assert np.allclose(rise_kept[moved] / rise_asked[moved], (rise_kept[moved] / rise_asked[moved])[0])
+        share = rise_kept[moved] / rise_asked[moved]
+        assert np.allclose(share, share[0]) and facs.MIN_LID_RAISE <= share[0] < 1.0, "one share for the whole lid"
+    far = facs.keep_lids_on_eyeball(source, _raised(source, 40.0))        # far past the reach: the floor holds
+    upper = facs.EYE_CONTOURS[0][0][1:-1]
+    assert np.allclose(source[upper, 1] - far[upper, 1], facs.MIN_LID_RAISE * 40.0)
     small = _raised(source, 1.0)
     assert np.array_equal(facs.keep_lids_on_eyeball(source, small), small), "a small raise is kept as it is"
 

@@ -606,14 +606,15 @@ def keep_eyes_open(source: np.ndarray, edited: np.ndarray) -> np.ndarray:
 
 
 IRIS_RINGS = ((468, np.arange(469, 473)), (473, np.arange(474, 478)))   # per eye of EYE_CONTOURS: centre, rim
-LID_REACH = 1.8    # an upper lid may draw back to a circle this many iris radii round the iris centre, no further
+LID_REACH = 1.8    # an upper lid may draw back to a circle this many iris radii round the iris centre, no further …
+MIN_LID_RAISE = 0.5   # … except that every lid keeps at least this share of its raise (a wide eye still widens)
 
 
 def keep_lids_on_eyeball(source: np.ndarray, edited: np.ndarray) -> np.ndarray:
     """Edited mesh points (..., 478, 2) whose upper lids draw back no further than :data:`LID_REACH` iris
     radii from the iris centre: where the edit raises a lid beyond that, the whole lid's raise is scaled
-    down until its furthest vertex over the circle touches it (the lid keeps its shape; a lid the source already
-    has beyond it is not raised).
+    down until its furthest vertex over the circle touches it (the lid keeps its shape), but never below
+    :data:`MIN_LID_RAISE` of it: an eye already wide open in the source still widens when surprised.
 
     A wide-open eye shows a band of white above the iris, not a dome: the lid slides over a ball about
     as round as the iris is. Raising a narrow eye's lid by the prototype's full amount bared a dome
@@ -631,7 +632,7 @@ def keep_lids_on_eyeball(source: np.ndarray, edited: np.ndarray) -> np.ndarray:
         room = np.maximum(src[..., upper, 1] - top, 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
             share = np.where((rise > 1e-9) & (np.abs(dx) < reach[..., None]), room / rise, np.inf)
-        k = np.clip(np.nan_to_num(share.min(-1), nan=1.0, posinf=1.0), 0.0, 1.0)
+        k = np.clip(np.nan_to_num(share.min(-1), nan=1.0, posinf=1.0), MIN_LID_RAISE, 1.0)
         out[..., upper, 1] = np.where(rise > 0, src[..., upper, 1] - k[..., None] * rise, out[..., upper, 1])
     return out
 
