@@ -92,10 +92,10 @@ def test_a_lid_raised_too_far_is_scaled_back_to_the_eyeball_keeping_its_shape():
         dx = source[upper[1:-1], 0] - c[0]
         top = c[1] - np.sqrt(np.maximum(reach ** 2 - dx ** 2, 0.0))
         rooms.append(float((source[upper[1:-1], 1] - top)[np.abs(dx) < reach].min()))   # the tightest vertex's room
-    asked = min(rooms) / 0.75                              # over the reach, within the floor
-    edited = _raised(source, asked)
-    for upper, _lower in facs.EYE_CONTOURS:                 # an uneven raise, to see the shape kept
-        edited[upper[1:-1], 1] -= np.linspace(0.0, 0.5, len(upper) - 2)
+    asked = min(rooms) / ((1.0 + facs.MIN_LID_RAISE) / 2)   # over the reach, within the floor
+    edited = source.copy()
+    for upper, _lower in facs.EYE_CONTOURS:                 # an uneven raise (90-100 %), to see the shape kept
+        edited[upper[1:-1], 1] -= asked * np.linspace(0.9, 1.0, len(upper) - 2)
     kept = facs.keep_lids_on_eyeball(source, edited)
     for (upper, _lower), (centre, rim) in zip(facs.EYE_CONTOURS, facs.IRIS_RINGS, strict=True):
         c = source[centre]

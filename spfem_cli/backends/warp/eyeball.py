@@ -29,6 +29,7 @@ PAD = 4                     # box margin around the two openings, frame px
 SUB = 4                     # sub-pixel bits for polygon rasterising
 WHITE_PERCENTILE = 75        # the white's colour is read off its brightest quarter …
 WHITE_CHROMA = 0.8          # … keeping this share of its tint
+WHITE_OVER_SKIN = 1.2       # the white is at least this much brighter than the skin round the eye (0: no floor)
 LID_SHADOW = 0.5            # darkening of the white just under the upper lid's edge
 IRIS_BANDS = 5              # rings the iris's colour is read in, centre to rim
 LASH_BAND = 0.12            # share of the edited opening's height under the upper lid left to the warped lid (lashes)
@@ -54,7 +55,7 @@ def _disc(shape: tuple[int, int], centre: np.ndarray, radius: float) -> np.ndarr
     return np.clip(radius + 0.5 - d, 0.0, 1.0)
 
 
-def _white_model(pixels: np.ndarray, white: np.ndarray) -> np.ndarray | None:
+def _white_model(pixels: np.ndarray, white: np.ndarray, skin: np.ndarray) -> np.ndarray | None:
     """The white of the eye as a smooth field over the box: per channel a least-squares quadratic across
     the eye (lit brightest at its middle, darker to the corners), constant down it, fitted to the brighter
     quarter of the white the source shows (the rest is the lids' shadow and stray lashes, which the lid
@@ -75,6 +76,9 @@ def _white_model(pixels: np.ndarray, white: np.ndarray) -> np.ndarray | None:
     coef = np.linalg.solve(a.T @ a + ridge, a.T @ colours)
     g = (np.arange(w) - w / 2.0) / max(w / 2.0, 1.0)
     row = np.stack([np.ones_like(g), g, g * g], -1) @ coef
+    if WHITE_OVER_SKIN > 0 and skin.any():
+        floor = WHITE_OVER_SKIN * float(np.median(pixels[skin].astype(np.float64).mean(1)))
+        row *= np.maximum(floor / np.maximum(row.mean(1, keepdims=True), 1.0), 1.0)
     return np.broadcast_to(row[None].astype(np.float32), (*white.shape, pixels.shape[2])).copy()
 
 
@@ -130,7 +134,7 @@ def _eyeball(pixels: np.ndarray, inside: np.ndarray, below: np.ndarray, height: 
     centre, radius = iris[0], float(np.mean(np.linalg.norm(iris[1:] - iris[0], axis=1)))
     disc = _disc(inside.shape, centre, radius)
     white = trusted & (_disc(inside.shape, centre, radius + 1.0) <= 0.0)
-    sclera = _white_model(pixels, white)
+    sclera = _white_model(pixels, white, inside <= 0.0)
     if sclera is None:
         return None
     seen_iris = trusted & (disc >= 1.0)
@@ -175,10 +179,13 @@ def capture(frame: np.ndarray, source: np.ndarray, edited: np.ndarray) -> list[E
     return out
 
 
-def redraw(frame: np.ndarray, eyes: list[EyeSource | None], source: np.ndarray, edited: np.ndarray) -> None:
+def redraw(frame: np.ndarray, eyes: list[EyeSource | None], source: np.ndarray, edited: np.ndarray,
+           free: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     """Put each captured eyeball back into the warped ``frame`` (in place) inside the edited opening.
 
-    The upper lid's own edge (:data:`LASH_BAND`: lashes, liner) stays as the warp moved it. The eyeball
+    The upper lid's own edge (:data:`LASH_BAND`: lashes, liner) stays as the warp moved it, and so does
+    whatever the warp holds still: ``free`` = (map, frame → map affine), the warp's share of motion (1 - the
+    eyeglass damping; a rim crossing a raised lid's reach stays in front of the eye). The eyeball
     shows in full where the eye is open and fades to the plain warp as the source eye closes
     (:data:`~spfem_cli.backends.warp.facs.EYE_SHUT_RATIO`), so a blink stays a blink."""
     if not eyes:
@@ -193,6 +200,18 @@ def redraw(frame: np.ndarray, eyes: list[EyeSource | None], source: np.ndarray, 
         below = _below_lid((hh, ww), edited[upper] - eye.origin)
         lashes = max(1.0, LASH_BAND * float(np.mean(edited[lower, 1] - edited[upper[1:-1], 1])))
         shown = _fill((hh, ww), opening(edited, upper, lower), eye.origin) * np.clip(below - lashes + 0.5, 0.0, 1.0)
-        shown = (shown * eye.cover)[..., None] * gate
+        shown = shown * eye.cover * gate
+        if free is not None:
+            shown = shown * _on_box(free, eye.origin, (hh, ww))
+        shown = shown[..., None]
         box[:] = np.clip(box.astype(np.float32) * (1.0 - shown) + eye.eyeball.astype(np.float32) * shown + 0.5,
                          0, 255).astype(np.uint8)
+
+
+def _on_box(field: tuple[np.ndarray, np.ndarray], origin: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A map given with its frame → map affine, sampled on a box of the frame at ``origin``."""
+    values, matrix = field
+    local = np.array(matrix, np.float64, copy=True)
+    local[:, 2] += local[:, :2] @ np.asarray(origin, np.float64)
+    return cv2.warpAffine(values.astype(np.float32), local, (shape[1], shape[0]),
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=1.0)

@@ -607,7 +607,7 @@ def keep_eyes_open(source: np.ndarray, edited: np.ndarray) -> np.ndarray:
 
 IRIS_RINGS = ((468, np.arange(469, 473)), (473, np.arange(474, 478)))   # per eye of EYE_CONTOURS: centre, rim
 LID_REACH = 1.8    # an upper lid may draw back to a circle this many iris radii round the iris centre, no further …
-MIN_LID_RAISE = 0.5   # … except that every lid keeps at least this share of its raise (a wide eye still widens)
+MIN_LID_RAISE = 0.8   # … except that every lid keeps at least this share of its raise (a wide eye still widens)
 
 
 def keep_lids_on_eyeball(source: np.ndarray, edited: np.ndarray) -> np.ndarray:

@@ -113,7 +113,9 @@ def render_frame(backend, frame: np.ndarray, matrix: np.ndarray, source: np.ndar
     src_f, dst_f = (np.asarray(p, np.float64)[:len(source)] @ to_frame[:, :2].T + to_frame[:, 2] for p in (source, mesh[2]))
     eyes = eyeball.capture(frame, src_f, dst_f)
     warp_face_region(frame, *mesh, out=frame)
-    eyeball.redraw(frame, eyes, src_f, dst_f)
+    scale = mesh[5]
+    eyeball.redraw(frame, eyes, src_f, dst_f,
+                   None if scale is None else (scale, np.asarray(matrix, np.float64) * (len(scale) / ALIGNED_SIZE)))
     shade_region(frame, matrix, edited, backend.frame_aus(source, edited), alpha)
 
 
