@@ -124,3 +124,11 @@ def test_shut_is_read_against_the_face_s_own_open_eye():
     assert facs.eyes_shown_open(face, usual / 0.3)[0] == 0.0            # 30 % of that face's open eye
     assert 0.0 < facs.eyes_shown_open(face, usual / 0.5)[0] < 1.0       # half open: part of the raise
     assert facs.eyes_shown_open(face, None)[0] == 1.0                   # no yardstick: only shut eyes count
+
+
+def test_an_eye_whose_lids_stay_put_is_left_to_the_warp():
+    """Happy's or contempt's edit hardly moves the lids: the eye is not redrawn (not a pixel changes)."""
+    source = neutral() * SCALE
+    edited = source.copy()
+    edited[facs.LIP_CORNER_OUTER] += (3.0, -3.0)                         # only the mouth moves
+    assert eyeball.capture(_face(source), source, edited) == [None, None]

@@ -25,6 +25,7 @@ from spfem_cli.backends.warp import facs
 MARGIN = 0.18               # share of the source opening's height along the lids not trusted as eyeball
 MIN_MARGIN_PX = 1.0         # … and at least this many frame px (the lash line and the lid's own shadow)
 MIN_SCLERA_PX = 6           # fewer visible white pixels than this: the white cannot be read, keep the warp
+STILL_LIDS_PX = 0.5         # lids moved less than this (frame px): the eye is left as the warp has it
 PAD = 4                     # box margin around the two openings, frame px
 SUB = 4                     # sub-pixel bits for polygon rasterising
 WHITE_PERCENTILE = 75        # the white's colour is read off its brightest quarter …
@@ -150,7 +151,7 @@ def _eyeball(pixels: np.ndarray, inside: np.ndarray, below: np.ndarray, height: 
 def capture(frame: np.ndarray, source: np.ndarray, edited: np.ndarray) -> list[EyeSource | None]:
     """The two eyes of ``frame`` (before it is warped), as :data:`~spfem_cli.backends.warp.facs.EYE_CONTOURS` orders them: ``source``/``edited``
     are the mesh (478 points with the iris) in frame pixels. None for an eye shown nearly closed, or with
-    too little white to read."""
+    too little white to read, or whose lids the edit leaves (nearly) where they are."""
     if len(source) < 478:
         return []
     h, w = frame.shape[:2]
@@ -158,7 +159,8 @@ def capture(frame: np.ndarray, source: np.ndarray, edited: np.ndarray) -> list[E
     ratios = facs.eye_open_ratios(source)
     for (upper, lower), iris, ratio in zip(facs.EYE_CONTOURS, facs.IRIS_RINGS, ratios, strict=True):
         out.append(None)
-        if facs.shown_open(ratio) <= 0.0:
+        lids = np.r_[upper, lower]
+        if facs.shown_open(ratio) <= 0.0 or np.abs(edited[lids] - source[lids]).max() < STILL_LIDS_PX:
             continue
         src_poly, dst_poly = opening(source, upper, lower), opening(edited, upper, lower)
         both = np.r_[src_poly, dst_poly]
