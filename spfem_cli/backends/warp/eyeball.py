@@ -6,11 +6,12 @@ ball behind the lids: the lids slide over it, the iris keeps its size, place and
 shows more white above (and below) the iris, the cue people read surprise and fear by.
 
 So, per eye and per frame, in a small box of the frame: the eyeball is the source frame's own pixels
-(unmoved) where the source showed it, away from the lid margins (lashes and the lid's shadow sit there);
-where it was hidden, the sclera is filled in from the white the source shows and the iris from its visible
-part (its disc is the tracker's iris ring). The warped frame takes that eyeball inside the edited opening,
-and keeps its warped lids, lashes and skin outside it. An eye that the source shows nearly closed (a
-blink, a squint) keeps the plain warp: there is no eyeball to read, and a filled-in white would flash.
+(unmoved) where the source showed it; what a raised upper lid uncovers (and a thin band under the source's
+lid, where its lashes and shadow sit) is filled in: the white from the white the source shows, the iris
+from its visible rings (its disc is the tracker's iris ring), under the edited lid's shadow. The warped
+frame takes that eyeball inside the edited opening and keeps its own pixels everywhere else: the warped
+lids and their lashes, past the lower lid and the corners, and whatever the eyeglass damping holds. An eye
+the source shows shut (a blink) keeps the plain warp, and so does one whose lids the edit leaves in place.
 """
 
 from __future__ import annotations
@@ -60,8 +61,10 @@ def _white_model(pixels: np.ndarray, white: np.ndarray, skin: np.ndarray) -> np.
     """The white of the eye as a smooth field over the box: per channel a least-squares quadratic across
     the eye (lit brightest at its middle, darker to the corners), constant down it, fitted to the brighter
     quarter of the white the source shows (the rest is the lids' shadow and stray lashes, which the lid
-    shadow puts back where the edited lid is), with most of its tint taken out. Smooth, so a filled-in band has no streaks or seams;
-    None when the white is too small to fit."""
+    shadow puts back where the edited lid is), with a little of its tint taken out, and at least
+    :data:`WHITE_OVER_SKIN` times as bright as the skin round the eye (``skin``): a white the source shows
+    only as a sliver in a corner's shade would otherwise fill the eye with grey. Smooth, so a filled-in
+    band has no streaks or seams; None when the white is too small to fit."""
     ys, xs = np.nonzero(white)
     if len(xs) < MIN_SCLERA_PX:
         return None
