@@ -40,7 +40,7 @@ def test_a_raised_lid_shows_white_above_a_round_iris_not_a_stretched_one():
     warped = frame.copy()                                  # as if the warp had only moved the lids
     eyes = eyeball.capture(frame, source, edited)
     assert all(e is not None for e in eyes)
-    eyeball.redraw(warped, eyes, source, edited)
+    eyeball.redraw(warped, eyes)
     truth = _face(edited)                                  # the same eyeball behind the raised lid
     for (upper, _lower), (centre, rim) in zip(facs.EYE_CONTOURS, facs.IRIS_RINGS, strict=True):
         c = source[centre]
@@ -60,7 +60,7 @@ def test_the_redraw_changes_nothing_outside_the_edited_openings():
     edited = _raised(source, 6.0)
     frame = _face(source)
     warped = frame.copy()
-    eyeball.redraw(warped, eyeball.capture(frame, source, edited), source, edited)
+    eyeball.redraw(warped, eyeball.capture(frame, source, edited))
     changed = np.abs(warped.astype(int) - frame).max(-1) > 0
     openings = np.zeros(frame.shape[:2], np.uint8)
     for upper, lower in facs.EYE_CONTOURS:

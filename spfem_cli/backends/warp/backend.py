@@ -307,7 +307,7 @@ class WarpBackend:
         eyes = eyeball.capture(crop, src_k, dst_k)
         warped = warp_face(crop, src_k, dst_k, damping=damping)
         free = None if damping is None else (1.0 - np.clip(damping, 0.0, 1.0), np.eye(2, 3))
-        eyeball.redraw(warped, eyes, src_k, dst_k, free)                 # the eyeballs, unstretched
+        eyeball.redraw(warped, eyes, free)                               # the eyeballs, unstretched
         warped = shade_edit(warped, self.face_edit(source, edited, k))   # expression wrinkles (appearance cues)
         return warped, matrix_k
 

@@ -50,13 +50,6 @@ def _fill(shape: tuple[int, int], polygon: np.ndarray, origin: np.ndarray) -> np
     return mask.astype(np.float32) / 255.0
 
 
-def _disc(shape: tuple[int, int], centre: np.ndarray, radius: float) -> np.ndarray:
-    """Soft disc coverage (one-pixel ramp) in the box."""
-    ys, xs = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
-    d = np.hypot(xs - centre[0], ys - centre[1])
-    return np.clip(radius + 0.5 - d, 0.0, 1.0)
-
-
 def _white_model(pixels: np.ndarray, white: np.ndarray, skin: np.ndarray) -> np.ndarray | None:
     """The white of the eye as a smooth field over the box: per channel a least-squares quadratic across
     the eye (lit brightest at its middle, darker to the corners), constant down it, fitted to the brighter
@@ -101,12 +94,11 @@ def _iris_model(pixels: np.ndarray, seen: np.ndarray, centre: np.ndarray, radius
 
 @dataclass
 class EyeSource:
-    """One eye as the source frame shows it: the box, its pixels, and what in it is eyeball."""
+    """One eye of a frame, ready to go back in once the frame is warped: the box, the eyeball and where it shows."""
 
     origin: np.ndarray        # box corner (x, y) in the frame
-    pixels: np.ndarray        # the source frame's pixels of the box (before any warp)
     eyeball: np.ndarray       # (h, w, 3) uint8: the eyeball, visible part kept, hidden part filled in
-    cover: np.ndarray         # (h, w) 0–1: where the eyeball stands in for the warped pixels
+    shown: np.ndarray         # (h, w) 0–1: how much of the eyeball replaces the warped pixels
 
 
 def _below_lid(shape: tuple[int, int], lid: np.ndarray) -> np.ndarray:
@@ -136,8 +128,10 @@ def _eyeball(pixels: np.ndarray, inside: np.ndarray, below: np.ndarray, height: 
     depth = cv2.distanceTransform((inside > 0.5).astype(np.uint8), cv2.DIST_L2, 3)
     trusted = depth > margin
     centre, radius = iris[0], float(np.mean(np.linalg.norm(iris[1:] - iris[0], axis=1)))
-    disc = _disc(inside.shape, centre, radius)
-    white = trusted & (_disc(inside.shape, centre, radius + 1.0) <= 0.0)
+    ys, xs = np.ogrid[0:inside.shape[0], 0:inside.shape[1]]
+    from_centre = np.hypot(xs - centre[0], ys - centre[1]).astype(np.float32)
+    disc = np.clip(radius + 0.5 - from_centre, 0.0, 1.0)            # soft disc: a one-pixel ramp
+    white = trusted & (from_centre >= radius + 1.5)
     sclera = _white_model(pixels, white, inside <= 0.0)
     if sclera is None:
         return None
@@ -152,9 +146,14 @@ def _eyeball(pixels: np.ndarray, inside: np.ndarray, below: np.ndarray, height: 
 
 
 def capture(frame: np.ndarray, source: np.ndarray, edited: np.ndarray) -> list[EyeSource | None]:
-    """The two eyes of ``frame`` (before it is warped), as :data:`~spfem_cli.backends.warp.facs.EYE_CONTOURS` orders them: ``source``/``edited``
-    are the mesh (478 points with the iris) in frame pixels. None for an eye shown nearly closed, or with
-    too little white to read, or whose lids the edit leaves (nearly) where they are."""
+    """The two eyes of ``frame`` (before it is warped), as :data:`~spfem_cli.backends.warp.facs.EYE_CONTOURS`
+    orders them: ``source``/``edited`` are the mesh (478 points with the iris) in frame pixels. None for an
+    eye shown shut, or with too little white to read, or whose lids the edit leaves (nearly) where they are.
+
+    Where each eyeball shows is settled here too: inside the edited opening, below the upper lid's own edge
+    (:data:`LASH_BAND`: lashes, liner, which stay as the warp moves them), in full where the source eye is
+    open and fading to the plain warp as it closes (:data:`~spfem_cli.backends.warp.facs.EYE_SHUT_RATIO`),
+    so a blink stays a blink."""
     if len(source) < 478:
         return []
     h, w = frame.shape[:2]
@@ -163,7 +162,8 @@ def capture(frame: np.ndarray, source: np.ndarray, edited: np.ndarray) -> list[E
     for (upper, lower), iris, ratio in zip(facs.EYE_CONTOURS, facs.IRIS_RINGS, ratios, strict=True):
         out.append(None)
         lids = np.r_[upper, lower]
-        if facs.shown_open(ratio) <= 0.0 or np.abs(edited[lids] - source[lids]).max() < STILL_LIDS_PX:
+        gate = float(facs.shown_open(ratio))
+        if gate <= 0.0 or np.abs(edited[lids] - source[lids]).max() < STILL_LIDS_PX:
             continue
         src_poly, dst_poly = opening(source, upper, lower), opening(edited, upper, lower)
         both = np.r_[src_poly, dst_poly]
@@ -172,42 +172,35 @@ def capture(frame: np.ndarray, source: np.ndarray, edited: np.ndarray) -> list[E
         if x1 - x0 < 4 or y1 - y0 < 4:
             continue
         origin = np.array([x0, y0], np.float64)
-        pixels = frame[y0:y1, x0:x1].copy()
-        inside = _fill(pixels.shape[:2], src_poly, origin)
+        pixels = frame[y0:y1, x0:x1]
+        shape = pixels.shape[:2]
         height = float(np.mean(source[lower, 1] - source[upper[1:-1], 1]))
-        below = _below_lid(pixels.shape[:2], edited[upper] - origin)
-        shade = _lid_shadow(below, float(np.mean(edited[lower, 1] - edited[upper[1:-1], 1])))
+        edited_height = float(np.mean(edited[lower, 1] - edited[upper[1:-1], 1]))
+        below = _below_lid(shape, edited[upper] - origin)
         ring = np.r_[source[iris[0]][None], source[iris[1]]] - origin
-        ball = _eyeball(pixels, inside, _below_lid(pixels.shape[:2], source[upper] - origin), height, ring, shade)
-        if ball is not None:
-            out[-1] = EyeSource(origin, pixels, *ball)
+        ball = _eyeball(pixels, _fill(shape, src_poly, origin), _below_lid(shape, source[upper] - origin), height,
+                        ring, _lid_shadow(below, edited_height))
+        if ball is None:
+            continue
+        eyeball, cover = ball
+        lashes = max(1.0, LASH_BAND * edited_height)
+        shown = _fill(shape, dst_poly, origin) * np.clip(below - lashes + 0.5, 0.0, 1.0) * cover * gate
+        out[-1] = EyeSource(origin, eyeball, shown)
     return out
 
 
-def redraw(frame: np.ndarray, eyes: list[EyeSource | None], source: np.ndarray, edited: np.ndarray,
-           free: tuple[np.ndarray, np.ndarray] | None = None) -> None:
-    """Put each captured eyeball back into the warped ``frame`` (in place) inside the edited opening.
+def redraw(frame: np.ndarray, eyes: list[EyeSource | None], free: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    """Put each captured eyeball back into the warped ``frame`` (in place), where :func:`capture` said.
 
-    The upper lid's own edge (:data:`LASH_BAND`: lashes, liner) stays as the warp moved it, and so does
-    whatever the warp holds still: ``free`` = (map, frame → map affine), the warp's share of motion (1 - the
-    eyeglass damping; a rim crossing a raised lid's reach stays in front of the eye). The eyeball
-    shows in full where the eye is open and fades to the plain warp as the source eye closes
-    (:data:`~spfem_cli.backends.warp.facs.EYE_SHUT_RATIO`), so a blink stays a blink."""
-    if not eyes:
-        return
-    for eye, (upper, lower), ratio in zip(eyes, facs.EYE_CONTOURS, facs.eye_open_ratios(source), strict=True):
+    Whatever the warp holds still stays in front: ``free`` = (map, frame → map affine), the warp's share of
+    motion (1 - the eyeglass damping; a rim crossing a raised lid's reach stays in front of the eye)."""
+    for eye in eyes:
         if eye is None:
             continue
-        gate = float(facs.shown_open(ratio))
         x0, y0 = eye.origin.astype(int)
-        hh, ww = eye.pixels.shape[:2]
+        hh, ww = eye.shown.shape
         box = frame[y0:y0 + hh, x0:x0 + ww]
-        below = _below_lid((hh, ww), edited[upper] - eye.origin)
-        lashes = max(1.0, LASH_BAND * float(np.mean(edited[lower, 1] - edited[upper[1:-1], 1])))
-        shown = _fill((hh, ww), opening(edited, upper, lower), eye.origin) * np.clip(below - lashes + 0.5, 0.0, 1.0)
-        shown = shown * eye.cover * gate
-        if free is not None:
-            shown = shown * _on_box(free, eye.origin, (hh, ww))
+        shown = eye.shown if free is None else eye.shown * _on_box(free, eye.origin, (hh, ww))
         shown = shown[..., None]
         box[:] = np.clip(box.astype(np.float32) * (1.0 - shown) + eye.eyeball.astype(np.float32) * shown + 0.5,
                          0, 255).astype(np.uint8)

@@ -114,8 +114,7 @@ def render_frame(backend, frame: np.ndarray, matrix: np.ndarray, source: np.ndar
     eyes = eyeball.capture(frame, src_f, dst_f)
     warp_face_region(frame, *mesh, out=frame)
     scale = mesh[5]
-    eyeball.redraw(frame, eyes, src_f, dst_f,
-                   None if scale is None else (scale, np.asarray(matrix, np.float64) * (len(scale) / ALIGNED_SIZE)))
+    eyeball.redraw(frame, eyes, None if scale is None else (scale, np.asarray(matrix, np.float64) * (len(scale) / ALIGNED_SIZE)))
     shade_region(frame, matrix, edited, backend.frame_aus(source, edited), alpha)
 
 
