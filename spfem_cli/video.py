@@ -100,11 +100,17 @@ EXIF_ORIENTATION = {1: (0, False), 2: (0, True), 3: (180, False), 4: (180, True)
                     5: (270, True), 6: (270, False), 7: (90, True), 8: (90, False)}
 
 
-def _exif_orientation(path: Path) -> tuple[int, bool] | None:
-    """(rotation, mirror) from a photo's EXIF Orientation, None without one. FFmpeg turns the tag into a display
-    matrix whose rotation PyAV reports, but not its flip: a mirrored orientation would come out mirrored."""
+# TIFF compressions the bundled FFmpeg's TIFF decoder does not support: it hands back an all-black picture.
+UNDECODABLE_TIFF = frozenset({"jpeg", "tiff_jpeg"})
+
+
+def _photo_header(path: Path) -> tuple[tuple[int, bool] | None, str | None]:
+    """What a photo's header says that FFmpeg does not, in one read: (rotation, mirror) from its EXIF
+    Orientation (None without one: FFmpeg turns the tag into a display matrix whose rotation PyAV reports, but
+    not its flip, so a mirrored orientation would come out mirrored), and the compression of a TIFF that FFmpeg
+    would decode as black (:data:`UNDECODABLE_TIFF`; None otherwise). (None, None) for anything but a photo."""
     if not is_image_file(path):
-        return None
+        return None, None
     from PIL import Image
 
     limit = Image.MAX_IMAGE_PIXELS
@@ -114,32 +120,15 @@ def _exif_orientation(path: Path) -> tuple[int, bool] | None:
         Image.MAX_IMAGE_PIXELS = None
         with warnings.catch_warnings(), Image.open(path) as image:
             warnings.simplefilter("ignore")
+            compression = image.info.get("compression") if image.format == "TIFF" else None
+            undecodable = compression if compression in UNDECODABLE_TIFF else None
             if image.format == "PNG" and "exif" not in image.info:   # an eXIf after the pixels: Pillow would decode them
-                return None
-            return EXIF_ORIENTATION.get(image.getexif().get(0x0112))
-    except Exception:   # any unreadable header or EXIF (best effort): the decoder's own rotation stands
-        return None
+                return None, undecodable
+            return EXIF_ORIENTATION.get(image.getexif().get(0x0112)), undecodable
+    except Exception:   # any unreadable header or EXIF (best effort): FFmpeg's own reading stands
+        return None, None
     finally:
         Image.MAX_IMAGE_PIXELS = limit
-
-
-# TIFF compressions the bundled FFmpeg's TIFF decoder does not support: it hands back an all-black picture.
-UNDECODABLE_TIFF = frozenset({"jpeg", "tiff_jpeg"})
-
-
-def _undecodable_tiff(path: Path) -> str | None:
-    """The compression of a TIFF that FFmpeg would decode as black (:data:`UNDECODABLE_TIFF`), else None."""
-    if Path(path).suffix.lower() not in (".tif", ".tiff"):
-        return None
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings(), Image.open(path) as image:    # the header only
-            warnings.simplefilter("ignore")
-            compression = image.info.get("compression")
-    except Exception:   # an unreadable header: FFmpeg's own error stands
-        return None
-    return compression if compression in UNDECODABLE_TIFF else None
 
 
 def truncated_picture(path: Path) -> bool:
@@ -149,11 +138,11 @@ def truncated_picture(path: Path) -> bool:
         return False
     from PIL import Image, ImageFile
 
+    if ImageFile.LOAD_TRUNCATED_IMAGES:      # someone else's setting: Pillow would not say
+        return False
     try:
         with warnings.catch_warnings(), Image.open(path) as image:
             warnings.simplefilter("ignore")
-            if ImageFile.LOAD_TRUNCATED_IMAGES:      # someone else's setting: do not decode it twice to ask
-                return False
             image.load()
     except OSError as exc:
         return "truncated" in str(exc)
@@ -221,10 +210,11 @@ def probe(path: Path, *, timing: bool = False) -> VideoInfo:
             rotation = _rotation_of(stream, container)
         except av.error.FFmpegError as exc:    # the first frame is decoded for its display matrix
             raise _unreadable(path, exc) from None
-    if compression := _undecodable_tiff(path):
-        raise VideoError(f"not a readable picture: {path} (a TIFF with {compression.replace('_', ' ')} compression, which "
+    orientation, undecodable = _photo_header(path)
+    if undecodable:
+        raise VideoError(f"not a readable picture: {path} (a TIFF with {undecodable.replace('_', ' ')} compression, which "
                          "the bundled FFmpeg decodes as black; save it as PNG or JPEG)")
-    rotation, mirror = _exif_orientation(path) or (rotation, False)
+    rotation, mirror = orientation or (rotation, False)
     if rotation in (90, 270):
         width, height = height, width
     vfr = None

@@ -174,8 +174,7 @@ def capture(frame: np.ndarray, source: np.ndarray, edited: np.ndarray) -> list[E
         origin = np.array([x0, y0], np.float64)
         pixels = frame[y0:y1, x0:x1]
         shape = pixels.shape[:2]
-        height = float(np.mean(source[lower, 1] - source[upper[1:-1], 1]))
-        edited_height = float(np.mean(edited[lower, 1] - edited[upper[1:-1], 1]))
+        height, edited_height = float(facs.lid_gap(source, upper, lower)), float(facs.lid_gap(edited, upper, lower))
         below = _below_lid(shape, edited[upper] - origin)
         ring = np.r_[source[iris[0]][None], source[iris[1]]] - origin
         ball = _eyeball(pixels, _fill(shape, src_poly, origin), _below_lid(shape, source[upper] - origin), height,

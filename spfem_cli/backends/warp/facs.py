@@ -525,14 +525,19 @@ OPEN_EYE_PERCENTILE = 80        # the face's own open eye: this percentile of it
 EYE_CONTOURS = ((LID_UPPER, LID_LOWER), (MIRROR[LID_UPPER], MIRROR[LID_LOWER]))   # each eye's upper, lower lid
 
 
+def lid_gap(points: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> np.ndarray:
+    """Per frame (...,): one eye's mean vertical gap between its lids (``upper``/``lower``: an EYE_CONTOURS pair)."""
+    pts = np.asarray(points, np.float64)
+    return (pts[..., lower, 1] - pts[..., upper[1:-1], 1]).mean(-1)
+
+
 def eye_open_ratios(points: np.ndarray) -> np.ndarray:
     """Per frame and eye (..., 2): mean lid gap over eye width (0.12–0.35 open on real faces, under 0.05 shut)."""
     pts = np.asarray(points, np.float64)
     ratios = []
     for upper, lower in EYE_CONTOURS:
-        gap = (pts[..., lower, 1] - pts[..., upper[1:-1], 1]).mean(-1)
         width = np.linalg.norm(pts[..., upper[0], :] - pts[..., upper[-1], :], axis=-1)
-        ratios.append(gap / np.maximum(width, 1e-6))
+        ratios.append(lid_gap(pts, upper, lower) / np.maximum(width, 1e-6))
     return np.stack(ratios, -1)
 
 

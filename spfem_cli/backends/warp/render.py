@@ -109,12 +109,13 @@ def render_frame(backend, frame: np.ndarray, matrix: np.ndarray, source: np.ndar
     (:mod:`spfem_cli.backends.warp.eyeball`), then the wrinkle shading."""
     alpha = warp_region_mask(source, ALIGNED_SIZE)          # the region the warp may change, feathered
     mesh = warp_mesh(backend, frame, matrix, source, edited, alpha)
-    to_frame = cv2.invertAffineTransform(np.asarray(matrix, np.float64))
-    src_f, dst_f = (np.asarray(p, np.float64)[:len(source)] @ to_frame[:, :2].T + to_frame[:, 2] for p in (source, mesh[2]))
+    _, _, dst, _, _, scale = mesh
+    m = np.asarray(matrix, np.float64)
+    back = cv2.invertAffineTransform(m)
+    src_f, dst_f = (np.asarray(p, np.float64)[:len(source)] @ back[:, :2].T + back[:, 2] for p in (source, dst))
     eyes = eyeball.capture(frame, src_f, dst_f)
     warp_face_region(frame, *mesh, out=frame)
-    scale = mesh[5]
-    eyeball.redraw(frame, eyes, None if scale is None else (scale, np.asarray(matrix, np.float64) * (len(scale) / ALIGNED_SIZE)))
+    eyeball.redraw(frame, eyes, None if scale is None else (scale, m * (len(scale) / ALIGNED_SIZE)))
     shade_region(frame, matrix, edited, backend.frame_aus(source, edited), alpha)
 
 
