@@ -27,6 +27,7 @@ from spfem_cli.backends.warp.mesh_warp import mesh_topology, orientation, warp_f
 from spfem_cli.backends.warp.rigid import rigid_damping, steady_brows
 from spfem_cli.backends.warp.wrinkles import shade_edit
 from spfem_cli.edit.targets import EditTarget, component_weights
+from spfem_cli.face import glasses
 from spfem_cli.face.align import ALIGNED_SIZE, warp_to_aligned
 from spfem_cli.face.tracking.base import FaceTrack
 
@@ -41,11 +42,12 @@ class LandmarkSeq:
 
     landmarks: np.ndarray
     valid: np.ndarray
+    bridge_line: np.ndarray | None = None    # the track's eyeglass cue per frame (None: not measured)
 
     @classmethod
     def from_track(cls, track: FaceTrack) -> LandmarkSeq:
         points = track.aligned_mesh() if track.mesh is not None else track.aligned_landmarks()
-        return cls(points, track.valid.copy())
+        return cls(points, track.valid.copy(), track.bridge_line)
 
     @property
     def ibug68(self) -> np.ndarray:
@@ -67,6 +69,7 @@ class WarpPlan:
     au_names: tuple[str, ...] = facs.AU_NAMES
     mouth_width: float | None = None     # the source's lip-corner distance at rest (aligned px): rounding is read against it
     open_eye: float | None = None        # the source's open eye (lid gap / eye width): blinks and looks down are read against it
+    glasses: float | None = None         # 0…1 that the source wears glasses, read once on the plan frames (None: per frame)
 
 
 @dataclass(frozen=True)
@@ -256,7 +259,8 @@ class WarpBackend:
         displacement = facs.field_of(activations, n_points)
         rest_width = facs.rest_mouth_width(seq.landmarks[seq.valid])
         return WarpPlan(activations, displacement, source_aus, target_aus, mouth_width=rest_width,
-                        open_eye=facs.open_eye_ratio(seq.landmarks[seq.valid]))
+                        open_eye=facs.open_eye_ratio(seq.landmarks[seq.valid]),
+                        glasses=None if seq.bridge_line is None else glasses.clip_evidence(seq.bridge_line[seq.valid]))
 
     def manipulate(self, seq: LandmarkSeq, plan: WarpPlan) -> LandmarkSeq:
         """Source + the plan's displacement, speech opening restored, never folding the mesh.
@@ -293,16 +297,17 @@ class WarpBackend:
         return {a: float(max(c, 0.0)) for a, c in zip(facs.AU_NAMES, coefs, strict=True)}
 
     def render(self, frame: np.ndarray, matrix: np.ndarray, source: np.ndarray,
-               edited: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+               edited: np.ndarray, glasses: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Edited aligned crop and its image→crop matrix, for one frame.
 
-        ``source``/``edited`` are aligned points (P, 2) at the 256² scale (P = 478 or 68).
+        ``source``/``edited`` are aligned points (P, 2) at the 256² scale (P = 478 or 68); ``glasses`` the
+        video's eyeglass evidence (:attr:`WarpPlan.glasses`; None: judged on this frame).
         """
         k = self.supersample(matrix)
         matrix_k = np.asarray(matrix, np.float64) * k
         crop = warp_to_aligned(frame, matrix_k, size=ALIGNED_SIZE * k)
         src_k, dst_k = np.asarray(source) * k, np.asarray(edited) * k
-        damping = rigid_damping(crop, src_k)
+        damping = rigid_damping(crop, src_k, glasses)
         dst_k = steady_brows(src_k, dst_k, damping)
         eyes = eyeball.capture(crop, src_k, dst_k)
         warped = warp_face(crop, src_k, dst_k, damping=damping)

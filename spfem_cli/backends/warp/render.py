@@ -32,6 +32,7 @@ from spfem_cli.backends.warp.mesh_warp import mesh_topology, warp_points, warp_r
 from spfem_cli.backends.warp.region_warp import warp_face_region
 from spfem_cli.backends.warp.rigid import may_have_glasses, rigid_damping, steady_brows
 from spfem_cli.edit.stream import Behind, Prefetch, StageClock, pin_mmap_threshold
+from spfem_cli.face import glasses as eyeglasses
 from spfem_cli.face.align import ALIGNED_SIZE, warp_to_aligned
 from spfem_cli.face.tracking.base import FaceTrack
 from spfem_cli.face.tracking.mediapipe_tracker import MP_TO_IBUG68
@@ -47,25 +48,29 @@ BLOCK = 24               # frames rendered from one window (windows overlap by L
 CACHED_BLOCK = 96        # the same for a cached track (no frames wait for it: longer blocks, less overlap)
 CACHED_CONTEXT = 12      # frames each side: the backend's temporal filters (fold relaxation) reach 8
 ESTIMATE_SECONDS = 3.0   # the source's resting expression: median over its first seconds with a face
-DAMPING_SIZE = 512       # largest aligned crop the eyeglass damping is found on
 
 
 def warp_mesh(backend, frame: np.ndarray, matrix: np.ndarray, source: np.ndarray, edited: np.ndarray,
-              alpha: np.ndarray) -> tuple:
+              alpha: np.ndarray, glasses: float | None = None) -> tuple:
     """One frame's warp edit as the arguments of :func:`warp_face_region`: the frame → aligned matrix,
     mesh vertices before and after (points + the fixed anchors), triangles, and the two maps of the
     reference path (``backend.render`` + ``paste_back``): ``alpha``, the feathered region mask it blends
-    with, and the factor on the displacement, one minus the eyeglass damping. The damping is found on
-    an aligned crop of the reference's size up to :data:`DAMPING_SIZE` px (its edge thresholds depend
-    on the crop's resolution; above that the reference's own crop costs more than the whole render), and only
-    when the cheap nose-bridge pre-check allows glasses (:func:`~spfem_cli.backends.warp.rigid.may_have_glasses`)."""
+    with, and the factor on the displacement, one minus the eyeglass damping.
+
+    ``glasses`` is the video's eyeglass evidence (:attr:`~spfem_cli.backends.warp.backend.WarpPlan.glasses`):
+    the rims are then found on every frame of a video with glasses and on none of one without. None judges
+    this frame alone, its full crop only when the cheap nose-bridge pre-check allows glasses
+    (:func:`~spfem_cli.backends.warp.rigid.may_have_glasses`). The damping is found on an aligned crop of
+    the reference's size up to 512 px (:func:`~spfem_cli.face.glasses.measure_scale`: its edge thresholds
+    depend on the crop's resolution; above that the reference's own crop costs more than the whole render)."""
     src = warp_points(np.asarray(source, np.float64), ALIGNED_SIZE)
     dst = np.concatenate([edited, src[len(source):]])
-    d = min(backend.supersample(matrix), DAMPING_SIZE // ALIGNED_SIZE)
+    d = eyeglasses.measure_scale(matrix)
     m_d, points_d = np.asarray(matrix) * d, src[:len(source)] * d
     damping = None
-    if may_have_glasses(frame, m_d, points_d, ALIGNED_SIZE * d):     # the full crop only where a bridge may show
-        damping = rigid_damping(warp_to_aligned(frame, m_d, size=ALIGNED_SIZE * d), points_d)
+    wears = may_have_glasses(frame, m_d, points_d, ALIGNED_SIZE * d) if glasses is None else glasses > 0
+    if wears:                               # the full crop only where glasses may show
+        damping = rigid_damping(warp_to_aligned(frame, m_d, size=ALIGNED_SIZE * d), points_d, glasses)
     scale = None if damping is None else 1.0 - np.clip(damping, 0.0, 1.0)
     dst[:len(source)] = steady_brows(source, edited, damping)
     return matrix, src, dst, mesh_topology(len(source)), alpha, scale
@@ -104,11 +109,13 @@ def shade_region(frame: np.ndarray, matrix: np.ndarray, edited: np.ndarray, aus:
     box[:] = cv2.multiply(box.astype(np.float32), gain, dtype=cv2.CV_8U)
 
 
-def render_frame(backend, frame: np.ndarray, matrix: np.ndarray, source: np.ndarray, edited: np.ndarray) -> None:
-    """Edit one frame in place over its face region: the mesh warp, the eyeballs redrawn unstretched
-    (:mod:`spfem_cli.backends.warp.eyeball`), then the wrinkle shading."""
+def render_frame(backend, frame: np.ndarray, matrix: np.ndarray, source: np.ndarray, edited: np.ndarray,
+                 glasses: float | None = None) -> None:
+    """Edit one frame in place over its face region: the mesh warp (its eyeglass rims held still, ``glasses``
+    as in :func:`warp_mesh`), the eyeballs redrawn unstretched (:mod:`spfem_cli.backends.warp.eyeball`), then
+    the wrinkle shading."""
     alpha = warp_region_mask(source, ALIGNED_SIZE)          # the region the warp may change, feathered
-    mesh = warp_mesh(backend, frame, matrix, source, edited, alpha)
+    mesh = warp_mesh(backend, frame, matrix, source, edited, alpha, glasses)
     _, _, dst, _, _, scale = mesh
     m = np.asarray(matrix, np.float64)
     back = cv2.invertAffineTransform(m)
@@ -121,20 +128,22 @@ def render_frame(backend, frame: np.ndarray, matrix: np.ndarray, source: np.ndar
 
 @dataclass
 class FrameEdits:
-    """What rendering frames [start, start + n) needs: validity, frame → aligned transforms, landmarks."""
+    """What rendering frames [start, start + n) needs: validity, frame → aligned transforms, landmarks, and
+    the video's eyeglass evidence (None: judged per frame)."""
 
     start: int
     valid: np.ndarray
     transforms: np.ndarray
     source: np.ndarray
     edited: np.ndarray
+    glasses: float | None = None
 
 
 def frame_edits(backend, track: FaceTrack, plan, start: int = 0) -> FrameEdits:
     """Encode ``track`` (frames ``start``…) and apply the rows of ``plan`` that belong to them."""
     seq = backend.encode(track)
     edited = backend.manipulate(seq, plan)
-    return FrameEdits(start, track.valid, track.transforms, seq.landmarks, edited.landmarks)
+    return FrameEdits(start, track.valid, track.transforms, seq.landmarks, edited.landmarks, plan.glasses)
 
 
 @functools.cache
@@ -153,7 +162,7 @@ def render_chunk(backend, frames: np.ndarray, start: int, edits: FrameEdits) -> 
     for j, frame in enumerate(frames):
         i = start + j - edits.start
         if 0 <= i < len(edits.valid) and edits.valid[i]:
-            render_frame(backend, frame, edits.transforms[i], edits.source[i], edits.edited[i])
+            render_frame(backend, frame, edits.transforms[i], edits.source[i], edits.edited[i], edits.glasses)
 
 
 def render_frames(backend, track: FaceTrack, plan, frames, indices) -> list[np.ndarray]:

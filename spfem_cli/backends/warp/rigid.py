@@ -1,11 +1,10 @@
 """Keep rigid things rigid: find eyeglass frames around the eyes and damp the warp on them.
 
 Brow and lid motion deforms the skin around the eyes; a glasses frame lying there must not bend
-with it. The one place where a frame shows and a bare face never has a line is the nose bridge
-between the inner eye corners: the frame's bridge crosses it as a horizontal edge spanning the whole
-strip (lashes, eyeliner, canthus shadows and brows do not reach it). When that line is there, the
-strong edges of the eye band (minus the eyes and brows with a margin, which are meant to move) become
-a smooth damping mask: the displacement is scaled towards zero on the frame and recovers a few pixels
+with it. Whether the face wears glasses is read off its nose bridge (:mod:`spfem_cli.face.glasses`:
+once per video when the track has measured it, else on the picture itself). With glasses, the strong
+edges of the eye band (minus the eyes and brows with a margin, which are meant to move) become a
+smooth damping mask: the displacement is scaled towards zero on the frame and recovers a few pixels
 away from it (a mask that varies slowly, so the rims neither kink nor pick up doubled highlights).
 Without glasses the mask is None.
 """
@@ -16,13 +15,13 @@ import cv2
 import numpy as np
 
 from spfem_cli.backends.warp import facs
+from spfem_cli.face import glasses
 
-# Evidence thresholds on the bridge line: 25th percentile of |d/dy| along the strongest row of the strip
-# between the inner eye corners, grey levels per aligned-256 pixel. Measured on real clips: bare faces
-# 4-40 (heavy eye make-up the most), thin metal frames 22-62, plastic frames ~200.
-GLASSES_LO, GLASSES_HI = 42.0, 56.0
 EYE_MARGIN, BROW_MARGIN = 2.0, 2.0      # aligned px around the eyes / brows that are never damped
 RIM_OUTSIDE = 0.6                       # an edge is a frame when this much of it lies outside them
+RIM_WIDTH = 2.0                         # aligned px: the line filter's radius (wider than a rim, narrower than a brow)
+RIM_PERCENTILE = 80                     # lines above this percentile of the eye band's are candidate rims …
+RIM_FLOOR = 2.0                         # … and above this many grey levels (real skin's 80th percentile: 2-7)
 PRECHECK_SLACK = 4.0                    # grey levels below GLASSES_LO at which the strip pre-check still says maybe
 
 
@@ -57,96 +56,69 @@ def _brow_lower_edges(points: np.ndarray) -> list[np.ndarray]:
     return [points[17:22], points[22:27]]
 
 
-def _bridge_strip(points: np.ndarray, scale: float, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
-    """(x0, y0, x1, y1) of the strip between the inner eye corners that a frame's bridge crosses, in crop px."""
+def _inner_eye_corners(points: np.ndarray) -> np.ndarray:
+    """The two inner eye corners (2, 2) of a face's points (478 mesh or 68 iBUG)."""
     if len(points) == facs.N_MESH:
-        inner = points[[facs.LID_UPPER[0], facs.MIRROR[facs.LID_UPPER[0]]]]
-    else:
-        inner = points[[39, 42]]
-    mid = inner.mean(0)
-    half = 0.22 * abs(inner[1, 0] - inner[0, 0])
-    h, w = shape
-    x0, x1 = int(max(0, mid[0] - half)), int(min(w, mid[0] + half))
-    y0, y1 = int(max(0, mid[1] - 16 * scale)), int(min(h, mid[1] + 4 * scale))
-    return None if x1 - x0 < 3 or y1 - y0 < 3 else (x0, y0, x1, y1)
-
-
-def _bridge_line(vertical_gradient: np.ndarray, scale: float) -> float:
-    """The bridge line's strength in a strip of |d/dy|: its strongest row's 25th percentile, per aligned px."""
-    return float(np.percentile(vertical_gradient, 25, axis=1).max()) * scale
-
-
-def _gradients(crop: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """d/dx and d/dy of the crop's lightly smoothed grey levels (``scale`` crop px per aligned px)."""
-    grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    grey = cv2.GaussianBlur(grey, (0, 0), 0.8 * scale)
-    return cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
-
-
-def glasses_evidence(vertical_gradient: np.ndarray, points: np.ndarray, scale: float) -> float:
-    """0 (no glasses) … 1 (glasses): a horizontal line across the nose bridge between the inner eye corners.
-
-    ``vertical_gradient`` is |d/dy| of the crop's grey levels; ``scale`` crop px per aligned px.
-    """
-    strip = _bridge_strip(points, scale, vertical_gradient.shape)
-    if strip is None:
-        return 0.0
-    x0, y0, x1, y1 = strip
-    line = _bridge_line(vertical_gradient[y0:y1, x0:x1], scale)
-    return float(np.clip((line - GLASSES_LO) / (GLASSES_HI - GLASSES_LO), 0.0, 1.0))
+        return points[[facs.LID_UPPER[0], facs.MIRROR[facs.LID_UPPER[0]]]]
+    return points[list(glasses.INNER_EYE_CORNERS_68)]
 
 
 def may_have_glasses(frame: np.ndarray, matrix: np.ndarray, points: np.ndarray, size: int) -> bool:
-    """Whether the ``size``² aligned crop of ``frame`` (``matrix``: frame → crop) may show a glasses bridge.
-
-    The same cue as :func:`glasses_evidence`, read off the few hundred crop pixels of the bridge strip
-    (with the smoothing and gradient kernels' reach) instead of the whole crop: a face without glasses,
-    the common case, then costs ~0.1 ms instead of a bicubic crop and its gradients (~5 ms at 720p).
-    The strip is resampled on its own, which can move a sample by 1/32 px, so it answers True within
-    :data:`PRECHECK_SLACK` of the threshold and :func:`rigid_damping` decides on the full crop.
-    """
-    scale = size / 256.0
-    strip = _bridge_strip(points, scale, (size, size))
-    if strip is None:
-        return False
-    x0, y0, x1, y1 = strip
-    reach = int(np.ceil(4 * 0.8 * scale)) + 2             # GaussianBlur's kernel radius (4 sigma) + Sobel's
-    bx0, by0 = max(0, x0 - reach), max(0, y0 - reach)
-    bx1, by1 = min(size, x1 + reach), min(size, y1 + reach)
-    local = np.asarray(matrix, np.float64).copy()
-    local[:, 2] -= (bx0, by0)
-    crop = cv2.warpAffine(frame, local, (bx1 - bx0, by1 - by0), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-    _, gy = _gradients(crop, scale)
-    line = _bridge_line(np.abs(gy[y0 - by0:y1 - by0, x0 - bx0:x1 - bx0]), scale)
-    return line > GLASSES_LO - PRECHECK_SLACK
+    """Whether the ``size``² aligned crop of ``frame`` (``matrix``: frame → crop) may show a glasses bridge,
+    read off the bridge strip alone (:func:`~spfem_cli.face.glasses.line_in_frame`): a face without glasses,
+    the common case, then costs ~0.1 ms instead of a bicubic crop and its gradients (~5 ms at 720p). It
+    answers True within :data:`PRECHECK_SLACK` of the threshold and :func:`rigid_damping` decides on the
+    full crop."""
+    line = glasses.line_in_frame(frame, matrix, _inner_eye_corners(points), size)
+    return line > glasses.GLASSES_LO - PRECHECK_SLACK
 
 
-def rigid_damping(crop: np.ndarray, points: np.ndarray) -> np.ndarray | None:
+def thin_lines(crop: np.ndarray, scale: float) -> np.ndarray:
+    """How much each pixel stands out as a thin bright or dark line (grey levels): the larger of the
+    morphological top-hat and black-hat at :data:`RIM_WIDTH` aligned px.
+
+    An eyeglass rim is a line a pixel or two wide, bright where metal catches the light, dark where plastic
+    or shadow: a gradient's magnitude finds its edges only where the rim is in strong contrast, and ranked
+    against the brows', lashes' and hair's edges around it, thin metal rims (and the bridge) fell below the
+    cut on whole stretches, which then bent with the brows. A line filter ranks them with the strongest."""
+    grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    grey = cv2.GaussianBlur(grey, (0, 0), 0.6 * scale)
+    size = 2 * int(round(RIM_WIDTH * scale)) + 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    return np.maximum(cv2.morphologyEx(grey, cv2.MORPH_TOPHAT, kernel), cv2.morphologyEx(grey, cv2.MORPH_BLACKHAT, kernel))
+
+
+def rigid_damping(crop: np.ndarray, points: np.ndarray, evidence: float | None = None) -> np.ndarray | None:
     """Damping (H×W float32 in [0, 1]) over eyeglass frames in an aligned crop, or None without glasses.
 
-    ``points`` are the face's points in the crop's pixels (478 mesh or 68 iBUG).
+    ``points`` are the face's points in the crop's pixels (478 mesh or 68 iBUG); ``evidence`` (0…1) that
+    the face wears glasses, the video's (:func:`~spfem_cli.face.glasses.clip_evidence`), or None to judge
+    this crop alone.
     """
     h, w = crop.shape[:2]
     scale = w / 256.0
-    gx, gy = _gradients(crop, scale)
-    evidence = glasses_evidence(np.abs(gy), points, scale)
+    if evidence is None:
+        _, gy = glasses.gradients(crop, scale)
+        evidence = glasses.evidence(glasses.line_in_crop(gy, _inner_eye_corners(points), scale))
     if evidence <= 0.0:
         return None
-    gradient = cv2.magnitude(gx, gy)
     eyes = _eye_polygons(points)
     pts = np.concatenate(eyes + _brow_polygons(points))
     x0, x1 = pts[:, 0].min() - 22 * scale, pts[:, 0].max() + 22 * scale
     y0, y1 = pts[:, 1].min() - 4 * scale, np.concatenate(eyes)[:, 1].max() + 26 * scale
+    box = np.s_[int(max(0, y0)):int(min(h, y1)), int(max(0, x0)):int(min(w, x1))]
     band = np.zeros((h, w), bool)
-    band[int(max(0, y0)):int(min(h, y1)), int(max(0, x0)):int(min(w, x1))] = True
+    band[box] = True
     # The brows and the hair above them move: everything above each brow's lower edge is left free.
     above = [np.r_[lower, lower[::-1] - (0.0, 60.0 * scale)] for lower in _brow_lower_edges(points)]
-    moving = (_polygon_mask((h, w), eyes, dilate=int(EYE_MARGIN * scale))
-              | _polygon_mask((h, w), _brow_polygons(points) + above, dilate=int(BROW_MARGIN * scale)))
-    # A frame is one long connected edge mostly outside the moving parts; where it passes over them
-    # (the top rim under an inner brow head) it is kept whole. Edges mostly inside them (brow hair,
+    eye_area = _polygon_mask((h, w), eyes, dilate=int(EYE_MARGIN * scale))
+    moving = eye_area | _polygon_mask((h, w), _brow_polygons(points) + above, dilate=int(BROW_MARGIN * scale))
+    # A frame is one long connected line mostly outside the moving parts; where it passes over them
+    # (the top rim under an inner brow head) it is kept whole. Lines mostly inside them (brow hair,
     # lashes) are not frames.
-    edges = ((gradient > np.percentile(gradient[band], 80)) & band).astype(np.uint8)
+    lines = thin_lines(crop[box], scale)        # the band only (its border rows see a replicated edge)
+    edges = np.zeros((h, w), np.uint8)
+    edges[box] = lines > max(float(np.percentile(lines, RIM_PERCENTILE)), RIM_FLOOR)
     count, labels = cv2.connectedComponents(edges, connectivity=8)
     outside = np.bincount(labels[~moving], minlength=count)
     total = np.bincount(labels.ravel(), minlength=count)
@@ -158,7 +130,10 @@ def rigid_damping(crop: np.ndarray, points: np.ndarray) -> np.ndarray | None:
     # Full damping on the frame itself (a rim damped unevenly along its length kinks), a wide smooth
     # falloff around it (the skin next to it takes up the motion gradually).
     mask = np.maximum(cv2.GaussianBlur(mask, (0, 0), 1.5 * scale), 1.3 * cv2.GaussianBlur(mask, (0, 0), 6.0 * scale))
-    return np.clip(mask, 0.0, 1.0) * evidence
+    # The falloff inside a lens must not reach the lids: a rim never crosses the eye, and a damped lid
+    # would not widen or narrow behind it (the skin between lid and rim takes up the motion instead).
+    eye_openings = cv2.GaussianBlur(eye_area.astype(np.float32), (0, 0), scale)
+    return np.clip(mask * (1.0 - eye_openings), 0.0, 1.0) * evidence
 
 
 # Canonical heights (aligned px, y down) between which the brow region hands over to the eyes: brows sit

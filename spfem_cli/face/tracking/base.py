@@ -89,7 +89,9 @@ class FaceTrack:
     boxes (N, 4) x0 y0 x1 y1 · landmarks (N, 68, 2) iBUG order · pupils (N, 2, 2) · valid (N,) ·
     transforms (N, 2, 3) image → 256² aligned crop · interpolated (N,) frames filled across a short gap ·
     cuts (N,) True where a new shot starts · mesh (N, 478, 2) the full FaceMesh (eyelids, cheeks, brows,
-    forehead, nose) when the tracker gives one, else None; ``landmarks`` are its iBUG-68 subset.
+    forehead, nose) when the tracker gives one, else None; ``landmarks`` are its iBUG-68 subset ·
+    bridge_line (N,) the strength of a line across the nose bridge, an eyeglass frame's cue
+    (:mod:`spfem_cli.face.glasses`; NaN on frames without a detected face), or None when not measured.
     Pixels are those of the displayed (rotation-applied) frame.
     """
 
@@ -105,6 +107,7 @@ class FaceTrack:
     tracker: str
     meta: dict = field(default_factory=dict)
     mesh: np.ndarray | None = None
+    bridge_line: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.valid)
@@ -153,7 +156,8 @@ class FaceTrack:
                                 cuts=self.cuts, fps=np.array([self.fps.numerator, self.fps.denominator]),
                                 frame_size=np.array(self.frame_size), tracker=np.array(self.tracker),
                                 meta=np.array(json.dumps(self.meta)),
-                                **({} if self.mesh is None else {"mesh": self.mesh.astype(np.float32)}))
+                                **({} if self.mesh is None else {"mesh": self.mesh.astype(np.float32)}),
+                                **({} if self.bridge_line is None else {"bridge_line": self.bridge_line}))
         with AtomicOutput(path.with_suffix(".json")) as tmp:
             Path(tmp).write_text(json.dumps(self.summary(), indent=2) + "\n")
         return path
@@ -167,4 +171,5 @@ class FaceTrack:
                        interpolated=data["interpolated"].astype(bool), cuts=data["cuts"].astype(bool),
                        fps=Fraction(num, den), frame_size=tuple(int(v) for v in data["frame_size"]),
                        tracker=str(data["tracker"]), meta=json.loads(str(data["meta"])),
-                       mesh=data["mesh"].astype(np.float64) if "mesh" in data.files else None)
+                       mesh=data["mesh"].astype(np.float64) if "mesh" in data.files else None,
+                       bridge_line=data["bridge_line"] if "bridge_line" in data.files else None)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from spfem_cli.errors import SpfemError
+from spfem_cli.face import glasses
 from spfem_cli.face.align import alignment_transform
 from spfem_cli.face.tracking.base import Detection, FaceTrack, Tracker, box_iou
 from spfem_cli.face.tracking.temporal import TemporalConfig, fill_gaps, frame_signature, is_cut, smooth_runs
@@ -77,6 +78,7 @@ class FrameTracker:
         self.config = config or TemporalConfig()
         self.detections: list[Detection | None] = []
         self.cuts: list[bool] = []
+        self.bridge_lines: list[float] = []          # each face's nose-bridge line (eyeglasses), NaN: no face
         self._signature: np.ndarray | None = None
         self._last: Detection | None = None          # the previous frame's face: where ROI tracking looks
         self._follow_box: np.ndarray | None = None   # the followed face's last box (kept across short losses)
@@ -100,6 +102,7 @@ class FrameTracker:
             self._follow_box = det.box
         self.detections.append(det)
         self.cuts.append(cut)
+        self.bridge_lines.append(np.nan if det is None else glasses.frame_line(frame, det.landmarks))
         return det
 
     def finish(self, fps, frame_size: tuple[int, int], meta: dict | None = None, start: int = 0,
@@ -116,7 +119,8 @@ class FrameTracker:
         return finish_track(np.array(lms, np.float64).reshape(-1, 68, 2), np.array(boxes, np.float64).reshape(-1, 4),
                             np.array(pupils, np.float64).reshape(-1, 2, 2), np.array([d is not None for d in dets], bool),
                             cuts, fps, frame_size, self.engine.name, self.config, meta=meta,
-                            mesh=_stack_meshes([None if d is None else d.mesh for d in dets]))
+                            mesh=_stack_meshes([None if d is None else d.mesh for d in dets]),
+                            bridge_line=np.array(self.bridge_lines[start:stop], np.float64))
 
 
 def track_meta(path: Path, face_index: int, rotation: int) -> dict:
@@ -156,7 +160,8 @@ def _stack_meshes(meshes: list[np.ndarray | None]) -> np.ndarray | None:
 
 def finish_track(landmarks: np.ndarray, boxes: np.ndarray, pupils: np.ndarray, valid: np.ndarray, cuts: np.ndarray,
                  fps, frame_size: tuple[int, int], tracker: str, config: TemporalConfig,
-                 meta: dict | None = None, mesh: np.ndarray | None = None) -> FaceTrack:
+                 meta: dict | None = None, mesh: np.ndarray | None = None,
+                 bridge_line: np.ndarray | None = None) -> FaceTrack:
     """Gap filling, smoothing and alignment transforms on raw per-frame detections.
 
     A mesh goes through the same gap filling and the same per-point filter as the landmarks, in
@@ -174,7 +179,7 @@ def finish_track(landmarks: np.ndarray, boxes: np.ndarray, pupils: np.ndarray, v
         transforms[i] = alignment_transform(landmarks[i])
     return FaceTrack(boxes=boxes, landmarks=landmarks, pupils=pupils, valid=valid, transforms=transforms,
                      interpolated=interpolated, cuts=cuts, fps=fps, frame_size=frame_size, tracker=tracker,
-                     meta={"temporal": asdict(config), **(meta or {})}, mesh=mesh)
+                     meta={"temporal": asdict(config), **(meta or {})}, mesh=mesh, bridge_line=bridge_line)
 
 
 def _per_frame(track: FaceTrack) -> dict[str, np.ndarray]:
