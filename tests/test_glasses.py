@@ -105,3 +105,26 @@ def test_tracks_carry_the_bridge_line_of_every_frame_with_a_face(short_clip, tmp
     backend = WarpBackend()
     plan = backend.plan(backend.encode(estimation_track(track)), EditTarget(emotion="happy"), float(track.fps))
     assert plan.glasses == 0.0                                # the sample's face wears no glasses
+
+
+def test_a_rim_is_held_in_proportion_to_its_contrast_so_a_still_picture_gives_a_still_mask():
+    """Decided yes/no per connected line, a rim near the cut was held fully on one frame and not at all on the
+    next of a still scene (the lenses shimmered); held in proportion to its strength, one grey level of
+    difference moves the damping on the rim by well under its full range."""
+    pts = neutral()
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 1.5, (256, 256, 3))
+    c = pts[facs.LID_UPPER].mean(0)
+    probe = (int(c[1]) + 2 + 17, int(c[0]))                  # on the lower rim
+
+    def held(level: int) -> float:
+        crop = np.clip(np.full((256, 256, 3), SKIN, np.float64) + noise, 0, 255).astype(np.uint8)
+        for lid in (facs.LID_UPPER, facs.MIRROR[facs.LID_UPPER]):
+            cv2.polylines(crop, [np.round(pts[lid]).astype(np.int32)], False, (20, 20, 20), 3)
+            centre = pts[lid].mean(0)
+            cv2.ellipse(crop, (int(centre[0]), int(centre[1]) + 2), (24, 17), 0, 0, 360, (level,) * 3, 1)
+        return float(rigid_damping(crop, pts, evidence=1.0)[probe])
+
+    values = [held(level) for level in range(168, 186)]
+    assert values[0] < 0.2 and values[-1] > 0.9                # a faint line is barely held, a clear rim fully
+    assert max(abs(a - b) for a, b in zip(values, values[1:], strict=False)) < 0.6

@@ -18,10 +18,11 @@ from spfem_cli.backends.warp import facs
 from spfem_cli.face import glasses
 
 EYE_MARGIN, BROW_MARGIN = 2.0, 2.0      # aligned px around the eyes / brows that are never damped
-RIM_OUTSIDE = 0.6                       # an edge is a frame when this much of it lies outside them
 RIM_WIDTH = 2.0                         # aligned px: the line filter's radius (wider than a rim, narrower than a brow)
 RIM_PERCENTILE = 80                     # lines above this percentile of the eye band's are candidate rims …
 RIM_FLOOR = 2.0                         # … and above this many grey levels (real skin's 80th percentile: 2-7)
+RIM_REACH = 8.0                         # aligned px a held line is followed into the brows
+RIM_RAMP = 0.5                          # a line is held fully from (1 + RIM_RAMP) × the cut, in proportion below
 PRECHECK_SLACK = 4.0                    # grey levels below GLASSES_LO at which the strip pre-check still says maybe
 
 
@@ -107,26 +108,26 @@ def rigid_damping(crop: np.ndarray, points: np.ndarray, evidence: float | None =
     x0, x1 = pts[:, 0].min() - 22 * scale, pts[:, 0].max() + 22 * scale
     y0, y1 = pts[:, 1].min() - 4 * scale, np.concatenate(eyes)[:, 1].max() + 26 * scale
     box = np.s_[int(max(0, y0)):int(min(h, y1)), int(max(0, x0)):int(min(w, x1))]
-    band = np.zeros((h, w), bool)
-    band[box] = True
-    # The brows and the hair above them move: everything above each brow's lower edge is left free.
+    # The brows and the hair above them move: everything above each brow's lower edge is left free …
     above = [np.r_[lower, lower[::-1] - (0.0, 60.0 * scale)] for lower in _brow_lower_edges(points)]
     eye_area = _polygon_mask((h, w), eyes, dilate=int(EYE_MARGIN * scale))
     moving = eye_area | _polygon_mask((h, w), _brow_polygons(points) + above, dilate=int(BROW_MARGIN * scale))
-    # A frame is one long connected line mostly outside the moving parts; where it passes over them
-    # (the top rim under an inner brow head) it is kept whole. Lines mostly inside them (brow hair,
-    # lashes) are not frames.
+    # … but a line of the free band (a rim) is followed into them for up to RIM_REACH (the top rim under an
+    # inner brow head stays whole), never into the eyes. Every line is held in proportion to its strength (a
+    # ramp from the cut up to RIM_RAMP above it, then a grey-level reconstruction from the free band): the
+    # mask changes as little from frame to frame as the picture does. Decided yes/no per connected line, it
+    # flipped on still frames and the lenses shimmered.
     lines = thin_lines(crop[box], scale)        # the band only (its border rows see a replicated edge)
-    edges = np.zeros((h, w), np.uint8)
-    edges[box] = lines > max(float(np.percentile(lines, RIM_PERCENTILE)), RIM_FLOOR)
-    count, labels = cv2.connectedComponents(edges, connectivity=8)
-    outside = np.bincount(labels[~moving], minlength=count)
-    total = np.bincount(labels.ravel(), minlength=count)
-    frame_like = (outside >= RIM_OUTSIDE * total) & (outside >= 20 * scale)
-    frame_like[0] = False
-    strong = frame_like[labels]
-    mask = cv2.dilate(strong.astype(np.uint8) * 255, np.ones((3, 3), np.uint8), iterations=max(1, int(3 * scale)))
-    mask = mask.astype(np.float32) / 255.0
+    cut = max(float(np.percentile(lines, RIM_PERCENTILE)), RIM_FLOOR)
+    strength = np.clip((lines - cut) / (RIM_RAMP * cut), 0.0, 1.0)
+    strength[eye_area[box]] = 0.0
+    held = np.where(moving[box], 0.0, strength).astype(np.float32)
+    step = np.ones((3, 3), np.uint8)
+    for _ in range(int(RIM_REACH * scale)):
+        held = np.minimum(cv2.dilate(held, step), strength)
+    mask = np.zeros((h, w), np.float32)
+    mask[box] = held
+    mask = cv2.dilate(mask, step, iterations=max(1, int(3 * scale)))
     # Full damping on the frame itself (a rim damped unevenly along its length kinks), a wide smooth
     # falloff around it (the skin next to it takes up the motion gradually).
     mask = np.maximum(cv2.GaussianBlur(mask, (0, 0), 1.5 * scale), 1.3 * cv2.GaussianBlur(mask, (0, 0), 6.0 * scale))
