@@ -33,13 +33,15 @@ def _with_thin_rims(points: np.ndarray, shade: int = 215, bridge: bool = True) -
 
 def test_a_video_is_judged_once_on_its_median_line():
     # A thin frame read 39-60 from frame to frame: judged per frame it came and went; the video has glasses.
-    flickering = np.array([39.0, 58.0, 43.0, 60.0, 45.0, np.nan, 47.0])
+    flickering = np.array([39.0, 58.0, 43.0, 60.0, 45.0, np.nan, 47.0, 41.0, 52.0, 44.0])
     per_frame = [glasses.evidence(v) for v in flickering[np.isfinite(flickering)]]
     assert min(per_frame) == 0.0 and max(per_frame) > 0.9
     assert glasses.clip_evidence(flickering) == 1.0
     # Heavy eye make-up on a bare face: one frame over the per-picture cut, the video's median far below.
-    assert glasses.evidence(44.0) > 0.0 and glasses.clip_evidence(np.array([26.0, 30.0, 31.0, 44.0, 29.0])) == 0.0
+    assert glasses.evidence(44.0) > 0.0 and glasses.clip_evidence(np.array([26.0, 30.0, 31.0, 44.0, 29.0, 27.0, 33.0, 30.0])) == 0.0
     assert glasses.clip_evidence(np.array([np.nan, np.nan])) == 0.0
+    # A photo has one line: it is judged like one picture (a bare face's 40 is no glasses), not like a median.
+    assert glasses.clip_evidence(np.array([40.0])) == 0.0 and glasses.clip_evidence(np.array([40.0] * 8)) > 0.4
 
 
 def test_the_tracker_measures_the_bridge_in_the_frame():
@@ -54,10 +56,10 @@ def test_the_tracker_measures_the_bridge_in_the_frame():
 
 
 def test_the_plan_reads_glasses_once_and_without_a_measurement_leaves_it_to_each_frame():
-    pts = np.repeat(neutral()[None], 6, axis=0)
-    valid = np.ones(6, bool)
+    pts = np.repeat(neutral()[None], 10, axis=0)
+    valid = np.ones(10, bool)
     backend, target = WarpBackend(), EditTarget(emotion="surprised")
-    with_lines = LandmarkSeq(pts, valid, np.array([39.0, 58.0, 43.0, 60.0, 45.0, 47.0]))
+    with_lines = LandmarkSeq(pts, valid, np.array([39.0, 58.0, 43.0, 60.0, 45.0, 47.0, 41.0, 52.0, 44.0, 46.0]))
     assert backend.plan(with_lines, target, 25.0).glasses == 1.0
     assert backend.plan(LandmarkSeq(pts, valid), target, 25.0).glasses is None
 

@@ -21,6 +21,7 @@ from spfem_cli.face.align import ALIGNED_SIZE, alignment_transform, apply_affine
 
 GLASSES_LO, GLASSES_HI = 42.0, 56.0   # one picture's line: no glasses below, certain above
 CLIP_LO, CLIP_HI = 36.0, 44.0         # a video's median line: bare faces' medians 5-30, thin metal frames' 46-58
+MIN_CLIP_FRAMES = 8                   # frames with a line below which a video is judged like one picture
 MAX_MEASURE_SCALE = 2                 # the line is read on an aligned crop of at most 512 px, the render's
 INNER_EYE_CORNERS_68 = (39, 42)       # iBUG-68: the right eye's inner corner, the left eye's
 
@@ -95,7 +96,12 @@ def evidence(line: float, lo: float = GLASSES_LO, hi: float = GLASSES_HI) -> flo
 
 
 def clip_evidence(lines: np.ndarray) -> float:
-    """0 … 1: whether a video's face wears glasses, from its frames' lines (NaN: no measurement)."""
+    """0 … 1: whether a video's face wears glasses, from its frames' lines (NaN: no measurement). Fewer than
+    :data:`MIN_CLIP_FRAMES` lines (a photo) are judged like one picture: a median needs frames to be
+    steadier than any one of them (a bare macaque face read 40, over the video cut)."""
     lines = np.asarray(lines, np.float64)
     finite = lines[np.isfinite(lines)]
-    return 0.0 if finite.size == 0 else evidence(float(np.median(finite)), CLIP_LO, CLIP_HI)
+    if finite.size == 0:
+        return 0.0
+    lo, hi = (CLIP_LO, CLIP_HI) if finite.size >= MIN_CLIP_FRAMES else (GLASSES_LO, GLASSES_HI)
+    return evidence(float(np.median(finite)), lo, hi)
