@@ -1,15 +1,17 @@
 """Does the face wear glasses? The one cue a tracked face gives of a frame over it: a line across the nose bridge.
 
-Between the inner eye corners a bare face never has a horizontal edge spanning the whole strip (lashes,
-eyeliner, canthus shadows and brows do not reach it); an eyeglass frame's bridge crosses it. The line's
-strength is the strongest row's 25th percentile of |d/dy| over the strip, in grey levels per aligned-256
-pixel. Measured on real clips: bare faces 4-44 per frame (heavy eye make-up the most), thin metal frames
-22-65, plastic frames ~200.
+Between the inner eye corners a bare face never has a thin horizontal line spanning the whole strip
+(lashes, eyeliner, canthus shadows and brows do not reach it); an eyeglass frame's bridge crosses it. The
+cue is the strongest row's 25th percentile of :func:`thin_lines` over the strip, in grey levels. A line
+filter, not an edge one: a fringe whose lower edge crossed the strip read as strong as a plastic frame on
+the vertical gradient (a bare face's photo read 71, where thin metal frames read 22-65 and bare faces'
+make-up up to 44, so the gradient's cut had to sit inside both ranges); as a line it reads 1.8. Measured on
+the real clips, per frame: bare faces 0-6 (a fringe's strands the most), thin metal frames 10-19, plastic
+46-57.
 
-A thin frame's line comes and goes with the light and the head's turn (one clip read 39-60 from frame to
-frame), so a video is judged once, on its frames' median (:func:`clip_evidence`): judged per frame, the
-same glasses were found on one frame and missed on the next, and the rims and brows that the warp holds
-still behind found glasses jumped between the two.
+A video is judged once, on its frames' median (:func:`clip_evidence`): judged per frame, the gradient's
+cue came and went on a thin frame, the same glasses were found on one frame and missed on the next, and
+the rims and brows that the warp holds still behind found glasses jumped between the two.
 """
 
 from __future__ import annotations
@@ -19,11 +21,22 @@ import numpy as np
 
 from spfem_cli.face.align import ALIGNED_SIZE, alignment_transform, apply_affine
 
-GLASSES_LO, GLASSES_HI = 42.0, 56.0   # one picture's line: no glasses below, certain above
-CLIP_LO, CLIP_HI = 36.0, 44.0         # a video's median line: bare faces' medians 5-30, thin metal frames' 46-58
-MIN_CLIP_FRAMES = 8                   # frames with a line below which a video is judged like one picture
+GLASSES_LO, GLASSES_HI = 6.5, 9.5     # the bridge line (grey levels): no glasses below, certain above
+LINE_WIDTH = 2.0                      # aligned px: the line filter's radius (wider than a rim, narrower than a brow)
 MAX_MEASURE_SCALE = 2                 # the line is read on an aligned crop of at most 512 px, the render's
 INNER_EYE_CORNERS_68 = (39, 42)       # iBUG-68: the right eye's inner corner, the left eye's
+
+
+def thin_lines(crop: np.ndarray, scale: float) -> np.ndarray:
+    """How much each pixel of an RGB crop stands out as a thin bright or dark line (grey levels): the larger
+    of the morphological top-hat and black-hat at :data:`LINE_WIDTH` aligned px (``scale`` crop px per
+    aligned px). An eyeglass rim or bridge is a line a pixel or two wide, bright where metal catches the
+    light, dark where plastic or shadow; a step (a fringe's edge, a shadow's) is not a line."""
+    grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    grey = cv2.GaussianBlur(grey, (0, 0), 0.6 * scale)
+    size = 2 * int(round(LINE_WIDTH * scale)) + 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    return np.maximum(cv2.morphologyEx(grey, cv2.MORPH_TOPHAT, kernel), cv2.morphologyEx(grey, cv2.MORPH_BLACKHAT, kernel))
 
 
 def bridge_strip(inner: np.ndarray, scale: float, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
@@ -37,43 +50,44 @@ def bridge_strip(inner: np.ndarray, scale: float, shape: tuple[int, int]) -> tup
     return None if x1 - x0 < 3 or y1 - y0 < 3 else (x0, y0, x1, y1)
 
 
-def gradients(crop: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """d/dx and d/dy of the crop's lightly smoothed grey levels (``scale`` crop px per aligned px)."""
-    grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    grey = cv2.GaussianBlur(grey, (0, 0), 0.8 * scale)
-    return cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
+def _reach(scale: float) -> int:
+    """Crop px around the strip that the line filter's blur and kernel read."""
+    return int(np.ceil(4 * 0.6 * scale)) + 2 * int(round(LINE_WIDTH * scale)) + 2
 
 
-def _line(vertical_gradient: np.ndarray, scale: float) -> float:
-    return float(np.percentile(np.abs(vertical_gradient), 25, axis=1).max()) * scale
+def _line(lines: np.ndarray) -> float:
+    return float(np.percentile(lines, 25, axis=1).max())
 
 
-def line_in_crop(vertical_gradient: np.ndarray, inner: np.ndarray, scale: float) -> float:
-    """The bridge line's strength in an aligned crop's d/dy (0 when the strip does not fit)."""
-    strip = bridge_strip(inner, scale, vertical_gradient.shape)
+def line_in_crop(crop: np.ndarray, inner: np.ndarray, scale: float) -> float:
+    """The bridge line's strength in an aligned RGB crop (0 when the strip does not fit)."""
+    strip = bridge_strip(inner, scale, crop.shape[:2])
     if strip is None:
         return 0.0
     x0, y0, x1, y1 = strip
-    return _line(vertical_gradient[y0:y1, x0:x1], scale)
+    h, w = crop.shape[:2]
+    r = _reach(scale)
+    bx0, by0, bx1, by1 = max(0, x0 - r), max(0, y0 - r), min(w, x1 + r), min(h, y1 + r)
+    lines = thin_lines(np.ascontiguousarray(crop[by0:by1, bx0:bx1]), scale)
+    return _line(lines[y0 - by0:y1 - by0, x0 - bx0:x1 - bx0])
 
 
 def line_in_frame(frame: np.ndarray, matrix: np.ndarray, inner: np.ndarray, size: int) -> float:
     """The bridge line of the ``size``² aligned crop of ``frame`` (``matrix``: frame → crop; ``inner`` in crop
-    px), read off the few hundred pixels of its strip (with the smoothing and gradient kernels' reach), not a
-    whole crop: ~0.1 ms. The strip is resampled on its own, which can move a sample by 1/32 px."""
+    px), read off the few hundred pixels of its strip and the filter's reach, not a whole crop: ~0.1 ms.
+    The strip is resampled on its own, which can move a sample by 1/32 px."""
     scale = size / float(ALIGNED_SIZE)
     strip = bridge_strip(inner, scale, (size, size))
     if strip is None:
         return 0.0
     x0, y0, x1, y1 = strip
-    reach = int(np.ceil(4 * 0.8 * scale)) + 2             # GaussianBlur's kernel radius (4 sigma) + Sobel's
-    bx0, by0 = max(0, x0 - reach), max(0, y0 - reach)
-    bx1, by1 = min(size, x1 + reach), min(size, y1 + reach)
+    r = _reach(scale)
+    bx0, by0 = max(0, x0 - r), max(0, y0 - r)
+    bx1, by1 = min(size, x1 + r), min(size, y1 + r)
     local = np.asarray(matrix, np.float64).copy()
     local[:, 2] -= (bx0, by0)
     crop = cv2.warpAffine(frame, local, (bx1 - bx0, by1 - by0), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-    _, gy = gradients(crop, scale)
-    return _line(gy[y0 - by0:y1 - by0, x0 - bx0:x1 - bx0], scale)
+    return _line(thin_lines(crop, scale)[y0 - by0:y1 - by0, x0 - bx0:x1 - bx0])
 
 
 def measure_scale(matrix: np.ndarray) -> int:
@@ -90,18 +104,14 @@ def frame_line(frame: np.ndarray, landmarks: np.ndarray) -> float:
     return line_in_frame(frame, matrix * d, inner, ALIGNED_SIZE * d)
 
 
-def evidence(line: float, lo: float = GLASSES_LO, hi: float = GLASSES_HI) -> float:
-    """0 (no glasses) … 1 (glasses) from a line strength."""
-    return float(np.clip((line - lo) / (hi - lo), 0.0, 1.0))
+def evidence(line: float) -> float:
+    """0 (no glasses) … 1 (glasses) from a bridge line's strength."""
+    return float(np.clip((line - GLASSES_LO) / (GLASSES_HI - GLASSES_LO), 0.0, 1.0))
 
 
 def clip_evidence(lines: np.ndarray) -> float:
-    """0 … 1: whether a video's face wears glasses, from its frames' lines (NaN: no measurement). Fewer than
-    :data:`MIN_CLIP_FRAMES` lines (a photo) are judged like one picture: a median needs frames to be
-    steadier than any one of them (a bare macaque face read 40, over the video cut)."""
+    """0 … 1: whether a video's face wears glasses, from the median of its frames' lines (NaN: no
+    measurement; a photo's one line is its median)."""
     lines = np.asarray(lines, np.float64)
     finite = lines[np.isfinite(lines)]
-    if finite.size == 0:
-        return 0.0
-    lo, hi = (CLIP_LO, CLIP_HI) if finite.size >= MIN_CLIP_FRAMES else (GLASSES_LO, GLASSES_HI)
-    return evidence(float(np.median(finite)), lo, hi)
+    return 0.0 if finite.size == 0 else evidence(float(np.median(finite)))

@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from spfem_cli.face.tracking.base import FaceTrack
 
 # Bump when the track/crop format or the tracking code changes meaning (2: + mesh; 3: mirrored-EXIF photos
-# decoded upright; 4: + the eyeglass bridge line).
-CACHE_VERSION = 4
+# decoded upright; 4: + the eyeglass bridge line; 5: the bridge line read by a line filter).
+CACHE_VERSION = 5
 OUTPUT_FILES = ("track.npz", "track.json", "aligned.mp4", "debug.mp4")
 OUTPUT_FILES_3D = ("debug3d.mp4",)       # + reconstruct-<hash>.npz (named by content, never clobbered)
 # Registry weights of `preprocess --3d` (DECA reconstruction and the 3D debug renders), checked up front.

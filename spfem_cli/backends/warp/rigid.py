@@ -2,11 +2,10 @@
 
 Brow and lid motion deforms the skin around the eyes; a glasses frame lying there must not bend
 with it. Whether the face wears glasses is read off its nose bridge (:mod:`spfem_cli.face.glasses`:
-once per video when the track has measured it, else on the picture itself). With glasses, the strong
-edges of the eye band (minus the eyes and brows with a margin, which are meant to move) become a
-smooth damping mask: the displacement is scaled towards zero on the frame and recovers a few pixels
-away from it (a mask that varies slowly, so the rims neither kink nor pick up doubled highlights).
-Without glasses the mask is None.
+once per video when the track has measured it, else on the picture itself). With glasses, the thin
+lines of the eye band (minus the eyes and brows, which are meant to move) become a smooth damping mask:
+the displacement is scaled towards zero on the frame and recovers a few pixels away from it (a mask that
+varies slowly, so the rims neither kink nor pick up doubled highlights). Without glasses the mask is None.
 """
 
 from __future__ import annotations
@@ -18,12 +17,11 @@ from spfem_cli.backends.warp import facs
 from spfem_cli.face import glasses
 
 EYE_MARGIN, BROW_MARGIN = 2.0, 2.0      # aligned px around the eyes / brows that are never damped
-RIM_WIDTH = 2.0                         # aligned px: the line filter's radius (wider than a rim, narrower than a brow)
 RIM_PERCENTILE = 80                     # lines above this percentile of the eye band's are candidate rims …
 RIM_FLOOR = 2.0                         # … and above this many grey levels (real skin's 80th percentile: 2-7)
 RIM_REACH = 8.0                         # aligned px a held line is followed into the brows
 RIM_RAMP = 0.5                          # a line is held fully from (1 + RIM_RAMP) × the cut, in proportion below
-PRECHECK_SLACK = 4.0                    # grey levels below GLASSES_LO at which the strip pre-check still says maybe
+PRECHECK_SLACK = 1.0                    # grey levels below GLASSES_LO at which the strip pre-check still says maybe
 
 
 def _polygon_mask(shape: tuple[int, int], polys: list[np.ndarray], dilate: int = 0) -> np.ndarray:
@@ -67,26 +65,11 @@ def _inner_eye_corners(points: np.ndarray) -> np.ndarray:
 def may_have_glasses(frame: np.ndarray, matrix: np.ndarray, points: np.ndarray, size: int) -> bool:
     """Whether the ``size``² aligned crop of ``frame`` (``matrix``: frame → crop) may show a glasses bridge,
     read off the bridge strip alone (:func:`~spfem_cli.face.glasses.line_in_frame`): a face without glasses,
-    the common case, then costs ~0.1 ms instead of a bicubic crop and its gradients (~5 ms at 720p). It
+    the common case, then costs ~0.1 ms instead of a bicubic crop and its line filter (~5 ms at 720p). It
     answers True within :data:`PRECHECK_SLACK` of the threshold and :func:`rigid_damping` decides on the
     full crop."""
     line = glasses.line_in_frame(frame, matrix, _inner_eye_corners(points), size)
     return line > glasses.GLASSES_LO - PRECHECK_SLACK
-
-
-def thin_lines(crop: np.ndarray, scale: float) -> np.ndarray:
-    """How much each pixel stands out as a thin bright or dark line (grey levels): the larger of the
-    morphological top-hat and black-hat at :data:`RIM_WIDTH` aligned px.
-
-    An eyeglass rim is a line a pixel or two wide, bright where metal catches the light, dark where plastic
-    or shadow: a gradient's magnitude finds its edges only where the rim is in strong contrast, and ranked
-    against the brows', lashes' and hair's edges around it, thin metal rims (and the bridge) fell below the
-    cut on whole stretches, which then bent with the brows. A line filter ranks them with the strongest."""
-    grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    grey = cv2.GaussianBlur(grey, (0, 0), 0.6 * scale)
-    size = 2 * int(round(RIM_WIDTH * scale)) + 1
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
-    return np.maximum(cv2.morphologyEx(grey, cv2.MORPH_TOPHAT, kernel), cv2.morphologyEx(grey, cv2.MORPH_BLACKHAT, kernel))
 
 
 def rigid_damping(crop: np.ndarray, points: np.ndarray, evidence: float | None = None) -> np.ndarray | None:
@@ -99,8 +82,7 @@ def rigid_damping(crop: np.ndarray, points: np.ndarray, evidence: float | None =
     h, w = crop.shape[:2]
     scale = w / 256.0
     if evidence is None:
-        _, gy = glasses.gradients(crop, scale)
-        evidence = glasses.evidence(glasses.line_in_crop(gy, _inner_eye_corners(points), scale))
+        evidence = glasses.evidence(glasses.line_in_crop(crop, _inner_eye_corners(points), scale))
     if evidence <= 0.0:
         return None
     eyes = _eye_polygons(points)
@@ -117,7 +99,9 @@ def rigid_damping(crop: np.ndarray, points: np.ndarray, evidence: float | None =
     # ramp from the cut up to RIM_RAMP above it, then a grey-level reconstruction from the free band): the
     # mask changes as little from frame to frame as the picture does. Decided yes/no per connected line, it
     # flipped on still frames and the lenses shimmered.
-    lines = thin_lines(crop[box], scale)        # the band only (its border rows see a replicated edge)
+    # Lines, not edges: ranked against the brows', lashes' and hair's edges by a gradient's magnitude, thin
+    # metal rims and the bridge fell below the cut on whole stretches, which then bent with the brows.
+    lines = glasses.thin_lines(crop[box], scale)   # the band only (its border rows see a replicated edge)
     cut = max(float(np.percentile(lines, RIM_PERCENTILE)), RIM_FLOOR)
     strength = np.clip((lines - cut) / (RIM_RAMP * cut), 0.0, 1.0)
     strength[eye_area[box]] = 0.0
