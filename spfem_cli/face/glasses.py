@@ -50,12 +50,18 @@ def bridge_strip(inner: np.ndarray, scale: float, shape: tuple[int, int]) -> tup
     return None if x1 - x0 < 3 or y1 - y0 < 3 else (x0, y0, x1, y1)
 
 
-def _reach(scale: float) -> int:
-    """Crop px around the strip that the line filter's blur and kernel read."""
-    return int(np.ceil(4 * 0.6 * scale)) + 2 * int(round(LINE_WIDTH * scale)) + 2
+def _padded(strip: tuple[int, int, int, int], scale: float, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The strip grown by what the line filter's blur and kernel read around it, inside ``shape``."""
+    r = int(np.ceil(4 * 0.6 * scale)) + 2 * int(round(LINE_WIDTH * scale)) + 2
+    x0, y0, x1, y1 = strip
+    return max(0, x0 - r), max(0, y0 - r), min(shape[1], x1 + r), min(shape[0], y1 + r)
 
 
-def _line(lines: np.ndarray) -> float:
+def _strip_line(patch: np.ndarray, strip: tuple[int, int, int, int], origin: tuple[int, int], scale: float) -> float:
+    """The bridge line of ``strip`` read off ``patch``, the padded strip's pixels (its corner at ``origin``):
+    the strongest row's 25th percentile of the line filter."""
+    x0, y0, x1, y1 = strip
+    lines = thin_lines(patch, scale)[y0 - origin[1]:y1 - origin[1], x0 - origin[0]:x1 - origin[0]]
     return float(np.percentile(lines, 25, axis=1).max())
 
 
@@ -64,30 +70,23 @@ def line_in_crop(crop: np.ndarray, inner: np.ndarray, scale: float) -> float:
     strip = bridge_strip(inner, scale, crop.shape[:2])
     if strip is None:
         return 0.0
-    x0, y0, x1, y1 = strip
-    h, w = crop.shape[:2]
-    r = _reach(scale)
-    bx0, by0, bx1, by1 = max(0, x0 - r), max(0, y0 - r), min(w, x1 + r), min(h, y1 + r)
-    lines = thin_lines(np.ascontiguousarray(crop[by0:by1, bx0:bx1]), scale)
-    return _line(lines[y0 - by0:y1 - by0, x0 - bx0:x1 - bx0])
+    bx0, by0, bx1, by1 = _padded(strip, scale, crop.shape[:2])
+    return _strip_line(np.ascontiguousarray(crop[by0:by1, bx0:bx1]), strip, (bx0, by0), scale)
 
 
 def line_in_frame(frame: np.ndarray, matrix: np.ndarray, inner: np.ndarray, size: int) -> float:
     """The bridge line of the ``size``² aligned crop of ``frame`` (``matrix``: frame → crop; ``inner`` in crop
-    px), read off the few hundred pixels of its strip and the filter's reach, not a whole crop: ~0.1 ms.
-    The strip is resampled on its own, which can move a sample by 1/32 px."""
+    px), read off the few hundred pixels of its padded strip, not a whole crop: ~0.1 ms. The strip is
+    resampled on its own, which can move a sample by 1/32 px."""
     scale = size / float(ALIGNED_SIZE)
     strip = bridge_strip(inner, scale, (size, size))
     if strip is None:
         return 0.0
-    x0, y0, x1, y1 = strip
-    r = _reach(scale)
-    bx0, by0 = max(0, x0 - r), max(0, y0 - r)
-    bx1, by1 = min(size, x1 + r), min(size, y1 + r)
+    bx0, by0, bx1, by1 = _padded(strip, scale, (size, size))
     local = np.asarray(matrix, np.float64).copy()
     local[:, 2] -= (bx0, by0)
-    crop = cv2.warpAffine(frame, local, (bx1 - bx0, by1 - by0), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-    return _line(thin_lines(crop, scale)[y0 - by0:y1 - by0, x0 - bx0:x1 - bx0])
+    patch = cv2.warpAffine(frame, local, (bx1 - bx0, by1 - by0), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    return _strip_line(patch, strip, (bx0, by0), scale)
 
 
 def measure_scale(matrix: np.ndarray) -> int:

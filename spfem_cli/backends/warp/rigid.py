@@ -95,12 +95,12 @@ def rigid_damping(crop: np.ndarray, points: np.ndarray, evidence: float | None =
     eye_area = _polygon_mask((h, w), eyes, dilate=int(EYE_MARGIN * scale))
     moving = eye_area | _polygon_mask((h, w), _brow_polygons(points) + above, dilate=int(BROW_MARGIN * scale))
     # … but a line of the free band (a rim) is followed into them for up to RIM_REACH (the top rim under an
-    # inner brow head stays whole), never into the eyes. Every line is held in proportion to its strength (a
-    # ramp from the cut up to RIM_RAMP above it, then a grey-level reconstruction from the free band): the
-    # mask changes as little from frame to frame as the picture does. Decided yes/no per connected line, it
-    # flipped on still frames and the lenses shimmered.
-    # Lines, not edges: ranked against the brows', lashes' and hair's edges by a gradient's magnitude, thin
-    # metal rims and the bridge fell below the cut on whole stretches, which then bent with the brows.
+    # inner brow head stays whole), never into the eyes. Lines, not edges: ranked against the brows', lashes'
+    # and hair's edges by a gradient's magnitude, thin metal rims and the bridge fell below the cut on whole
+    # stretches, which then bent with the brows. Every line is held in proportion to its strength (a ramp from
+    # the cut up to RIM_RAMP above it, then a grey-level reconstruction from the free band): the mask changes
+    # as little from frame to frame as the picture does. Decided yes/no per connected line, it flipped on
+    # still frames and the lenses shimmered.
     lines = glasses.thin_lines(crop[box], scale)   # the band only (its border rows see a replicated edge)
     cut = max(float(np.percentile(lines, RIM_PERCENTILE)), RIM_FLOOR)
     strength = np.clip((lines - cut) / (RIM_RAMP * cut), 0.0, 1.0)
