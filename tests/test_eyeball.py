@@ -132,3 +132,24 @@ def test_an_eye_whose_lids_stay_put_is_left_to_the_warp():
     edited = source.copy()
     edited[facs.LIP_CORNER_OUTER] += (3.0, -3.0)                         # only the mouth moves
     assert eyeball.capture(_face(source), source, edited) == [None, None]
+
+
+def test_a_blink_whose_tracked_lids_cross_keeps_the_brows_raised():
+    """MediaPipe's lids overlap on a blink; the eye-open constraint kept that pair's own gap instead of opening
+    it to zero, which turned the eye's triangle over, read as a fold and scaled the whole upper face (a
+    surprised brow raise too) down over the blink and the frames round it."""
+    from spfem_cli.backends.warp.backend import fold_free
+
+    frames = np.repeat(neutral()[None], 9, axis=0)
+    for upper, lower in facs.EYE_CONTOURS:                    # frame 4: both eyes shut, lids crossed by 1 px
+        frames[4, upper[1:-1], 1] = frames[4, lower, 1].mean() + 1.0
+        frames[4, lower, 1] = frames[4, upper[1:-1], 1] - 1.0
+    activations = np.zeros((9, len(facs.AU_NAMES)))
+    activations[:, facs.AU_NAMES.index("AU1")] = activations[:, facs.AU_NAMES.index("AU2")] = 1.0
+    displacement = fold_free(frames, activations, np.ones(9, bool))
+    brows = facs.BROW_UPPER
+    expected = facs.field_of(activations[0], 478)[brows]
+    for t in range(9):
+        np.testing.assert_allclose(displacement[t][brows], expected, atol=1e-6)
+    kept = facs.keep_eyes_open(frames[4], frames[4] + 0.0)
+    np.testing.assert_allclose(kept, frames[4])               # the source's own crossed gap is kept as it is

@@ -592,7 +592,10 @@ def keep_eyes_open(source: np.ndarray, edited: np.ndarray) -> np.ndarray:
     """Edited mesh points (..., 478, 2) whose lids never come closer than MIN_LID_GAP of the source's gap.
 
     Narrowing an eye that is already half shut (a blink, a squint) would push the lower lid over the
-    upper one; each lid pair is opened back around its edited midpoint instead.
+    upper one; each lid pair is opened back around its edited midpoint instead. A pair the source itself
+    shows shut or crossed (the tracker's lids overlap on a blink) keeps the source's gap: opened to zero,
+    its triangle turned over, which read as a fold and scaled the whole upper face (brows too) down for
+    the blink and the frames round it.
     """
     out = np.array(edited, np.float64, copy=True)
     if out.shape[-2] != N_MESH:
@@ -601,7 +604,7 @@ def keep_eyes_open(source: np.ndarray, edited: np.ndarray) -> np.ndarray:
     for top, bottom in LID_PAIRS:
         gap_src = src[..., bottom, 1] - src[..., top, 1]
         gap = out[..., bottom, 1] - out[..., top, 1]
-        floor = MIN_LID_GAP * np.maximum(gap_src, 0.0)
+        floor = np.where(gap_src > 0.0, MIN_LID_GAP * gap_src, gap_src)
         short = gap < floor
         if np.any(short):
             mid = 0.5 * (out[..., bottom, 1] + out[..., top, 1])
