@@ -108,6 +108,32 @@ def test_extreme_fields_are_scaled_back_until_nothing_folds(track):
         assert not ((np.sign(src) != np.sign(dst)) & (np.abs(src) > MIN_AREA)).any()
 
 
+def test_a_fold_the_lids_cannot_shed_scales_the_lids_alone(monkeypatch):
+    """The brows, the lids and the mouth are made fold-free one over the other: where a very wide eye's
+    raised lid folds against its crease (a child's eyes), the lid raise gives way and the brows keep theirs
+    (scaled as one upper face, a surprised brow raise dropped with it)."""
+    from spfem_cli.backends.warp import backend as warp_backend
+
+    real, calls = warp_backend.fold_free_scale, []
+
+    def lids_always_fold(points, base, field, valid, window=9):
+        calls.append(field)
+        scale = real(points, base, field, valid, window)
+        return np.zeros_like(scale) if len(calls) == 2 else scale
+
+    monkeypatch.setattr(warp_backend, "fold_free_scale", lids_always_fold)
+    frames = np.repeat(facs.neutral()[None], 5, axis=0)
+    activations = np.zeros((5, len(facs.AU_NAMES)))
+    for unit, value in (("AU1", 1.1), ("AU2", 1.1), ("AU5", 1.8), ("AU12", 1.0)):
+        activations[:, facs.AU_NAMES.index(unit)] = value
+    moved = warp_backend.fold_free(frames, activations, np.ones(5, bool))
+    assert len(calls) == 3                                             # brows, lids, mouth
+    full = facs.field_of(activations[0], 478)
+    np.testing.assert_allclose(moved[2][facs.BROW_UPPER], full[facs.BROW_UPPER], atol=1e-6)
+    np.testing.assert_allclose(moved[2][facs.LID_UPPER[1:-1], 1], 0.0, atol=1e-6)   # no lid raise left
+    assert moved[2][facs.LIP_CORNER_OUTER, 0] != 0.0                   # the smile is its own layer
+
+
 @pytest.mark.parametrize("emotion", ["happy", "disgusted", "angry"])
 def test_mesh_inner_lip_gaps_and_outline_are_the_source(emotion, track):
     backend = WarpBackend()

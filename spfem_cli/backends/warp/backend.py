@@ -99,7 +99,10 @@ def _au_pinv(n_points: int) -> np.ndarray:
 
 
 FOLD_STEPS = np.linspace(1.0, 0.0, 11)
-UPPER_FACE_AUS = frozenset({"AU1", "AU2", "AU4", "AU5", "AU41", "AU6", "AU7", "AU9"})
+# The edit is made fold-free in three layers, each scaled back on its own over the one before: a fold at
+# the lids must not cancel a brow raise, nor one at a mouth corner either.
+BROW_AUS = frozenset({"AU1", "AU2", "AU4", "AU9"})
+LID_AUS = frozenset({"AU5", "AU41", "AU6", "AU7"})
 MIN_AREA = 6.0        # doubled aligned px²: thinner source triangles (closed lips, silhouette) have no orientation
 
 
@@ -135,8 +138,10 @@ def _relaxed(displacement: np.ndarray, smooth: np.ndarray, weight: np.ndarray) -
     return (displacement + np.minimum(w, 1.0) * (smooth - displacement)) * (1.0 - np.clip(w - 1.0, 0.0, 1.0))
 
 
-def relax_folds(points: np.ndarray, displacement: np.ndarray, valid: np.ndarray, window: int = 9) -> np.ndarray:
-    """The displacement (T, P, 2) with each folding neighbourhood blended towards a smoothed field.
+def relax_folds(points: np.ndarray, base: np.ndarray, displacement: np.ndarray, valid: np.ndarray,
+                window: int = 9) -> np.ndarray:
+    """The displacement (T, P, 2) added to ``base`` (the source ``points`` or an edit of them) with each
+    folding neighbourhood blended towards a smoothed field; folds are read against the source, as shown.
 
     A field folds where it changes faster than the mesh is wide (a lip corner pulled past the skin
     beside it, a brow lowered onto the lid crease, a thin silhouette triangle at the jaw). Smoothing
@@ -158,7 +163,7 @@ def relax_folds(points: np.ndarray, displacement: np.ndarray, valid: np.ndarray,
         w = np.zeros(n_points)
         for _ in range(RELAX_ROUNDS):
             d = _relaxed(displacement[i], smooth[i], w)
-            folded = _folded(points[i], facs.restore_speech_and_eyes(points[i], points[i] + d), triangles)
+            folded = _folded(points[i], facs.restore_speech_and_eyes(points[i], base[i] + d), triangles)
             if not folded.any():
                 break
             verts = np.unique(triangles[folded])
@@ -180,15 +185,17 @@ def _folded(source: np.ndarray, edited: np.ndarray, triangles: np.ndarray) -> np
     return (np.sign(s) != np.sign(e)) & (np.abs(s) > MIN_AREA)
 
 
-def fold_free_scale(points: np.ndarray, displacement: np.ndarray, valid: np.ndarray, window: int = 9) -> np.ndarray:
-    """Per-frame factor in [0, 1] on the displacement so that no warp triangle folds, smooth in time."""
+def fold_free_scale(points: np.ndarray, base: np.ndarray, displacement: np.ndarray, valid: np.ndarray,
+                    window: int = 9) -> np.ndarray:
+    """Per-frame factor in [0, 1] on the displacement added to ``base`` so that no warp triangle folds
+    against the source ``points`` (as shown: speech and eyes restored), smooth in time."""
     triangles = mesh_topology(points.shape[1])
     scale = np.ones(len(points))
     for i in np.flatnonzero(valid):
         if not np.any(displacement[i]):
             continue
         for s in FOLD_STEPS:
-            edited = facs.restore_speech_and_eyes(points[i], points[i] + s * displacement[i])
+            edited = facs.restore_speech_and_eyes(points[i], base[i] + s * displacement[i])
             if _folds(points[i], edited, triangles) == 0:
                 break
         scale[i] = s
@@ -199,21 +206,25 @@ def fold_free_scale(points: np.ndarray, displacement: np.ndarray, valid: np.ndar
 
 
 def fold_free(points: np.ndarray, activations: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Displacement (T, P, 2) of ``activations`` with the upper face (brows, lids, nose) and the mouth
-    scaled back separately: a fold at the mouth corner must not cancel a brow raise."""
+    """Displacement (T, P, 2) of ``activations`` with the brows and nose, the lids and cheeks, and the mouth
+    scaled back separately, each over the ones before it: a fold where a very wide eye's raised lid meets
+    the crease (a child's eyes, d11) scaled the brows down with it, and a fold at a mouth corner must not
+    cancel a brow raise either."""
     n_points = points.shape[1]
-    upper = np.array([a in UPPER_FACE_AUS for a in facs.AU_NAMES])
-    up = relax_folds(points, facs.field_of(activations * upper, n_points), valid)
-    scale_up = fold_free_scale(points, up, valid)
-    # The mouth is checked on the upper face as it will be shown (eyes kept open: on a blink the raw
-    # narrowing field crosses the lids, which the restore undoes).
-    base = facs.restore_speech_and_eyes(points, points + up * scale_up[:, None, None])
-    low = relax_folds(base, facs.field_of(activations * ~upper, n_points), valid)
-    scale_low = fold_free_scale(base, low, valid)
+    layers = (BROW_AUS, LID_AUS, frozenset(facs.AU_NAMES) - BROW_AUS - LID_AUS)
+    base, scales = points, []
+    for k, group in enumerate(layers):
+        field = relax_folds(points, base, facs.field_of(activations * np.isin(facs.AU_NAMES, list(group)), n_points), valid)
+        scale = fold_free_scale(points, base, field, valid)
+        scales.append(scale)
+        edited = base + field * scale[:, None, None]
+        # The next layer is checked on this one as it will be shown (eyes kept open: on a blink the raw
+        # narrowing field crosses the lids, which the restore undoes); the caller restores the last.
+        base = facs.restore_speech_and_eyes(points, edited) if k < len(layers) - 1 else edited
     if valid.any():
-        log.info("fold-free scale: upper face mean %.2f min %.2f, mouth mean %.2f min %.2f",
-                 scale_up[valid].mean(), scale_up[valid].min(), scale_low[valid].mean(), scale_low[valid].min())
-    return base - points + low * scale_low[:, None, None]
+        log.info("fold-free scale: brows mean %.2f min %.2f, lids mean %.2f min %.2f, mouth mean %.2f min %.2f",
+                 *(v for s in scales for v in (s[valid].mean(), s[valid].min())))
+    return base - points
 
 
 class WarpBackend:
