@@ -61,8 +61,8 @@ def warp_mesh(backend, frame: np.ndarray, matrix: np.ndarray, source: np.ndarray
     the rims are then found on every frame of a video with glasses and on none of one without. None judges
     this frame alone, its full crop only when the cheap nose-bridge pre-check allows glasses
     (:func:`~spfem_cli.backends.warp.rigid.may_have_glasses`). The damping is found on an aligned crop of
-    the reference's size up to 512 px (:func:`~spfem_cli.face.glasses.measure_scale`: its edge thresholds
-    depend on the crop's resolution; above that the reference's own crop costs more than the whole render)."""
+    the reference's size up to 512 px (:func:`~spfem_cli.face.glasses.measure_scale`: its line filter is
+    sized to the crop's resolution; above that the reference's own crop costs more than the whole render)."""
     src = warp_points(np.asarray(source, np.float64), ALIGNED_SIZE)
     dst = np.concatenate([edited, src[len(source):]])
     d = eyeglasses.measure_scale(matrix)
