@@ -141,3 +141,18 @@ def test_a_rim_is_held_in_proportion_to_its_contrast_so_a_still_picture_gives_a_
     values = [held(level) for level in range(168, 186)]
     assert values[0] < 0.2 and values[-1] > 0.9                # a faint line is barely held, a clear rim fully
     assert max(abs(a - b) for a, b in zip(values, values[1:], strict=False)) < 0.6
+
+
+def test_the_lower_rim_of_a_big_round_lens_is_held_too():
+    """Big round lenses end ~30 px under the lower lids, below the band the rims were looked for in; their lower
+    rims bent with a cheek raise (a smile)."""
+    pts = neutral()
+    crop = np.full((256, 256, 3), SKIN, np.uint8)
+    bottoms = []
+    for lid in (facs.LID_UPPER, facs.MIRROR[facs.LID_UPPER]):
+        c = pts[lid].mean(0)
+        cv2.ellipse(crop, (int(c[0]), int(c[1]) + 8), (26, 28), 0, 0, 360, (60, 40, 40), 1)
+        bottoms.append((int(c[1]) + 8 + 28, int(c[0])))
+    assert max(b[0] for b in bottoms) - pts[facs.LIDS, 1].max() > 26        # past the old band's reach
+    damping = rigid_damping(crop, pts, evidence=1.0)
+    assert all(damping[y, x] > 0.5 for y, x in bottoms)

@@ -20,6 +20,7 @@ EYE_MARGIN, BROW_MARGIN = 2.0, 2.0      # aligned px around the eyes / brows tha
 RIM_PERCENTILE = 80                     # lines above this percentile of the eye band's are candidate rims …
 RIM_FLOOR = 2.0                         # … and above this many grey levels (real skin's 80th percentile: 2-7)
 RIM_REACH = 8.0                         # aligned px a held line is followed into the brows
+RIM_BELOW_EYES = 34.0                   # aligned px below the lower lids the band reaches (big round lenses end ~30 down)
 RIM_RAMP = 0.5                          # a line is held fully from (1 + RIM_RAMP) × the cut, in proportion below
 PRECHECK_SLACK = 1.0                    # grey levels below GLASSES_LO at which the strip pre-check still says maybe
 
@@ -55,6 +56,15 @@ def _brow_lower_edges(points: np.ndarray) -> list[np.ndarray]:
     return [points[17:22], points[22:27]]
 
 
+def _nose_wings(points: np.ndarray) -> list[np.ndarray]:
+    """Each nose wing's outline (the wings move with a nose wrinkle and a raised upper lip)."""
+    if len(points) == facs.N_MESH:
+        wings = [points[facs.NOSE_WING], points[facs.MIRROR[facs.NOSE_WING]]]
+    else:
+        wings = [points[[31, 32, 33]], points[[33, 34, 35]]]
+    return [cv2.convexHull(np.asarray(w, np.float32)).reshape(-1, 2) for w in wings]
+
+
 def _inner_eye_corners(points: np.ndarray) -> np.ndarray:
     """The two inner eye corners (2, 2) of a face's points (478 mesh or 68 iBUG)."""
     if len(points) == facs.N_MESH:
@@ -88,12 +98,13 @@ def rigid_damping(crop: np.ndarray, points: np.ndarray, evidence: float | None =
     eyes = _eye_polygons(points)
     pts = np.concatenate(eyes + _brow_polygons(points))
     x0, x1 = pts[:, 0].min() - 22 * scale, pts[:, 0].max() + 22 * scale
-    y0, y1 = pts[:, 1].min() - 4 * scale, np.concatenate(eyes)[:, 1].max() + 26 * scale
+    y0, y1 = pts[:, 1].min() - 4 * scale, np.concatenate(eyes)[:, 1].max() + RIM_BELOW_EYES * scale
     box = np.s_[int(max(0, y0)):int(min(h, y1)), int(max(0, x0)):int(min(w, x1))]
-    # The brows and the hair above them move: everything above each brow's lower edge is left free …
+    # The brows and the hair above them move, and so do the nose wings below: they are left free …
     above = [np.r_[lower, lower[::-1] - (0.0, 60.0 * scale)] for lower in _brow_lower_edges(points)]
     eye_area = _polygon_mask((h, w), eyes, dilate=int(EYE_MARGIN * scale))
-    moving = eye_area | _polygon_mask((h, w), _brow_polygons(points) + above, dilate=int(BROW_MARGIN * scale))
+    moving = eye_area | _polygon_mask((h, w), _brow_polygons(points) + above + _nose_wings(points),
+                                      dilate=int(BROW_MARGIN * scale))
     # … but a line of the free band (a rim) is followed into them for up to RIM_REACH (the top rim under an
     # inner brow head stays whole), never into the eyes. Lines, not edges: ranked against the brows', lashes'
     # and hair's edges by a gradient's magnitude, thin metal rims and the bridge fell below the cut on whole
