@@ -69,6 +69,24 @@ def test_the_redraw_changes_nothing_outside_the_edited_openings():
     assert changed.any() and not (changed & ~openings).any()
 
 
+def test_the_uncovered_white_is_lit_like_the_white_it_joins():
+    """A raised lid uncovers white, not a grey shell: off the iris, the band between the source lid and
+    the edited one (its lash line aside) keeps most of the white's light."""
+    source = neutral() * SCALE
+    edited = _raised(source, 9.0)
+    frame = _face(source)
+    warped = frame.copy()
+    eyeball.redraw(warped, eyeball.capture(frame, source, edited))
+    for (upper, _lower), (centre, rim) in zip(facs.EYE_CONTOURS, facs.IRIS_RINGS, strict=True):
+        c = source[centre]
+        radius = float(np.linalg.norm(source[rim] - c, axis=1).mean())
+        for side in (-1.0, 1.0):
+            x = int(round(c[0] + side * 1.8 * radius))
+            lid = float(np.interp(x, *source[upper].T[:, np.argsort(source[upper][:, 0])]))
+            band = warped[int(round(lid - 6.0)):int(round(lid)), x].astype(float).mean(-1)
+            assert band.mean() > 0.85 * np.mean(WHITE), "the uncovered white is lit like the white"
+
+
 def test_a_shut_eye_is_not_redrawn_and_its_lid_is_not_raised():
     source = neutral() * SCALE
     shut = source.copy()

@@ -32,7 +32,8 @@ SUB = 4                     # sub-pixel bits for polygon rasterising
 WHITE_PERCENTILE = 75        # the white's colour is read off its brightest quarter …
 WHITE_CHROMA = 0.8          # … keeping this share of its tint
 WHITE_OVER_SKIN = 1.2       # the white is at least this much brighter than the skin round the eye (0: no floor)
-LID_SHADOW = 0.5            # darkening of the white just under the upper lid's edge
+LID_SHADOW = 0.25           # darkening of the white just under the upper lid's edge, fading over …
+SHADOW_REACH = 0.2          # … this share of the opening's height (the lashes' own dark line is the warped lid's)
 IRIS_BANDS = 5              # rings the iris's colour is read in, centre to rim
 LASH_BAND = 0.12            # share of the edited opening's height under the upper lid left to the warped lid (lashes)
 
@@ -109,9 +110,10 @@ def _below_lid(shape: tuple[int, int], lid: np.ndarray) -> np.ndarray:
 
 
 def _lid_shadow(below: np.ndarray, height: float) -> np.ndarray:
-    """Light left on the eyeball under an upper lid: the lid and lashes shade the white just below them,
-    fading over about a third of the opening."""
-    return 1.0 - LID_SHADOW * np.exp(-below / max(0.35 * height, 0.8))
+    """Light left on the eyeball under an upper lid: the lid and lashes shade the white just below them.
+    A deeper, wider shadow (half the light, over a third of the opening) drew the uncovered band as a grey
+    shell over the white, most on small faces and deep-set eyes."""
+    return 1.0 - LID_SHADOW * np.exp(-below / max(SHADOW_REACH * height, 0.8))
 
 
 def _eyeball(pixels: np.ndarray, inside: np.ndarray, below: np.ndarray, height: float, iris: np.ndarray,
