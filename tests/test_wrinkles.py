@@ -108,3 +108,21 @@ def test_shade_edit_reads_the_backends_frame_edit(face):
     for points in (mesh, TEMPLATE_68):
         edit = SimpleNamespace(source=points, edited=points, aus=acts, scale=1.0)
         np.testing.assert_array_equal(wrinkles.shade_edit(face, edit), expected)
+
+
+def test_raised_inner_brows_keep_the_frown_lines_between_the_brows():
+    """Sadness and fear (AU1 with AU4) bunch the frown between the brow heads: its lines do not run up the
+    forehead as a ridge, as an angry frown's (AU4 alone) do. Compared on the frown's own shading (the
+    pair's minus the raised brows' forehead lines, which add up linearly)."""
+    lm = TEMPLATE_68
+    u = float(np.linalg.norm(lm[45] - lm[36])) / 100.0
+    frown = wrinkles.shading_on(lm, {"AU4": 1.0}, 256)
+    joint = wrinkles.shading_on(lm, {"AU4": 1.0, "AU1": 1.0}, 256) - wrinkles.shading_on(lm, {"AU1": 1.0}, 256)
+    heads = lm[[21, 22]]
+    x0, x1 = int(heads[:, 0].min()), int(heads[:, 0].max()) + 1
+    top = int(heads[:, 1].min())
+    high = (slice(int(top - 12 * u), int(top - 6 * u)), slice(x0, x1))      # well above the brow heads
+    low = (slice(int(top - 2 * u), int(top + 4 * u)), slice(x0, x1))        # between them
+    assert np.abs(frown[high]).max() > 0.02
+    assert np.abs(joint[high]).max() < 0.4 * np.abs(frown[high]).max()
+    assert np.abs(joint[low]).max() > 0.6 * np.abs(frown[low]).max()

@@ -89,6 +89,9 @@ def _wobbled(points: np.ndarray, key: int, amount: float) -> np.ndarray:
     return points + normal * (amount * _wobble(key, len(points)))[:, None]
 
 
+GLABELLA_SHORTENING = 0.6   # the share of the frown lines' upward reach that raised inner brows take away
+
+
 def creases(lm: np.ndarray, acts: dict[str, float]) -> list[Crease]:
     """The folds of one face: landmarks (68, 2) in aligned 256² pixels, AU activations."""
     lm = np.asarray(lm, np.float64)
@@ -144,13 +147,18 @@ def creases(lm: np.ndarray, acts: dict[str, float]) -> list[Crease]:
         lo = lm[list(lid_lo)]
         ctrl = [at(lm[inner_canthus], -1.0, 6.0), at(lo[1], 0.0, 6.5), at(lo[0], 0.0, 6.5), at(lm[canthus], 1.0, 5.0)]
         add(ctrl, w, 0.10, 1.6, group="eye" + name, highlight=0.06, offset=sgn * 2.5, spread=2.0, taper=0.7)
-        # Glabellar "11" lines (AU4): nearly vertical, at the inner brow heads, converging downwards.
+        # Glabellar "11" lines (AU4): nearly vertical, at the inner brow heads, converging downwards. With
+        # the inner brows raised (AU1: sadness, fear) the frown bunches between the brow heads only (the
+        # forehead lines take its place above): full-length lines read as a ridge up the forehead.
         w = _activation(acts, {"AU4": 1.0, "AU9": 0.3})
+        raised = _activation(acts, {"AU1": 1.0})
+        short = GLABELLA_SHORTENING * min(raised / max(w, 1e-6), 1.0)
         head = lm[brow_in]
         mid_x = 0.5 * (lm[21] + lm[22])
         base = mid_x + (head - mid_x) * 0.45
-        add([at(base, -0.5, 5.0), at(base, 0.0, -3.0), at(base, 0.8, -12.0)], w, 0.17, 1.5, group="glabella",
-            highlight=0.03, offset=sgn * 2.8, spread=2.4, taper=0.7, wobble=0.3)
+        add([at(base, -0.5, 5.0), at(base, 0.0, -3.0 * (1.0 - short)), at(base, 0.8, -12.0 * (1.0 - short))], w,
+            0.17, 1.5, group="glabella", highlight=0.03 * (1.0 - short), offset=sgn * 2.8, spread=2.4, taper=0.7,
+            wobble=0.3)
         # Nose wrinkles (AU9): short lines slanting up and out over the side wall of the nasal bridge.
         w = _activation(acts, {"AU9": 1.0})
         for k, f in enumerate((0.35, 0.65)):
@@ -312,6 +320,9 @@ GROUP_ANCHORS: dict[str, tuple[int, ...]] = {
     "glabella": (20, 21, 22, 23, 27, 39, 42), "nose": (27, 28, 29, 30, 39, 42),
     "forehead": (17, 19, 21, 22, 24, 26, 27, 36, 45),
 }
+# Pairs whose creases are not the sum of their own: raised inner brows shorten the frown lines. Each gets
+# a map of the difference, weighted by the weaker of the two.
+JOINT_AUS: tuple[tuple[str, str], ...] = (("AU1", "AU4"),)
 # Brow-region creases deeper than their per-crease depths: glabellar furrows and forehead lines are what
 # a sad, angry, surprised or fearful brow reads by (FER-2013 P(target) +0.05…0.1 on real clips at 1.4×,
 # and they look it); the smile's folds stay as they are (deeper, they read as a mask).
@@ -332,8 +343,10 @@ def wrinkle_maps() -> dict[str, dict[str, _Map]]:
     size = int(ALIGNED)
     out: dict[str, dict[str, _Map]] = {}
     for group in GROUP_ANCHORS:
-        for au in WRINKLE_AUS:
-            field = shading_field((size, size), TEMPLATE_68, {au: 1.0}, group)
+        for au in WRINKLE_AUS + tuple("+".join(pair) for pair in JOINT_AUS):
+            field = shading_field((size, size), TEMPLATE_68, dict.fromkeys(au.split("+"), 1.0), group)
+            if "+" in au:                    # what the pair changes over the sum of its own maps
+                field -= sum(shading_field((size, size), TEMPLATE_68, {one: 1.0}, group) for one in au.split("+"))
             rows, cols = np.flatnonzero(np.abs(field).max(1) > 1e-4), np.flatnonzero(np.abs(field).max(0) > 1e-4)
             if len(rows):
                 box = field[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].copy()
@@ -348,12 +361,17 @@ def _affine(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return solution.T
 
 
+def _joint(acts: dict[str, float], au: str) -> float:
+    """An AU's activation, or a pair's ("AU1+AU4"): the weaker of the two, as much as both act."""
+    return min(acts.get(one, 0.0) for one in au.split("+"))
+
+
 def shading_on(lm: np.ndarray, acts: dict[str, float], size: int) -> np.ndarray:
     """The blended wrinkle maps carried onto a face with landmarks ``lm`` (68, 2) in a ``size``² frame."""
     field = np.zeros((size, size), np.float32)
     template = TEMPLATE_68 * (size / ALIGNED)
     for group, maps in wrinkle_maps().items():
-        used = [(acts[au], m) for au, m in maps.items() if acts.get(au, 0.0) > 0]
+        used = [(a, m) for au, m in maps.items() if (a := _joint(acts, au)) > 0]
         if not used:
             continue
         h = max(m.origin[1] + m.field.shape[0] for _, m in used) - min(m.origin[1] for _, m in used)
