@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
 from spfem_cli.backends.warp import eyeball, facs
 from spfem_cli.backends.warp.canonical_mesh import neutral
@@ -137,11 +138,12 @@ def test_a_lid_raised_too_far_is_scaled_back_to_the_eyeball_keeping_its_shape():
 def test_shut_is_read_against_the_face_s_own_open_eye():
     """A narrow eye open as usual keeps its lid raise; the same opening on a wide-eyed face is a look down."""
     face = neutral()[None]
-    usual = float(facs.eye_open_ratios(face).mean())
-    assert facs.eyes_shown_open(face, facs.open_eye_ratio(face))[0] == 1.0
-    assert facs.eyes_shown_open(face, usual / 0.3)[0] == 0.0            # 30 % of that face's open eye
-    assert 0.0 < facs.eyes_shown_open(face, usual / 0.5)[0] < 1.0       # half open: part of the raise
-    assert facs.eyes_shown_open(face, None)[0] == 1.0                   # no yardstick: only shut eyes count
+    usual = facs.eye_open_ratios(face)[0]
+    assert np.all(facs.eyes_shown_open(face, facs.open_eye_ratio(face))[0] == 1.0)
+    assert np.all(facs.eyes_shown_open(face, usual / 0.3)[0] == 0.0)            # 30 % of that face's open eye
+    assert np.all(0.0 < facs.eyes_shown_open(face, usual / 0.6)[0])             # 60 %: part of the raise
+    assert np.all(facs.eyes_shown_open(face, usual / 0.6)[0] < 1.0)
+    assert np.all(facs.eyes_shown_open(face, None)[0] == 1.0)                   # no yardstick: only shut eyes count
 
 
 def test_an_eye_whose_lids_stay_put_is_left_to_the_warp():
@@ -171,3 +173,24 @@ def test_a_blink_whose_tracked_lids_cross_keeps_the_brows_raised():
         np.testing.assert_allclose(displacement[t][brows], expected, atol=1e-6)
     kept = facs.keep_eyes_open(frames[4], frames[4] + 0.0)
     np.testing.assert_allclose(kept, frames[4])               # the source's own crossed gap is kept as it is
+
+
+def test_a_squinted_eye_keeps_its_squint_while_the_other_widens():
+    """One eye narrowed to 60 % of its own opening (a squint, a wink), the other open as usual: the open eye
+    takes the whole lid raise, the squinted one little of it. The pair's mean read "open" and raised both:
+    a white crescent pasted over a narrowed eye."""
+    from spfem_cli.backends.warp.backend import fold_free
+
+    frames = np.repeat(neutral()[None], 9, axis=0)
+    upper, lower = facs.EYE_CONTOURS[1]
+    gap = frames[4, lower, 1] - frames[4, upper[1:-1], 1]
+    frames[4, upper[1:-1], 1] += 0.4 * gap                  # frame 4: the second eye at 60 % of its opening
+    open_eye = facs.open_eye_ratio(frames)
+    activations = np.zeros((9, len(facs.AU_NAMES)))
+    activations[:, facs.AU_NAMES.index("AU5")] = 1.0
+    activations = facs.keep_shut_eyes_shut(frames, activations, open_eye)
+    displacement = fold_free(frames, activations, np.ones(9, bool), facs.lid_raise_sides(frames, open_eye))
+    raised = [-displacement[4, up[1:-1], 1].mean() for up, _ in facs.EYE_CONTOURS]
+    usual = -displacement[0, facs.EYE_CONTOURS[0][0][1:-1], 1].mean()
+    assert raised[0] == pytest.approx(usual, rel=0.02)      # the open eye widens as on any open frame
+    assert raised[1] < 0.6 * raised[0]                       # (the pair's mean raised it fully)

@@ -68,7 +68,7 @@ class WarpPlan:
     target_aus: dict[str, float]
     au_names: tuple[str, ...] = facs.AU_NAMES
     mouth_width: float | None = None     # the source's lip-corner distance at rest (aligned px): rounding is read against it
-    open_eye: float | None = None        # the source's open eye (lid gap / eye width): blinks and looks down are read against it
+    open_eye: np.ndarray | None = None   # the source's open eyes (lid gap / eye width, each): blinks, looks down and squints are read against them
     glasses: float | None = None         # 0…1 that the source wears glasses, read once on the plan frames (None: per frame)
 
 
@@ -205,16 +205,21 @@ def fold_free_scale(points: np.ndarray, base: np.ndarray, displacement: np.ndarr
     return scale
 
 
-def fold_free(points: np.ndarray, activations: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def fold_free(points: np.ndarray, activations: np.ndarray, valid: np.ndarray,
+              lid_sides: np.ndarray | None = None) -> np.ndarray:
     """Displacement (T, P, 2) of ``activations`` with the brows and nose, the lids and cheeks, and the mouth
     scaled back separately, each over the ones before it: a fold where a very wide eye's raised lid meets
     the crease (a child's eyes, d11) scaled the brows down with it, and a fold at a mouth corner must not
-    cancel a brow raise either."""
+    cancel a brow raise either. ``lid_sides`` (T, 2): each eye's share of the lid raise
+    (:func:`~spfem_cli.backends.warp.facs.lid_raise_sides`; None: both all of it)."""
     n_points = points.shape[1]
     layers = (BROW_AUS, LID_AUS, frozenset(facs.AU_NAMES) - BROW_AUS - LID_AUS)
     base, scales = points, []
     for k, group in enumerate(layers):
-        field = relax_folds(points, base, facs.field_of(activations * np.isin(facs.AU_NAMES, list(group)), n_points), valid)
+        field = facs.field_of(activations * np.isin(facs.AU_NAMES, list(group)), n_points)
+        if lid_sides is not None and "AU5" in group and n_points == facs.N_MESH:
+            field = facs.lid_raise_by_side(field, activations, lid_sides)
+        field = relax_folds(points, base, field, valid)
         scale = fold_free_scale(points, base, field, valid)
         scales.append(scale)
         edited = base + field * scale[:, None, None]
@@ -282,11 +287,14 @@ class WarpBackend:
         the edit never flickers. ``plan.activations`` is what is applied (``plan.displacement`` is
         its field, kept for reports). On frames where the source purses its lips for speech, the AUs that
         change the mouth's width fade (:func:`~spfem_cli.backends.warp.facs.keep_lip_rounding`): an "oo" stays an "oo";
-        on frames where it shows its eyes shut, the lid raise does (:func:`~spfem_cli.backends.warp.facs.keep_shut_eyes_shut`).
+        on frames where it shows an eye shut or narrowed (a blink, a look down, a squint), that eye's lid
+        raise does (:func:`~spfem_cli.backends.warp.facs.keep_shut_eyes_shut`,
+        :func:`~spfem_cli.backends.warp.facs.lid_raise_sides`).
         """
         activations = facs.keep_lip_rounding(seq.landmarks, plan.activations, plan.mouth_width)
         activations = facs.keep_shut_eyes_shut(seq.landmarks, activations, plan.open_eye)
-        edited = seq.landmarks + fold_free(seq.landmarks, activations, seq.valid)
+        sides = facs.lid_raise_sides(seq.landmarks, plan.open_eye)
+        edited = seq.landmarks + fold_free(seq.landmarks, activations, seq.valid, sides)
         edited = facs.restore_speech_and_eyes(seq.landmarks, edited)
         edited[~seq.valid] = np.nan
         return LandmarkSeq(edited, seq.valid.copy())

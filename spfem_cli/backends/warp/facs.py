@@ -516,9 +516,10 @@ def keep_lip_rounding(points: np.ndarray, activations: np.ndarray, typical_width
 
 EYE_SHUT_RATIO = (0.03, 0.06)   # lid gap / eye width: below, an eye is shut whoever's it is (open eyes are
                                 # 0.12-0.35); above, it shows some eyeball. The redraw fades in between.
-EYE_OPEN_SHARE = (0.35, 0.65)   # the same, as a share of the face's own open eye (narrow eyes are 0.12 open):
-                                # below, the source is blinking or looking down; above, open. The lid raise
-                                # fades in between.
+EYE_OPEN_SHARE = (0.45, 0.8)    # the same, as a share of each eye's own open eye (narrow eyes are 0.12 open):
+                                # below, the source is blinking, looking down or squinting; above, open. The
+                                # lid raise fades in between (a squint at 0.6 of its own opening kept most of
+                                # a raise at 0.35-0.65, and showed a pasted white crescent).
 OPEN_EYE_PERCENTILE = 80        # the face's own open eye: this percentile of its frames' ratios
 
 
@@ -546,40 +547,70 @@ def shown_open(ratio: np.ndarray) -> np.ndarray:
     return _smoothstep(ratio, *EYE_SHUT_RATIO)
 
 
-def open_eye_ratio(points: np.ndarray) -> float | None:
-    """The face's own open eye (:data:`OPEN_EYE_PERCENTILE` of its frames' open ratios, both eyes averaged);
-    None without mesh points or a face."""
+def open_eye_ratio(points: np.ndarray) -> np.ndarray | None:
+    """The face's own open eyes, each on its own (2,) (:data:`OPEN_EYE_PERCENTILE` of its frames' open
+    ratios); None without mesh points or a face."""
     pts = np.asarray(points, np.float64)
     if pts.ndim != 3 or pts.shape[-2] != N_MESH:
         return None
-    ratio = eye_open_ratios(pts).mean(-1)
-    seen = ratio[np.isfinite(ratio)]
-    return float(np.percentile(seen, OPEN_EYE_PERCENTILE)) if len(seen) else None
+    ratio = eye_open_ratios(pts)
+    seen = ratio[np.isfinite(ratio).all(-1)]
+    return np.percentile(seen, OPEN_EYE_PERCENTILE, axis=0) if len(seen) else None
 
 
-def eyes_shown_open(points: np.ndarray, open_eye: float | None) -> np.ndarray:
-    """Per frame (T,) 0…1: how far the source shows its eyes open against its own open eye ``open_eye``
-    (:func:`open_eye_ratio`; 1 = as open as usual, 0 = shut or looking down; frames without a face count
-    as open). Relative, because eyes differ: an open narrow eye is as narrow as a wide one half shut. The
-    absolute :func:`shown_open` also applies (a photo is its own yardstick: closed eyes stay closed)."""
+def eyes_shown_open(points: np.ndarray, open_eye: np.ndarray | None) -> np.ndarray:
+    """Per frame and eye (T, 2) 0…1: how far the source shows each eye open against its own open eye
+    ``open_eye`` (:func:`open_eye_ratio`; 1 = as open as usual, 0 = shut, looking down or squinting;
+    frames without a face count as open). Relative, because eyes differ: an open narrow eye is as narrow as
+    a wide one half shut. Each eye on its own: one eye squinted (or winked) while the other stays open
+    keeps its squint, where the pair's mean read "open" and the raise pasted a white crescent over a
+    narrowed eye. The absolute :func:`shown_open` also applies (a photo is its own yardstick: closed eyes
+    stay closed)."""
     pts = np.asarray(points, np.float64)
     if pts.shape[-2] != N_MESH:
-        return np.ones(pts.shape[0])
-    ratio = eye_open_ratios(pts).mean(-1)
+        return np.ones((pts.shape[0], 2))
+    ratio = eye_open_ratios(pts)
     share = shown_open(ratio)
-    if open_eye is not None and open_eye > 0:
-        share = np.minimum(share, _smoothstep(ratio / open_eye, *EYE_OPEN_SHARE))
+    if open_eye is not None and np.all(np.asarray(open_eye) > 0):
+        share = np.minimum(share, _smoothstep(ratio / np.asarray(open_eye), *EYE_OPEN_SHARE))
     return np.where(np.isfinite(ratio), share, 1.0)
 
 
-def keep_shut_eyes_shut(points: np.ndarray, activations: np.ndarray, open_eye: float | None) -> np.ndarray:
+def keep_shut_eyes_shut(points: np.ndarray, activations: np.ndarray, open_eye: np.ndarray | None) -> np.ndarray:
     """``activations`` (T, len(AU_NAMES)) with the lid raise (AU5) faded where the source shows its eyes shut
-    or nearly (a blink, a look down; against its own open eye ``open_eye``, :func:`open_eye_ratio`): raising
+    or nearly (a blink, a look down; against its own open eyes ``open_eye``, :func:`open_eye_ratio`): raising
     a lid the source keeps down opens onto nothing but the lid's own dark lashes and shadow (there is no
-    eyeball in the picture to show), a black hole."""
+    eyeball in the picture to show), a black hole. The raise follows the more open eye; the other eye's
+    share of it is :func:`lid_raise_sides`."""
     out = np.array(activations, np.float64, copy=True)
-    out[:, AU_NAMES.index("AU5")] *= eyes_shown_open(points, open_eye)
+    out[:, AU_NAMES.index("AU5")] *= eyes_shown_open(points, open_eye).max(-1)
     return out
+
+
+def lid_raise_sides(points: np.ndarray, open_eye: np.ndarray | None) -> np.ndarray:
+    """Per frame and eye (T, 2): the share of the lid raise (after :func:`keep_shut_eyes_shut`) each eye
+    takes, 1 for the more open eye, less for an eye the source shows narrower than its own open eye."""
+    shown = eyes_shown_open(points, open_eye)
+    return shown / np.maximum(shown.max(-1, keepdims=True), 1e-6)
+
+
+@functools.lru_cache(maxsize=2)
+def _eye_sides(n_points: int) -> np.ndarray:
+    """(2, n_points) 0/1: the points on each eye's half of the face (EYE_CONTOURS order)."""
+    x = CANONICAL_MESH[point_set(n_points), 0]
+    centres = [CANONICAL_MESH[np.r_[upper, lower], 0].mean() for upper, lower in EYE_CONTOURS]
+    near_first = np.abs(x - centres[0]) < np.abs(x - centres[1])
+    return np.stack([near_first, ~near_first]).astype(np.float64)
+
+
+def lid_raise_by_side(field: np.ndarray, activations: np.ndarray, sides: np.ndarray) -> np.ndarray:
+    """``field`` (T, P, 2), which holds ``activations``' lid raise (AU5) on both eyes, with each eye's half
+    of that raise scaled by its share ``sides`` (T, 2, :func:`lid_raise_sides`)."""
+    n_points = field.shape[1]
+    raise_field = action_units(n_points)["AU5"]
+    a5 = np.asarray(activations, np.float64)[:, AU_NAMES.index("AU5")]
+    cut = (1.0 - np.asarray(sides, np.float64)) * a5[:, None]                # (T, 2) of the raise taken back
+    return field - np.einsum("te,ep,pc->tpc", cut, _eye_sides(n_points), raise_field)
 
 
 # Upper/lower lid vertex pairs (same column of the eye), both eyes.
