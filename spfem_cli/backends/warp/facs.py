@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from scipy.ndimage import uniform_filter1d
+from scipy.ndimage import minimum_filter1d, uniform_filter1d
 from scipy.optimize import nnls
 from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import spsolve
@@ -516,10 +516,11 @@ def keep_lip_rounding(points: np.ndarray, activations: np.ndarray, typical_width
 
 EYE_SHUT_RATIO = (0.03, 0.06)   # lid gap / eye width: below, an eye is shut whoever's it is (open eyes are
                                 # 0.12-0.35); above, it shows some eyeball. The redraw fades in between.
-EYE_OPEN_SHARE = (0.45, 0.8)    # the same, as a share of each eye's own open eye (narrow eyes are 0.12 open):
+EYE_OPEN_SHARE = (0.5, 0.75)    # the same, as a share of each eye's own open eye (narrow eyes are 0.12 open):
                                 # below, the source is blinking, looking down or squinting; above, open. The
                                 # lid raise fades in between (a squint at 0.6 of its own opening kept most of
-                                # a raise at 0.35-0.65, and showed a pasted white crescent).
+                                # a raise at 0.35-0.65, and showed a pasted white crescent; eyes open as usual
+                                # dip to 0.75-0.8 while speaking, and keep all of it).
 OPEN_EYE_PERCENTILE = 80        # the face's own open eye: this percentile of its frames' ratios
 
 
@@ -583,15 +584,30 @@ def keep_shut_eyes_shut(points: np.ndarray, activations: np.ndarray, open_eye: n
     eyeball in the picture to show), a black hole. The raise follows the more open eye; the other eye's
     share of it is :func:`lid_raise_sides`."""
     out = np.array(activations, np.float64, copy=True)
-    out[:, AU_NAMES.index("AU5")] *= eyes_shown_open(points, open_eye).max(-1)
+    out[:, AU_NAMES.index("AU5")] *= _raise_shares(points, open_eye).max(-1)
     return out
+
+
+LID_SHARE_FRAMES = 5    # frames of a minimum, then a moving average, on each eye's share of the lid raise
+
+
+def _raise_shares(points: np.ndarray, open_eye: np.ndarray | None) -> np.ndarray:
+    """:func:`eyes_shown_open` of a frame sequence (T, 2), smooth in time: a windowed minimum (an eye that
+    closes fades a little early and comes back a little late), then a moving average. Read frame by frame,
+    the tracker's lid jitter on an eye a little narrower than usual made its lid raise jump by up to 1.8 px
+    between frames."""
+    shares = eyes_shown_open(points, open_eye)
+    if len(shares) < 2:
+        return shares
+    low = minimum_filter1d(shares, LID_SHARE_FRAMES, axis=0, mode="nearest")
+    return uniform_filter1d(low, LID_SHARE_FRAMES, axis=0, mode="nearest")
 
 
 def lid_raise_sides(points: np.ndarray, open_eye: np.ndarray | None) -> np.ndarray:
     """Per frame and eye (T, 2): the share of the lid raise (after :func:`keep_shut_eyes_shut`) each eye
     takes, 1 for the more open eye, less for an eye the source shows narrower than its own open eye."""
-    shown = eyes_shown_open(points, open_eye)
-    return shown / np.maximum(shown.max(-1, keepdims=True), 1e-6)
+    shares = _raise_shares(points, open_eye)
+    return shares / np.maximum(shares.max(-1, keepdims=True), 1e-6)
 
 
 @functools.lru_cache(maxsize=2)
