@@ -195,3 +195,24 @@ def test_a_squinted_eye_keeps_its_squint_while_the_other_widens():
     usual = -displacement[0, facs.EYE_CONTOURS[0][0][1:-1], 1].mean()
     assert raised[0] == pytest.approx(usual, rel=0.02)      # the open eye widens as on any open frame
     assert raised[1] < 0.6 * raised[0]                       # (the pair's mean raised it fully)
+
+
+def test_the_fill_hands_over_to_the_source_white_without_a_seam():
+    """The source's white is shaded under its lid; the filled band above it is lit. They meet over a few
+    px, not at a one-pixel edge (an arc drawn across the white at the old lid line)."""
+    source = neutral() * SCALE
+    edited = _raised(source, 9.0)
+    frame = _face(source)
+    upper, lower = facs.EYE_CONTOURS[0]
+    centre, rim = facs.IRIS_RINGS[0]
+    c = source[centre]
+    radius = float(np.linalg.norm(source[rim] - c, axis=1).mean())
+    x = int(round(c[0] + 1.4 * radius))
+    lid = float(np.interp(x, *source[upper].T[:, np.argsort(source[upper][:, 0])]))
+    ys = np.arange(int(lid), int(lid) + 8)
+    frame[ys, x - 3:x + 4] = (np.array(WHITE) * 0.6).astype(np.uint8)      # the source's lid shadow
+    warped = frame.copy()
+    eyeball.redraw(warped, eyeball.capture(frame, source, edited))
+    column = warped[int(lid) - 1:int(lid) + 8, x].astype(float).mean(-1)      # fill, then the shaded white
+    assert column[0] - column[-1] > 0.25 * np.mean(WHITE)                      # lit above, shaded below …
+    assert np.abs(np.diff(column)).max() < 0.6 * (column[0] - column[-1])      # … met over several px

@@ -35,6 +35,7 @@ WHITE_OVER_SKIN = 1.2       # the white is at least this much brighter than the 
 LID_SHADOW = 0.25           # darkening of the white just under the upper lid's edge, fading over …
 SHADOW_REACH = 0.2          # … this share of the opening's height (the lashes' own dark line is the warped lid's)
 IRIS_BANDS = 5              # rings the iris's colour is read in, centre to rim
+SEAM_BLEND = 0.15           # share of the source opening's height over which the fill hands over to the kept white
 LASH_BAND = 0.12            # share of the edited opening's height under the upper lid left to the warped lid (lashes)
 
 
@@ -140,8 +141,9 @@ def _eyeball(pixels: np.ndarray, inside: np.ndarray, below: np.ndarray, height: 
     seen_iris = trusted & (disc >= 1.0)
     iris = _iris_model(pixels, seen_iris, centre, radius) if seen_iris.sum() >= 3 else sclera
     model = (disc[..., None] * iris + (1.0 - disc[..., None]) * sclera) * shade[..., None]
-    keep = inside * np.clip(below - margin, 0.0, 1.0)                 # one-pixel ramps throughout
-    fill = (1.0 - keep) * np.clip(margin + 1.0 - below, 0.0, 1.0)
+    blend = max(1.0, SEAM_BLEND * height)        # the fill hands over to the source's white over this many px
+    keep = inside * np.clip((below - margin) / blend, 0.0, 1.0)
+    fill = (1.0 - keep) * np.clip(margin + blend - below, 0.0, 1.0)
     cover = keep + fill
     ball = (keep[..., None] * pixels + fill[..., None] * model) / np.maximum(cover, 1e-6)[..., None]
     return np.clip(ball + 0.5, 0, 255).astype(np.uint8), cover.astype(np.float32)
