@@ -338,15 +338,17 @@ class _Map:
 
 
 @functools.lru_cache(maxsize=1)
-def wrinkle_maps() -> dict[str, dict[str, _Map]]:
-    """region → AU → map, drawn once on the aligned template (outer eye corners 100 px apart)."""
+def wrinkle_maps() -> dict[str, dict[str | tuple[str, ...], _Map]]:
+    """region → AU (or a :data:`JOINT_AUS` pair) → map, drawn once on the aligned template (outer eye
+    corners 100 px apart)."""
     size = int(ALIGNED)
-    out: dict[str, dict[str, _Map]] = {}
+    out: dict[str, dict[str | tuple[str, ...], _Map]] = {}
     for group in GROUP_ANCHORS:
-        for au in WRINKLE_AUS + tuple("+".join(pair) for pair in JOINT_AUS):
-            field = shading_field((size, size), TEMPLATE_68, dict.fromkeys(au.split("+"), 1.0), group)
-            if "+" in au:                    # what the pair changes over the sum of its own maps
-                field -= sum(shading_field((size, size), TEMPLATE_68, {one: 1.0}, group) for one in au.split("+"))
+        for au in WRINKLE_AUS + JOINT_AUS:
+            units = _units(au)
+            field = shading_field((size, size), TEMPLATE_68, dict.fromkeys(units, 1.0), group)
+            if len(units) > 1:               # what the pair changes over the sum of its own maps
+                field -= sum(shading_field((size, size), TEMPLATE_68, {one: 1.0}, group) for one in units)
             rows, cols = np.flatnonzero(np.abs(field).max(1) > 1e-4), np.flatnonzero(np.abs(field).max(0) > 1e-4)
             if len(rows):
                 box = field[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].copy()
@@ -361,9 +363,13 @@ def _affine(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return solution.T
 
 
-def _joint(acts: dict[str, float], au: str) -> float:
-    """An AU's activation, or a pair's ("AU1+AU4"): the weaker of the two, as much as both act."""
-    return min(acts.get(one, 0.0) for one in au.split("+"))
+def _units(au: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (au,) if isinstance(au, str) else au
+
+
+def _joint(acts: dict[str, float], au: str | tuple[str, ...]) -> float:
+    """An AU's activation, or a pair's (:data:`JOINT_AUS`): the weaker of the two, as much as both act."""
+    return min(acts.get(one, 0.0) for one in _units(au))
 
 
 def shading_on(lm: np.ndarray, acts: dict[str, float], size: int) -> np.ndarray:
