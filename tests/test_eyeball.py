@@ -84,7 +84,7 @@ def test_the_uncovered_white_is_lit_like_the_white_it_joins():
         for side in (-1.0, 1.0):
             x = int(round(c[0] + side * 1.8 * radius))
             lid = float(np.interp(x, *source[upper].T[:, np.argsort(source[upper][:, 0])]))
-            band = warped[int(round(lid - 6.0)):int(round(lid)), x].astype(float).mean(-1)
+            band = warped[int(round(lid - 5.0)):int(round(lid)), x].astype(float).mean(-1)
             assert band.mean() > 0.85 * np.mean(WHITE), "the uncovered white is lit like the white"
 
 
@@ -197,22 +197,62 @@ def test_a_squinted_eye_keeps_its_squint_while_the_other_widens():
     assert raised[1] < 0.6 * raised[0]                       # (the pair's mean raised it fully)
 
 
-def test_the_fill_hands_over_to_the_source_white_without_a_seam():
-    """The source's white is shaded under its lid; the filled band above it is lit. They meet over a few
-    px, not at a one-pixel edge (an arc drawn across the white at the old lid line)."""
+def _shaded_under_the_lid(light: float, rows: int) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """A synthetic frame whose white, beside the first eye's iris, is darkened to ``light`` for ``rows`` px
+    under the upper lid; (source points, frame, that column, the lid's height there)."""
     source = neutral() * SCALE
-    edited = _raised(source, 9.0)
     frame = _face(source)
-    upper, lower = facs.EYE_CONTOURS[0]
+    upper, _lower = facs.EYE_CONTOURS[0]
     centre, rim = facs.IRIS_RINGS[0]
     c = source[centre]
     radius = float(np.linalg.norm(source[rim] - c, axis=1).mean())
     x = int(round(c[0] + 1.4 * radius))
     lid = float(np.interp(x, *source[upper].T[:, np.argsort(source[upper][:, 0])]))
-    ys = np.arange(int(lid), int(lid) + 8)
-    frame[ys, x - 3:x + 4] = (np.array(WHITE) * 0.6).astype(np.uint8)      # the source's lid shadow
+    ys = np.arange(int(lid), int(lid) + rows)
+    frame[ys, x - 3:x + 4] = (np.array(WHITE) * light).astype(np.uint8)
+    return source, frame, x, lid
+
+
+def test_the_fill_hands_over_to_the_source_white_without_a_seam():
+    """The source's white is softly shaded under its lid; the filled band above it is lit. They meet over a
+    few px, not at a one-pixel edge (an arc drawn across the white at the old lid line)."""
+    source, frame, x, lid = _shaded_under_the_lid(0.85, 8)
+    warped = frame.copy()
+    eyeball.redraw(warped, eyeball.capture(frame, source, _raised(source, 9.0)))
+    column = warped[int(lid) - 1:int(lid) + 8, x].astype(float).mean(-1)      # fill, then the shaded white
+    change = column.max() - column[-1]
+    assert change > 0.08 * np.mean(WHITE)                                      # lit above, shaded below …
+    assert np.abs(np.diff(column)).max() < 0.6 * change                        # … met over several px
+
+
+def test_the_old_lid_s_dark_shade_goes_with_the_raised_lid():
+    """Right under a lid the white is often dark (lashes, liner, the lid's shadow). When the lid rises that
+    shade rises with it: left in place it drew a dark arc across the widened eye at the old lid line. An
+    eye whose lid does not rise keeps it."""
+    source, frame, x, lid = _shaded_under_the_lid(0.4, 8)
+    row = int(lid) + 6                                       # past the band every raise refills
+    warped = frame.copy()
+    eyeball.redraw(warped, eyeball.capture(frame, source, _raised(source, 9.0)))
+    assert warped[row, x].astype(float).mean() > 0.85 * np.mean(WHITE)
+    lowered = frame.copy()
+    eyeball.redraw(lowered, eyeball.capture(frame, source, _raised(source, -3.0)))
+    assert lowered[row, x].astype(float).mean() < 0.5 * np.mean(WHITE)
+
+
+def test_the_redrawn_lash_line_is_soft_like_a_photo_s_not_a_painted_edge():
+    """Where the filled white meets the raised lid it ramps over a few px on a large eye (a share of the
+    eye's width), not at the one-pixel edge that drew the band as a pasted-on crescent."""
+    source = neutral() * SCALE
+    edited = _raised(source, 9.0)
+    frame = _face(source)
     warped = frame.copy()
     eyeball.redraw(warped, eyeball.capture(frame, source, edited))
-    column = warped[int(lid) - 1:int(lid) + 8, x].astype(float).mean(-1)      # fill, then the shaded white
-    assert column[0] - column[-1] > 0.25 * np.mean(WHITE)                      # lit above, shaded below …
-    assert np.abs(np.diff(column)).max() < 0.6 * (column[0] - column[-1])      # … met over several px
+    upper, _lower = facs.EYE_CONTOURS[0]
+    centre, rim = facs.IRIS_RINGS[0]
+    c = source[centre]
+    x = int(round(c[0] + 1.6 * float(np.linalg.norm(source[rim] - c, axis=1).mean())))
+    lid = float(np.interp(x, *edited[upper].T[:, np.argsort(edited[upper][:, 0])]))
+    column = warped[int(lid) - 2:int(lid) + 12, x].astype(float).mean(-1)
+    skin, fill = np.mean(SKIN), column.max()
+    rising = (column > skin + 0.2 * (fill - skin)) & (column < skin + 0.8 * (fill - skin))
+    assert rising.sum() >= 2                     # the 20-80 % rise spans at least 2 px (it was 1)

@@ -37,6 +37,10 @@ SHADOW_REACH = 0.2          # … this share of the opening's height (the lashes
 IRIS_BANDS = 5              # rings the iris's colour is read in, centre to rim
 SEAM_BLEND = 0.15           # share of the source opening's height over which the fill hands over to the kept white
 LASH_BAND = 0.12            # share of the edited opening's height under the upper lid left to the warped lid (lashes)
+SOFT_SHARE = 0.02           # the redraw's edges (iris rim, lash line) are this share of the eye's width soft …
+MIN_SOFT_PX = 0.5           # … and at least this (frame px): a painted edge is sharper than the photo round it
+OLD_SHADE = (0.55, 0.8)     # a source pixel under its lid at under this share of the eyeball's light is the old lid's shade …
+OLD_SHADE_DEPTH = 0.5       # … looked for this deep under the source lid (share of the opening's height)
 
 
 def opening(points: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> np.ndarray:
@@ -52,11 +56,23 @@ def _fill(shape: tuple[int, int], polygon: np.ndarray, origin: np.ndarray) -> np
     return mask.astype(np.float32) / 255.0
 
 
+def _brightest_per_column(xs: np.ndarray, lum: np.ndarray, share: float) -> np.ndarray:
+    """Mask of the pixels at or above the ``share`` quantile of brightness within their own column."""
+    order = np.lexsort((lum, xs))
+    _, start, count = np.unique(xs[order], return_index=True, return_counts=True)
+    group = np.repeat(np.arange(len(start)), count)
+    rank = np.arange(len(xs)) - start[group]
+    out = np.zeros(len(xs), bool)
+    out[order] = rank >= np.floor(share * (count[group] - 1))
+    return out
+
+
 def _white_model(pixels: np.ndarray, white: np.ndarray, skin: np.ndarray) -> np.ndarray | None:
     """The white of the eye as a smooth field over the box: per channel a least-squares quadratic across
     the eye (lit brightest at its middle, darker to the corners), constant down it, fitted to the brighter
-    quarter of the white the source shows (the rest is the lids' shadow and stray lashes, which the lid
-    shadow puts back where the edited lid is), with a little of its tint taken out, and at least
+    quarter of each column of the white the source shows (the rest is the lids' shadow and stray lashes,
+    which the lid shadow puts back where the edited lid is; taken per column, the corners' own darker white
+    shapes the fit, so a filled band does not reach into them as pale horns), with a little of its tint taken out, and at least
     :data:`WHITE_OVER_SKIN` times as bright as the skin round the eye (``skin``): a white the source shows
     only as a sliver in a corner's shade would otherwise fill the eye with grey. Smooth, so a filled-in
     band has no streaks or seams; None when the white is too small to fit."""
@@ -64,7 +80,7 @@ def _white_model(pixels: np.ndarray, white: np.ndarray, skin: np.ndarray) -> np.
     if len(xs) < MIN_SCLERA_PX:
         return None
     colours = pixels[ys, xs].astype(np.float64)
-    bright = colours.sum(1) >= np.percentile(colours.sum(1), WHITE_PERCENTILE)
+    bright = _brightest_per_column(xs, colours.sum(1), WHITE_PERCENTILE / 100.0)
     xs, colours = xs[bright], colours[bright]
     grey = colours.mean(1, keepdims=True)
     colours = grey + WHITE_CHROMA * (colours - grey)     # the white's pink edges are the lids' and the caruncle's
@@ -103,11 +119,15 @@ class EyeSource:
     shown: np.ndarray         # (h, w) 0–1: how much of the eyeball replaces the warped pixels
 
 
+def _lid_row(width: int, lid: np.ndarray) -> np.ndarray:
+    """The upper lid's height (box px) in each column of a box (``lid``: its points in box px)."""
+    order = np.argsort(lid[:, 0])
+    return np.interp(np.arange(width), lid[order, 0], lid[order, 1])
+
+
 def _below_lid(shape: tuple[int, int], lid: np.ndarray) -> np.ndarray:
     """Per box pixel, how far (px) it lies below an upper lid (``lid``: its points in box px); 0 above."""
-    order = np.argsort(lid[:, 0])
-    top = np.interp(np.arange(shape[1]), lid[order, 0], lid[order, 1])
-    return np.maximum(np.arange(shape[0])[:, None] - top[None], 0.0).astype(np.float32)
+    return np.maximum(np.arange(shape[0])[:, None] - _lid_row(shape[1], lid)[None], 0.0).astype(np.float32)
 
 
 def _lid_shadow(below: np.ndarray, height: float) -> np.ndarray:
@@ -117,8 +137,12 @@ def _lid_shadow(below: np.ndarray, height: float) -> np.ndarray:
     return 1.0 - LID_SHADOW * np.exp(-below / max(SHADOW_REACH * height, 0.8))
 
 
+def _luma(colours: np.ndarray) -> np.ndarray:
+    return colours.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+
+
 def _eyeball(pixels: np.ndarray, inside: np.ndarray, below: np.ndarray, height: float, iris: np.ndarray,
-             shade: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+             shade: np.ndarray, raised: np.ndarray, soft: float) -> tuple[np.ndarray, np.ndarray] | None:
     """The eyeball of one box and where it stands in for the warp (``cover``, 0–1); None if the source
     shows too little of it to read.
 
@@ -126,27 +150,36 @@ def _eyeball(pixels: np.ndarray, inside: np.ndarray, below: np.ndarray, height: 
     px under it), which is where the lid moves; over that band and above it, what the lid uncovers is
     filled in (the white and the iris, darkened by ``shade``: the edited lid's shadow). Elsewhere (past the
     lower lid and the corners) the warp keeps its own pixels. The white and the iris are read away from
-    every lid margin."""
+    every lid margin. Where the lid rose (``raised``, 0–1 per column) the old lid's shade under it (lashes,
+    liner, its shadow on the ball: pixels much darker than the eyeball there) goes with the lid and is
+    filled in too; left, it drew a dark arc across the eye at the old lid line. Edges are ``soft`` px."""
     margin = max(MIN_MARGIN_PX, MARGIN * height)
     depth = cv2.distanceTransform((inside > 0.5).astype(np.uint8), cv2.DIST_L2, 3)
     trusted = depth > margin
     centre, radius = iris[0], float(np.mean(np.linalg.norm(iris[1:] - iris[0], axis=1)))
     ys, xs = np.ogrid[0:inside.shape[0], 0:inside.shape[1]]
     from_centre = np.hypot(xs - centre[0], ys - centre[1]).astype(np.float32)
-    disc = np.clip(radius + 0.5 - from_centre, 0.0, 1.0)            # soft disc: a one-pixel ramp
+    disc = np.clip((radius - from_centre) / max(1.0, 2.0 * soft) + 0.5, 0.0, 1.0)     # the iris's rim, as soft as the photo
     white = trusted & (from_centre >= radius + 1.5)
     sclera = _white_model(pixels, white, inside <= 0.0)
     if sclera is None:
         return None
     seen_iris = trusted & (disc >= 1.0)
     iris = _iris_model(pixels, seen_iris, centre, radius) if seen_iris.sum() >= 3 else sclera
-    model = (disc[..., None] * iris + (1.0 - disc[..., None]) * sclera) * shade[..., None]
+    bare = disc[..., None] * iris + (1.0 - disc[..., None]) * sclera
+    model = bare * shade[..., None]
     blend = max(1.0, SEAM_BLEND * height)        # the fill hands over to the source's white over this many px
     keep = inside * np.clip((below - margin) / blend, 0.0, 1.0)
-    fill = (1.0 - keep) * np.clip(margin + blend - below, 0.0, 1.0)
-    cover = keep + fill
-    ball = (keep[..., None] * pixels + fill[..., None] * model) / np.maximum(cover, 1e-6)[..., None]
-    return np.clip(ball + 0.5, 0, 255).astype(np.uint8), cover.astype(np.float32)
+    cover = keep + (1.0 - keep) * np.clip(margin + blend - below, 0.0, 1.0)
+    light = _luma(pixels) / np.maximum(_luma(bare), 1.0)
+    old = (1.0 - np.clip((light - OLD_SHADE[0]) / (OLD_SHADE[1] - OLD_SHADE[0]), 0.0, 1.0)) * raised[None]
+    old *= np.clip(OLD_SHADE_DEPTH * height - below, 0.0, 1.0)
+    keep *= 1.0 - cv2.GaussianBlur(old.astype(np.float32), (0, 0), soft)
+    # The cover's edges are blurred as soft as the rest; just outside it the ball is the source's own pixels
+    # (the lower lid and the corners barely move), so the blur draws no pale rim along them.
+    source_share = np.where(cover > 1e-6, keep / np.maximum(cover, 1e-6), 1.0)[..., None]
+    ball = source_share * pixels + (1.0 - source_share) * model
+    return np.clip(ball + 0.5, 0, 255).astype(np.uint8), cv2.GaussianBlur(cover.astype(np.float32), (0, 0), soft)
 
 
 def capture(frame: np.ndarray, source: np.ndarray, edited: np.ndarray) -> list[EyeSource | None]:
@@ -179,15 +212,19 @@ def capture(frame: np.ndarray, source: np.ndarray, edited: np.ndarray) -> list[E
         pixels = frame[y0:y1, x0:x1]
         shape = pixels.shape[:2]
         height, edited_height = float(facs.lid_gap(source, upper, lower)), float(facs.lid_gap(edited, upper, lower))
+        soft = max(MIN_SOFT_PX, SOFT_SHARE * float(np.linalg.norm(source[upper[0]] - source[upper[-1]])))
         below = _below_lid(shape, edited[upper] - origin)
+        rise = _lid_row(shape[1], source[upper] - origin) - _lid_row(shape[1], edited[upper] - origin)
+        raised = np.clip(rise / max(0.1 * height, 0.5), 0.0, 1.0).astype(np.float32)
         ring = np.r_[source[iris[0]][None], source[iris[1]]] - origin
         ball = _eyeball(pixels, _fill(shape, src_poly, origin), _below_lid(shape, source[upper] - origin), height,
-                        ring, _lid_shadow(below, edited_height))
+                        ring, _lid_shadow(below, edited_height), raised, soft)
         if ball is None:
             continue
         eyeball, cover = ball
         lashes = max(1.0, LASH_BAND * edited_height)
-        shown = _fill(shape, dst_poly, origin) * np.clip(below - lashes + 0.5, 0.0, 1.0) * cover * gate
+        lash_line = np.clip((below - lashes) / max(1.0, 2.0 * soft) + 0.5, 0.0, 1.0)
+        shown = _fill(shape, dst_poly, origin) * lash_line * cover * gate
         out[-1] = EyeSource(origin, eyeball, shown)
     return out
 
