@@ -31,7 +31,7 @@ PAD = 4                     # box margin around the two openings, frame px
 SUB = 4                     # sub-pixel bits for polygon rasterising
 WHITE_PERCENTILE = 75        # the white's colour is read off its brightest quarter …
 WHITE_CHROMA = 0.8          # … keeping this share of its tint
-WHITE_OVER_SKIN = 1.2       # the white is at least this much brighter than the skin round the eye (0: no floor)
+WHITE_OVER_SKIN = 0.1       # the white's light is at least this share of the way from the skin's to full white (0: no floor)
 LID_SHADOW = 0.25           # darkening of the white just under the upper lid's edge, fading over …
 SHADOW_REACH = 0.2          # … this share of the opening's height (the lashes' own dark line is the warped lid's)
 IRIS_BANDS = 5              # rings the iris's colour is read in, centre to rim
@@ -56,44 +56,40 @@ def _fill(shape: tuple[int, int], polygon: np.ndarray, origin: np.ndarray) -> np
     return mask.astype(np.float32) / 255.0
 
 
-def _brightest_per_column(xs: np.ndarray, lum: np.ndarray, share: float) -> np.ndarray:
-    """Mask of the pixels at or above the ``share`` quantile of brightness within their own column."""
-    order = np.lexsort((lum, xs))
-    _, start, count = np.unique(xs[order], return_index=True, return_counts=True)
-    group = np.repeat(np.arange(len(start)), count)
-    rank = np.arange(len(xs)) - start[group]
-    out = np.zeros(len(xs), bool)
-    out[order] = rank >= np.floor(share * (count[group] - 1))
-    return out
+def _quadratic_row(xs: np.ndarray, values: np.ndarray, width: int) -> np.ndarray:
+    """(width, k): a least-squares quadratic across the box's columns through ``values`` (n, k) at ``xs``,
+    ridge-held, so a narrow sample cannot tilt or bow it much."""
+    half = max(width / 2.0, 1.0)
+    u = (xs - width / 2.0) / half
+    a = np.stack([np.ones_like(u), u, u * u], -1)
+    coef = np.linalg.solve(a.T @ a + np.diag([0.0, 1e-2, 1e-2]) * len(u), a.T @ values)
+    g = (np.arange(width) - width / 2.0) / half
+    return np.stack([np.ones_like(g), g, g * g], -1) @ coef
 
 
 def _white_model(pixels: np.ndarray, white: np.ndarray, skin: np.ndarray) -> np.ndarray | None:
-    """The white of the eye as a smooth field over the box: per channel a least-squares quadratic across
-    the eye (lit brightest at its middle, darker to the corners), constant down it, fitted to the brighter
-    quarter of each column of the white the source shows (the rest is the lids' shadow and stray lashes,
-    which the lid shadow puts back where the edited lid is; taken per column, the corners' own darker white
-    shapes the fit, so a filled band does not reach into them as pale horns), with a little of its tint taken out, and at least
-    :data:`WHITE_OVER_SKIN` times as bright as the skin round the eye (``skin``): a white the source shows
-    only as a sliver in a corner's shade would otherwise fill the eye with grey. Smooth, so a filled-in
-    band has no streaks or seams; None when the white is too small to fit."""
+    """The white of the eye as a smooth field over the box, constant down it, None when the white is too
+    small to read: per channel a quadratic across the eye, fitted to the brighter quarter of the white the
+    source shows (the rest is the lids' shadow and stray lashes, which the lid shadow puts back where the
+    edited lid is), with a little of its tint taken out. Fitted to each column's own brighter quarter
+    instead, the corners' lid and caruncle pixels tinted it orange. It is at least
+    :data:`WHITE_OVER_SKIN` of the way from the skin's light (round the eye, ``skin``) to full white: a white
+    the source shows only as a sliver in a corner's shade would otherwise fill the eye with grey. Smooth, so
+    a filled-in band has no streaks or seams."""
     ys, xs = np.nonzero(white)
     if len(xs) < MIN_SCLERA_PX:
         return None
-    colours = pixels[ys, xs].astype(np.float64)
-    bright = _brightest_per_column(xs, colours.sum(1), WHITE_PERCENTILE / 100.0)
-    xs, colours = xs[bright], colours[bright]
-    grey = colours.mean(1, keepdims=True)
-    colours = grey + WHITE_CHROMA * (colours - grey)     # the white's pink edges are the lids' and the caruncle's
     w = white.shape[1]
-    u = (xs - w / 2.0) / max(w / 2.0, 1.0)
-    a = np.stack([np.ones_like(u), u, u * u], -1)
-    ridge = np.diag([0.0, 1e-2, 1e-2]) * len(u)          # a narrow white cannot tilt or bow the fit much
-    coef = np.linalg.solve(a.T @ a + ridge, a.T @ colours)
-    g = (np.arange(w) - w / 2.0) / max(w / 2.0, 1.0)
-    row = np.stack([np.ones_like(g), g, g * g], -1) @ coef
+    colours = pixels[ys, xs].astype(np.float64)
+    lum = colours.mean(1)
+    bright = lum >= np.percentile(lum, WHITE_PERCENTILE)
+    tint = colours[bright]
+    grey = tint.mean(1, keepdims=True)
+    row = _quadratic_row(xs[bright], grey + WHITE_CHROMA * (tint - grey), w)
     if WHITE_OVER_SKIN > 0 and skin.any():
-        floor = WHITE_OVER_SKIN * float(np.median(pixels[skin].astype(np.float64).mean(1)))
-        row *= np.maximum(floor / np.maximum(row.mean(1, keepdims=True), 1.0), 1.0)
+        skin_light = float(np.median(pixels[skin].astype(np.float64).mean(1)))
+        floor = skin_light + WHITE_OVER_SKIN * (255.0 - skin_light)
+        row *= max(floor / max(float(row.mean(1).max()), 1.0), 1.0)
     return np.broadcast_to(row[None].astype(np.float32), (*white.shape, pixels.shape[2])).copy()
 
 
