@@ -167,10 +167,11 @@ def _eyeball(pixels: np.ndarray, inside: np.ndarray, below: np.ndarray, height: 
     blend = max(1.0, SEAM_BLEND * height)        # the fill hands over to the source's white over this many px
     keep = inside * np.clip((below - margin) / blend, 0.0, 1.0)
     cover = keep + (1.0 - keep) * np.clip(margin + blend - below, 0.0, 1.0)
-    light = _luma(pixels) / np.maximum(_luma(bare), 1.0)
-    old = (1.0 - np.clip((light - OLD_SHADE[0]) / (OLD_SHADE[1] - OLD_SHADE[0]), 0.0, 1.0)) * raised[None]
-    old *= np.clip(OLD_SHADE_DEPTH * height - below, 0.0, 1.0)
-    keep *= 1.0 - cv2.GaussianBlur(old.astype(np.float32), (0, 0), soft)
+    if raised.any():
+        light = _luma(pixels) / np.maximum(_luma(bare), 1.0)
+        old = (1.0 - np.clip((light - OLD_SHADE[0]) / (OLD_SHADE[1] - OLD_SHADE[0]), 0.0, 1.0)) * raised[None]
+        old *= np.clip(OLD_SHADE_DEPTH * height - below, 0.0, 1.0)
+        keep *= 1.0 - cv2.GaussianBlur(old.astype(np.float32), (0, 0), soft)
     # The cover's edges are blurred as soft as the rest; just outside it the ball is the source's own pixels
     # (the lower lid and the corners barely move), so the blur draws no pale rim along them.
     source_share = np.where(cover > 1e-6, keep / np.maximum(cover, 1e-6), 1.0)[..., None]
