@@ -87,6 +87,33 @@ def test_emotion_sheet_runs_the_real_edit(short_clip):
     assert np.abs(tiles[0] - tiles[1]).mean() > 0.5 and np.abs(tiles[0] - tiles[2]).mean() > 0.5
 
 
+def test_eye_band_holds_every_eye_and_brow_inside_the_frame():
+    from spfem_cli.face.align import TEMPLATE_68
+
+    faces = np.stack([TEMPLATE_68 * 2.0 + 20.0, TEMPLATE_68 * 2.0 + 30.0])
+    x0, y0, x1, y1 = C.eye_band_box(faces, (600, 600))
+    pts = faces[:, np.r_[17:27, 36:48]].reshape(-1, 2)
+    assert x0 < pts[:, 0].min() and x1 > pts[:, 0].max() and y0 < pts[:, 1].min() and y1 > pts[:, 1].max()
+    assert y1 < faces[:, 33, 1].max()                         # the eyes and brows, not the whole face
+    near_edge = C.eye_band_box(faces - 40.0, (600, 600))
+    assert min(near_edge) >= 0
+
+
+def test_eyes_across_clips_is_a_row_per_clip_source_then_each_emotion():
+    def tiles(level: int) -> C.EditedTiles:
+        band = np.full((30, 90, 3), level, np.uint8)
+        return C.EditedTiles({}, ["0.4s"], C.SheetFrames([10], (0, 0, 40, 40)),
+                             {"source": [band], "surprised": [band + 40], "fear": [band + 80]})
+
+    sheet = C.eyes_across_clips({"a": tiles(20), "b": tiles(60)}, ("surprised", "fear"), tile_height=30)
+    label_h = max(18, 30 // 7)
+    assert sheet.shape[0] == label_h + 2 * (30 + C.GAP)
+    right = sheet.shape[1]
+    x = [right - (3 - k) * (90 + C.GAP) for k in range(3)]
+    second = sheet[label_h + 30 + C.GAP + 5]
+    assert [int(second[xi + 5, 0]) for xi in x] == [60, 100, 140]
+
+
 def test_one_emotion_across_clips_pairs_each_source_with_its_edit():
     """The per-emotion sheet: source | edited for each clip, two clips a row, an odd clip padded with a blank."""
     def tiles(level: int) -> C.EditedTiles:

@@ -9,6 +9,7 @@ LivePortrait's MIT-licensed examples; the pictures are downscaled so the reposit
 ``emotion_<emotion>.png``   one emotion on every clip: source | edited, same frame (does it read on everyone?)
 ``emotions_<clip>.png``     one clip (of :data:`SHEET_CLIPS`): source | every emotion on the same frames
 ``reference_<ref>.png``     ``--reference`` of another person's clip onto each clip (reference | source | edited)
+``eyes_widened.png``        the eyes and brows of every clip, source | surprised | fear, near the frame's own size
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from spfem_cli.edit.contact_sheet import (
     edited_tiles,
     emotion_across_clips,
     eye_openness,
+    eyes_across_clips,
     face_crop_box,
     pick_frames,
     save_png,
@@ -36,6 +38,8 @@ MAX_BYTES = 300_000
 
 
 ACROSS_TILE = 180
+EYE_TILE = 110
+WIDENED = ("surprised", "fear")             # the emotions that raise the upper lids (the eyeball is redrawn)
 
 
 def clip_tiles(clip: Path) -> EditedTiles:
@@ -55,6 +59,11 @@ def write_emotion_sheets(tiles: dict[str, EditedTiles], out_dir: Path, *, tile: 
     """``out_dir/emotion_<emotion>.png`` for each emotion: that emotion on every clip, source | edited."""
     return [save_small(emotion_across_clips(tiles, emotion, tile_height=tile), out_dir / f"emotion_{emotion}.png")
             for emotion in EMOTIONS]
+
+
+def write_eye_sheet(tiles: dict[str, EditedTiles], out_dir: Path, *, tile: int = EYE_TILE) -> Path:
+    """``out_dir/eyes_widened.png``: each clip's eyes and brows, source | surprised | fear."""
+    return save_small(eyes_across_clips(tiles, WIDENED, tile_height=tile), out_dir / "eyes_widened.png")
 
 
 def _face_crop(frames_of: Path, track_of: Path, index: int | None = None) -> tuple[int, object]:
@@ -109,6 +118,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     clips = bench_clips(",".join(args.clips or TALKING_CLIPS))
     tiles = {clip.stem: clip_tiles(clip) for clip in clips}
     written = write_emotion_sheets(tiles, args.out)
+    written.append(write_eye_sheet(tiles, args.out))
     # Per-clip sheets: the named clips, or by default the few of SHEET_CLIPS (every emotion on one person).
     clips = [c for c in clips if args.clips or c.stem in SHEET_CLIPS] or clips
     written += [write_sheet(clip, tiles[clip.stem], args.out) for clip in clips]

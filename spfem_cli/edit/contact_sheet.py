@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -124,6 +124,17 @@ def face_crop_box(boxes: np.ndarray, frame_size: tuple[int, int], scale: float =
     return left, top, left + int(side), top + int(side)
 
 
+def eye_band_box(landmarks: np.ndarray, frame_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """One crop (x0, y0, x1, y1) of the eyes and brows of every given face (iBUG-68 landmarks, (N, 68, 2)),
+    with a margin, inside the frame: where a widened eye or a raised brow is judged, at the frame's own size."""
+    pts = np.asarray(landmarks, np.float64)[:, np.r_[17:27, 36:48]].reshape(-1, 2)     # brows and eyes
+    x0, y0 = np.nanmin(pts, 0)
+    x1, y1 = np.nanmax(pts, 0)
+    pad_x, pad_y = 0.12 * (x1 - x0), 0.35 * (y1 - y0)
+    h, w = frame_size
+    return (int(max(x0 - pad_x, 0)), int(max(y0 - pad_y, 0)), int(min(x1 + pad_x, w)), int(min(y1 + pad_y, h)))
+
+
 def pick_frames(valid: np.ndarray, count: int, score: np.ndarray | None = None) -> list[int]:
     """``count`` frames spread over the valid ones: in the middle half of each of ``count`` equal stretches the
     frame of highest ``score`` (e.g. eye openness, so no sheet shows a blink), else the stretch's middle frame."""
@@ -154,11 +165,13 @@ def eye_openness(landmarks: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class EditedTiles:
     """The face region of the same frames of a clip: the source's and each edit's (``tiles[name][k]`` is
-    frame ``frames.indices[k]``), with the frames' times. One set of real edits serves every layout."""
+    frame ``frames.indices[k]``), with the frames' times, and the eyes and brows of the same frames at the
+    frame's own size (``eyes[name][k]``). One set of real edits serves every layout."""
 
     tiles: dict[str, list[np.ndarray]]
     times: list[str]
     frames: SheetFrames
+    eyes: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
 
 def edited_tiles(source: Path, emotions: Sequence[str], *, frames: int = 3, start: int = 0,
@@ -186,20 +199,23 @@ def edited_tiles(source: Path, emotions: Sequence[str], *, frames: int = 3, star
         chosen = pick_frames(track.valid, frames, eye_openness(track.landmarks))
         box = face_crop_box(track.boxes[chosen], track.frame_size)
         x0, y0, x1, y1 = box
+        ex0, ey0, ex1, ey1 = eye_band_box(track.landmarks[chosen], track.frame_size)
 
-        def crops(video: Path) -> list[np.ndarray]:      # only the shown frames are kept, not the clip
+        def crops(video: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:   # only the shown frames are kept
             shown = frames_by_index(video, chosen)
-            return [shown[i][y0:y1, x0:x1] for i in chosen]
+            return [shown[i][y0:y1, x0:x1] for i in chosen], [shown[i][ey0:ey1, ex0:ex1] for i in chosen]
 
-        tiles = {"source": crops(clip)}
+        tiles, eyes = {}, {}
+        tiles["source"], eyes["source"] = crops(clip)
         for emotion in emotions:
             out = Path(tmp) / f"{emotion}.mp4"
             target = EditTarget(emotion=emotion) if intensity is None else EditTarget(emotion=emotion, intensity=intensity)
             edit_video(EditRequest(clip, out, target, backend=backend, progress=False, overwrite=True, crf=14,
                                    preset="veryfast", perceive=False))      # the sheet shows pictures, not the report
-            tiles[emotion] = crops(out)
+            tiles[emotion], eyes[emotion] = crops(out)
     fps = float(track.fps)
-    return EditedTiles(tiles, [f"{(start + i) / fps:.1f}s" for i in chosen], SheetFrames([start + i for i in chosen], box))
+    return EditedTiles(tiles, [f"{(start + i) / fps:.1f}s" for i in chosen], SheetFrames([start + i for i in chosen], box),
+                       eyes)
 
 
 def emotion_sheet(source: Path, emotions: Sequence[str], *, frames: int = 3, start: int = 0,
@@ -229,3 +245,11 @@ def emotion_across_clips(clips: dict[str, EditedTiles], emotion: str, *, per_row
         rows.append(row + [blank] * (2 * per_row - len(row)))
         labels.append("  ".join(group))
     return contact_sheet(rows, ["source", emotion] * per_row, row_labels=labels, tile_height=tile_height)
+
+
+def eyes_across_clips(clips: dict[str, EditedTiles], emotions: Sequence[str], *, tile_height: int = 110) -> np.ndarray:
+    """The eyes and brows of many people, source | each of ``emotions`` (the first shown frame of each clip),
+    a row per clip, at about the frame's own size: a widened eye that looks drawn on shows here, not in a
+    face-sized tile."""
+    rows = [[got.eyes[name][0] for name in ("source", *emotions)] for got in clips.values()]
+    return contact_sheet(rows, ["source", *emotions], row_labels=list(clips), tile_height=tile_height)
