@@ -134,6 +134,7 @@ def _lid_shadow(below: np.ndarray, height: float) -> np.ndarray:
 
 
 def _luma(colours: np.ndarray) -> np.ndarray:
+    """Perceived light of RGB colours (…, 3): how dark a pixel reads, whatever its tint."""
     return colours.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
 
 
