@@ -256,3 +256,27 @@ def test_the_redrawn_lash_line_is_soft_like_a_photo_s_not_a_painted_edge():
     skin, fill = np.mean(SKIN), column.max()
     rising = (column > skin + 0.2 * (fill - skin)) & (column < skin + 0.8 * (fill - skin))
     assert rising.sum() >= 2                     # the 20-80 % rise spans at least 2 px (it was 1)
+
+
+def test_the_iris_a_lid_uncovers_has_the_iris_s_own_texture():
+    """The top of the iris a raised lid uncovers is the seen bottom of the iris mirrored, so its texture (here
+    stripes) carries on; mean-colour rings drew it as flat bands, plainly painted on a large, sharp eye."""
+    source = _raised(neutral() * SCALE, -5.0)                 # a lid low over the iris: its top is hidden
+    frame = _face(source)
+    (upper, lower), (centre, rim) = facs.EYE_CONTOURS[0], facs.IRIS_RINGS[0]
+    c = source[centre]
+    radius = float(np.linalg.norm(source[rim] - c, axis=1).mean())
+    opening = np.zeros(frame.shape[:2], np.uint8)
+    cv2.fillPoly(opening, [np.round(eyeball.opening(source, upper, lower)).astype(np.int32)], 1)
+    ys, xs = np.nonzero(opening)
+    on_iris = np.hypot(xs - c[0], ys - c[1]) < radius - 1.0
+    stripe = ((xs[on_iris] - int(c[0])) // 3) % 2 == 0                     # 3 px stripes down the iris
+    frame[ys[on_iris][stripe], xs[on_iris][stripe]] = (20, 30, 70)
+    frame[ys[on_iris][~stripe], xs[on_iris][~stripe]] = (70, 100, 160)
+    warped = frame.copy()
+    eyeball.redraw(warped, eyeball.capture(frame, source, _raised(source, 12.0)))
+    top, bottom = int(round(c[1] - 0.6 * radius)), int(round(c[1] + 0.6 * radius))
+    assert opening[top, int(c[0])] == 0, "the iris's top was hidden by the source's lid"
+    for dx in (-4, -1, 1, 4):                                  # columns of both stripes
+        x = int(c[0]) + dx
+        assert np.abs(warped[top, x].astype(int) - frame[bottom, x]).max() < 25

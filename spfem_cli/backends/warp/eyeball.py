@@ -93,6 +93,19 @@ def _white_model(pixels: np.ndarray, white: np.ndarray, skin: np.ndarray) -> np.
     return np.broadcast_to(row[None].astype(np.float32), (*white.shape, pixels.shape[2])).copy()
 
 
+def _mirrored_iris(pixels: np.ndarray, seen: np.ndarray, rings: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """The iris with its hidden part taken from the seen part mirrored top to bottom through its centre (a lid
+    hides the top, the bottom shows), so a widened eye shows the iris's own texture, not flat rings; the rings
+    (``rings``) stand in where the mirrored point is not seen either."""
+    h, w = seen.shape
+    map_x = np.broadcast_to(np.arange(w, dtype=np.float32)[None], (h, w))
+    map_y = np.broadcast_to((2.0 * float(centre[1]) - np.arange(h, dtype=np.float32))[:, None], (h, w))
+    mirrored = cv2.remap(pixels.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    seen_there = cv2.remap(seen.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                           borderValue=0.0)[..., None]
+    return seen_there * mirrored + (1.0 - seen_there) * rings
+
+
 def _iris_model(pixels: np.ndarray, seen: np.ndarray, centre: np.ndarray, radius: float) -> np.ndarray:
     """The iris as rings: each pixel gets the mean colour the visible iris has at its distance from the
     centre (pupil, iris, darker rim), so a part the lid hid comes back with the same rings."""
@@ -162,7 +175,10 @@ def _eyeball(pixels: np.ndarray, inside: np.ndarray, below: np.ndarray, height: 
     if sclera is None:
         return None
     seen_iris = trusted & (disc >= 1.0)
-    iris = _iris_model(pixels, seen_iris, centre, radius) if seen_iris.sum() >= 3 else sclera
+    if seen_iris.sum() >= 3:
+        iris = _mirrored_iris(pixels, seen_iris, _iris_model(pixels, seen_iris, centre, radius), centre)
+    else:
+        iris = sclera
     bare = disc[..., None] * iris + (1.0 - disc[..., None]) * sclera
     model = bare * shade[..., None]
     blend = max(1.0, SEAM_BLEND * height)        # the fill hands over to the source's white over this many px
