@@ -290,13 +290,16 @@ def mesh_action_units() -> dict[str, np.ndarray]:
 # set by a coordinate search of the FER-2013 recogniser's P(target) on the tuning clips (d0 d6 d13 d14 s13
 # s18 s20 s29 s32, 24 frames each; never the benchmark's held-out clips), bounded to 0…1.8, then checked by
 # eye on contact sheets (a recipe that fooled the recogniser but read as another emotion was not taken:
-# surprise keeps its brows level, without the knit AU4 that raised P(surprise) but read as worry).
+# surprise keeps its brows level, without the knit AU4 that raised P(surprise) but read as worry). Sad and
+# fear share the grief brow (AU1 1.8 + AU4 1.2, re-searched once the eyes were redrawn): sad drops the lids
+# (AU41 1.8), fear opens them (AU5), which is what tells the two apart. Sad's AU6 stays 0.3: at 1.0 it read a
+# little sadder but its nasolabial shading moved the re-tracked mouth of a small-mouthed talker.
 EMOTION_AUS: dict[str, dict[str, float]] = {
     "neutral": {},
     "happy": {"AU6": 1.0, "AU12": 1.0},
-    "sad": {"AU1": 1.3, "AU4": 0.9, "AU6": 0.3, "AU15": 1.0, "AU41": 0.9},
+    "sad": {"AU1": 1.8, "AU4": 1.2, "AU6": 0.3, "AU15": 1.0, "AU41": 1.8},
     "surprised": {"AU1": 1.1, "AU2": 1.1, "AU5": 1.8, "AU23": 1.2},   # AU26 left out: the opening is the speech's
-    "fear": {"AU1": 0.9, "AU4": 0.5, "AU5": 1.8, "AU20": 0.6, "AU15": 1.0},
+    "fear": {"AU1": 1.8, "AU4": 1.2, "AU5": 1.8, "AU20": 0.6, "AU15": 1.0},
     "angry": {"AU4": 1.2, "AU7": 1.2, "AU9": 0.8, "AU23": 0.7, "AU15": 0.7},
     "disgusted": {"AU9": 1.0, "AU10": 0.6, "AU15": 0.4},     # AU10 at 0.6: more lifts the re-tracked upper lip
     "contempt": {"AU14R": 1.0},
