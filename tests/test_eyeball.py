@@ -280,3 +280,40 @@ def test_the_iris_a_lid_uncovers_has_the_iris_s_own_texture():
     for dx in (-4, -1, 1, 4):                                  # columns of both stripes
         x = int(c[0]) + dx
         assert np.abs(warped[top, x].astype(int) - frame[bottom, x]).max() < 25
+
+
+def _uncovered_white_detail(frame: np.ndarray) -> tuple[float, float]:
+    """Fine-detail std (grey levels) of the eyeball's white where a 9 px lid raise uncovers it, and of the white
+    the source shows (each a few px from any edge)."""
+    source = neutral() * SCALE
+    edited = _raised(source, 9.0)
+    eye = eyeball.capture(frame, source, edited)[0]
+    (x0, y0), (h, w) = eye.origin.astype(int), eye.shown.shape
+    box = (slice(y0, y0 + h), slice(x0, x0 + w))
+    kernel = np.ones((5, 5), np.uint8)
+    was_white = np.all(_face(source)[box] == WHITE, axis=-1)
+    now_white = cv2.erode(np.all(_face(edited)[box] == WHITE, axis=-1).astype(np.uint8), kernel) > 0
+    uncovered = now_white & ~cv2.dilate(was_white.astype(np.uint8), kernel).astype(bool)
+    seen = cv2.erode(was_white.astype(np.uint8), kernel) > 0
+    assert uncovered.sum() > 20 and seen.sum() > 20
+
+    def detail(img: np.ndarray, where: np.ndarray) -> float:
+        luma = img.astype(np.float32).mean(-1)
+        return float((luma - cv2.GaussianBlur(luma, (0, 0), 1.5))[where].std())
+
+    return detail(eye.eyeball, uncovered), detail(frame[box], seen)
+
+
+def test_the_uncovered_white_has_the_grain_of_the_white_the_source_shows(monkeypatch):
+    """A large, sharp eye's white has texture; filled smooth, the uncovered band read as flat paint. The fill
+    carries about the source white's grain (without it: 0.5 of it here), and a smooth white stays smooth."""
+    frame = _face(neutral() * SCALE)
+    white = np.all(frame == WHITE, axis=-1)
+    grainy = frame.copy()
+    noise = np.random.default_rng(1).normal(0.0, 6.0, frame.shape[:2])
+    grainy[white] = np.clip(grainy[white].astype(float) + noise[white][:, None], 0, 255).astype(np.uint8)
+    filled, seen = _uncovered_white_detail(grainy)
+    assert 0.75 * seen < filled < 1.25 * seen
+    smooth, _ = _uncovered_white_detail(frame)
+    monkeypatch.setattr(eyeball, "MAX_GRAIN", 0.0)
+    assert _uncovered_white_detail(frame)[0] == pytest.approx(smooth, abs=0.05)

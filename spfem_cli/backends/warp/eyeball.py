@@ -16,6 +16,7 @@ the source shows shut (a blink) keeps the plain warp, and so does one whose lids
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -41,6 +42,9 @@ SOFT_SHARE = 0.02           # the redraw's edges (iris rim, lash line) are this 
 MIN_SOFT_PX = 0.5           # … and at least this (frame px): a painted edge is sharper than the photo round it
 OLD_SHADE = (0.55, 0.8)     # a source pixel under its lid at under this share of the eyeball's light is the old lid's shade …
 OLD_SHADE_DEPTH = 0.5       # … looked for this deep under the source lid (share of the opening's height)
+GRAIN_BLUR = 1.5            # the white's grain is what a blur this wide (frame px) takes out of it …
+MAX_GRAIN = 12.0            # … at most this std (grey levels): more is lashes and glints, not grain
+GRAIN_TILE = 128            # side of the fixed noise tile the grain is cut from
 
 
 def opening(points: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> np.ndarray:
@@ -151,8 +155,40 @@ def _luma(colours: np.ndarray) -> np.ndarray:
     return colours.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
 
 
+@functools.lru_cache(maxsize=1)
+def _noise_tile() -> np.ndarray:
+    """A fixed tile of unit-std noise, a little blurred: a camera's grain spans a pixel or two, not one."""
+    noise = np.random.default_rng(0).standard_normal((GRAIN_TILE, GRAIN_TILE)).astype(np.float32)
+    pad = 4                                        # blurred wrapped round, so the tile repeats without a seam
+    noise = cv2.GaussianBlur(np.pad(noise, pad, mode="wrap"), (0, 0), 0.6)[pad:-pad, pad:-pad]
+    return noise / float(noise.std())
+
+
+def _grain_strength(pixels: np.ndarray, white: np.ndarray) -> float:
+    """How grainy the white the source shows is (std of its fine detail, grey levels, robust): a large,
+    sharp eye's white has visible texture, a small or compressed one next to none."""
+    luma = _luma(pixels)
+    detail = luma - cv2.GaussianBlur(luma, (0, 0), GRAIN_BLUR)
+    inner = cv2.erode(white.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    if inner.sum() < MIN_SCLERA_PX:
+        return 0.0
+    values = detail[inner]
+    return min(1.4826 * float(np.median(np.abs(values - np.median(values)))), MAX_GRAIN)
+
+
+def _grain(shape: tuple[int, int], anchor: tuple[int, int], strength: float) -> np.ndarray:
+    """(h, w) grain for a box whose corner lies ``anchor`` px from the eye's inner corner: cut from a fixed
+    tile at that offset, so the texture stays on the eye from frame to frame instead of crawling."""
+    if strength <= 0.0:
+        return np.zeros(shape, np.float32)
+    rows = (np.arange(shape[0]) + anchor[1]) % GRAIN_TILE
+    cols = (np.arange(shape[1]) + anchor[0]) % GRAIN_TILE
+    return strength * _noise_tile()[np.ix_(rows, cols)]
+
+
 def _eyeball(pixels: np.ndarray, inside: np.ndarray, below: np.ndarray, height: float, iris: np.ndarray,
-             shade: np.ndarray, raised: np.ndarray, soft: float) -> tuple[np.ndarray, np.ndarray] | None:
+             shade: np.ndarray, raised: np.ndarray, soft: float,
+             anchor: tuple[int, int] = (0, 0)) -> tuple[np.ndarray, np.ndarray] | None:
     """The eyeball of one box and where it stands in for the warp (``cover``, 0–1); None if the source
     shows too little of it to read.
 
@@ -162,7 +198,9 @@ def _eyeball(pixels: np.ndarray, inside: np.ndarray, below: np.ndarray, height: 
     lower lid and the corners) the warp keeps its own pixels. The white and the iris are read away from
     every lid margin. Where the lid rose (``raised``, 0–1 per column) the old lid's shade under it (lashes,
     liner, its shadow on the ball: pixels much darker than the eyeball there) goes with the lid and is
-    filled in too; left, it drew a dark arc across the eye at the old lid line. Edges are ``soft`` px."""
+    filled in too; left, it drew a dark arc across the eye at the old lid line. Edges are ``soft`` px. The
+    fill carries the grain of the white the source shows (:func:`_grain`, ``anchor``: the box corner from the
+    eye's inner corner): a smooth fill on a large, sharp eye read as flat paint."""
     margin = max(MIN_MARGIN_PX, MARGIN * height)
     depth = cv2.distanceTransform((inside > 0.5).astype(np.uint8), cv2.DIST_L2, 3)
     trusted = depth > margin
@@ -180,7 +218,7 @@ def _eyeball(pixels: np.ndarray, inside: np.ndarray, below: np.ndarray, height: 
     else:
         iris = sclera
     bare = disc[..., None] * iris + (1.0 - disc[..., None]) * sclera
-    model = bare * shade[..., None]
+    model = (bare + _grain(white.shape, anchor, _grain_strength(pixels, white))[..., None]) * shade[..., None]
     blend = max(1.0, SEAM_BLEND * height)        # the fill hands over to the source's white over this many px
     keep = inside * np.clip((below - margin) / blend, 0.0, 1.0)
     cover = keep + (1.0 - keep) * np.clip(margin + blend - below, 0.0, 1.0)
@@ -231,8 +269,9 @@ def capture(frame: np.ndarray, source: np.ndarray, edited: np.ndarray) -> list[E
         rise = _lid_row(shape[1], source[upper] - origin) - _lid_row(shape[1], edited[upper] - origin)
         raised = np.clip(rise / max(0.1 * height, 0.5), 0.0, 1.0).astype(np.float32)
         ring = np.r_[source[iris[0]][None], source[iris[1]]] - origin
+        anchor = tuple(int(v) for v in origin - np.round(source[upper[0]]))
         ball = _eyeball(pixels, _fill(shape, src_poly, origin), _below_lid(shape, source[upper] - origin), height,
-                        ring, _lid_shadow(below, edited_height), raised, soft)
+                        ring, _lid_shadow(below, edited_height), raised, soft, anchor)
         if ball is None:
             continue
         eyeball, cover = ball
