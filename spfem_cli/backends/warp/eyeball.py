@@ -43,7 +43,8 @@ MIN_SOFT_PX = 0.5           # … and at least this (frame px): a painted edge i
 OLD_SHADE = (0.55, 0.8)     # a source pixel under its lid at under this share of the eyeball's light is the old lid's shade …
 OLD_SHADE_DEPTH = 0.5       # … looked for this deep under the source lid (share of the opening's height)
 GRAIN_BLUR = 1.5            # the white's grain is what a blur this wide (frame px) takes out of it …
-MAX_GRAIN = 12.0            # … at most this std (grey levels): more is lashes and glints, not grain
+MAX_GRAIN = 8.0             # … at most this std (grey levels): more is lashes and glints, not grain …
+GRAIN_MIN_PX = 20           # … read on at least this many px of white clear of every edge (else: none)
 GRAIN_TILE = 128            # side of the fixed noise tile the grain is cut from
 
 
@@ -169,8 +170,9 @@ def _grain_strength(pixels: np.ndarray, white: np.ndarray) -> float:
     sharp eye's white has visible texture, a small or compressed one next to none."""
     luma = _luma(pixels)
     detail = luma - cv2.GaussianBlur(luma, (0, 0), GRAIN_BLUR)
-    inner = cv2.erode(white.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    if inner.sum() < MIN_SCLERA_PX:
+    # Read only where the blur reaches no edge (iris, lids, lashes): their steps are not grain.
+    inner = cv2.distanceTransform(white.astype(np.uint8), cv2.DIST_L2, 3) > 2.0 * GRAIN_BLUR
+    if inner.sum() < GRAIN_MIN_PX:
         return 0.0
     values = detail[inner]
     return min(1.4826 * float(np.median(np.abs(values - np.median(values)))), MAX_GRAIN)
