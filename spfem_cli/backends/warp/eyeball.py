@@ -220,7 +220,8 @@ def _eyeball(pixels: np.ndarray, inside: np.ndarray, below: np.ndarray, height: 
     else:
         iris = sclera
     bare = disc[..., None] * iris + (1.0 - disc[..., None]) * sclera
-    model = (bare + _grain(white.shape, anchor, _grain_strength(pixels, white))[..., None]) * shade[..., None]
+    grain = (1.0 - disc) * _grain(white.shape, anchor, _grain_strength(pixels, white))     # the iris has its own
+    model = (bare + grain[..., None]) * shade[..., None]
     blend = max(1.0, SEAM_BLEND * height)        # the fill hands over to the source's white over this many px
     keep = inside * np.clip((below - margin) / blend, 0.0, 1.0)
     cover = keep + (1.0 - keep) * np.clip(margin + blend - below, 0.0, 1.0)
