@@ -139,9 +139,15 @@ def _lid_row(width: int, lid: np.ndarray) -> np.ndarray:
     return np.interp(np.arange(width), lid[order, 0], lid[order, 1])
 
 
-def _below_lid(shape: tuple[int, int], lid: np.ndarray) -> np.ndarray:
-    """Per box pixel, how far (px) it lies below an upper lid (``lid``: its points in box px); 0 above."""
-    return np.maximum(np.arange(shape[0])[:, None] - _lid_row(shape[1], lid)[None], 0.0).astype(np.float32)
+def _below_lid(rows: int, lid_row: np.ndarray) -> np.ndarray:
+    """Per box pixel (``rows`` × the row's width), how far (px) it lies below an upper lid whose height in
+    each column is ``lid_row`` (:func:`_lid_row`); 0 above."""
+    return np.maximum(np.arange(rows)[:, None] - lid_row[None], 0.0).astype(np.float32)
+
+
+def _soft_step(distance: np.ndarray, soft: float) -> np.ndarray:
+    """0 → 1 across an edge at ``distance`` 0 (px, > 0 on the inside), ramping over ``2·soft`` px (at least 1)."""
+    return np.clip(distance / max(1.0, 2.0 * soft) + 0.5, 0.0, 1.0)
 
 
 def _lid_shadow(below: np.ndarray, height: float) -> np.ndarray:
@@ -165,10 +171,9 @@ def _noise_tile() -> np.ndarray:
     return noise / float(noise.std())
 
 
-def _grain_strength(pixels: np.ndarray, white: np.ndarray) -> float:
-    """How grainy the white the source shows is (std of its fine detail, grey levels, robust): a large,
-    sharp eye's white has visible texture, a small or compressed one next to none."""
-    luma = _luma(pixels)
+def _grain_strength(luma: np.ndarray, white: np.ndarray) -> float:
+    """How grainy the white the source shows is (std of its fine detail, grey levels, robust; ``luma``: the
+    box's :func:`_luma`): a large, sharp eye's white has visible texture, a small or compressed one next to none."""
     detail = luma - cv2.GaussianBlur(luma, (0, 0), GRAIN_BLUR)
     # Read only where the blur reaches no edge (iris, lids, lashes): their steps are not grain.
     inner = cv2.distanceTransform(white.astype(np.uint8), cv2.DIST_L2, 3) > 2.0 * GRAIN_BLUR
@@ -209,7 +214,7 @@ def _eyeball(pixels: np.ndarray, inside: np.ndarray, below: np.ndarray, height: 
     centre, radius = iris[0], float(np.mean(np.linalg.norm(iris[1:] - iris[0], axis=1)))
     ys, xs = np.ogrid[0:inside.shape[0], 0:inside.shape[1]]
     from_centre = np.hypot(xs - centre[0], ys - centre[1]).astype(np.float32)
-    disc = np.clip((radius - from_centre) / max(1.0, 2.0 * soft) + 0.5, 0.0, 1.0)     # the iris's rim, as soft as the photo
+    disc = _soft_step(radius - from_centre, soft)           # the iris's rim, as soft as the photo
     white = trusted & (from_centre >= radius + 1.5)
     sclera = _white_model(pixels, white, inside <= 0.0)
     if sclera is None:
@@ -220,13 +225,14 @@ def _eyeball(pixels: np.ndarray, inside: np.ndarray, below: np.ndarray, height: 
     else:
         iris = sclera
     bare = disc[..., None] * iris + (1.0 - disc[..., None]) * sclera
-    grain = (1.0 - disc) * _grain(white.shape, anchor, _grain_strength(pixels, white))     # the iris has its own
+    luma = _luma(pixels)
+    grain = (1.0 - disc) * _grain(white.shape, anchor, _grain_strength(luma, white))     # the iris has its own
     model = (bare + grain[..., None]) * shade[..., None]
     blend = max(1.0, SEAM_BLEND * height)        # the fill hands over to the source's white over this many px
     keep = inside * np.clip((below - margin) / blend, 0.0, 1.0)
     cover = keep + (1.0 - keep) * np.clip(margin + blend - below, 0.0, 1.0)
     if raised.any():
-        light = _luma(pixels) / np.maximum(_luma(bare), 1.0)
+        light = luma / np.maximum(_luma(bare), 1.0)
         old = (1.0 - np.clip((light - OLD_SHADE[0]) / (OLD_SHADE[1] - OLD_SHADE[0]), 0.0, 1.0)) * raised[None]
         old *= np.clip(OLD_SHADE_DEPTH * height - below, 0.0, 1.0)
         keep *= 1.0 - cv2.GaussianBlur(old.astype(np.float32), (0, 0), soft)
@@ -268,18 +274,18 @@ def capture(frame: np.ndarray, source: np.ndarray, edited: np.ndarray) -> list[E
         shape = pixels.shape[:2]
         height, edited_height = float(facs.lid_gap(source, upper, lower)), float(facs.lid_gap(edited, upper, lower))
         soft = max(MIN_SOFT_PX, SOFT_SHARE * float(np.linalg.norm(source[upper[0]] - source[upper[-1]])))
-        below = _below_lid(shape, edited[upper] - origin)
-        rise = _lid_row(shape[1], source[upper] - origin) - _lid_row(shape[1], edited[upper] - origin)
-        raised = np.clip(rise / max(0.1 * height, 0.5), 0.0, 1.0).astype(np.float32)
+        source_lid, edited_lid = _lid_row(shape[1], source[upper] - origin), _lid_row(shape[1], edited[upper] - origin)
+        below = _below_lid(shape[0], edited_lid)
+        raised = np.clip((source_lid - edited_lid) / max(0.1 * height, 0.5), 0.0, 1.0).astype(np.float32)
         ring = np.r_[source[iris[0]][None], source[iris[1]]] - origin
         anchor = tuple(int(v) for v in origin - np.round(source[upper[0]]))
-        ball = _eyeball(pixels, _fill(shape, src_poly, origin), _below_lid(shape, source[upper] - origin), height,
+        ball = _eyeball(pixels, _fill(shape, src_poly, origin), _below_lid(shape[0], source_lid), height,
                         ring, _lid_shadow(below, edited_height), raised, soft, anchor)
         if ball is None:
             continue
         eyeball, cover = ball
         lashes = max(1.0, LASH_BAND * edited_height)
-        lash_line = np.clip((below - lashes) / max(1.0, 2.0 * soft) + 0.5, 0.0, 1.0)
+        lash_line = _soft_step(below - lashes, soft)
         shown = _fill(shape, dst_poly, origin) * lash_line * cover * gate
         out[-1] = EyeSource(origin, eyeball, shown)
     return out
