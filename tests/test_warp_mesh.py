@@ -144,6 +144,34 @@ def test_mesh_inner_lip_gaps_and_outline_are_the_source(emotion, track):
     np.testing.assert_allclose(edited[:, facs.FACE_OVAL], seq.landmarks[:, facs.FACE_OVAL])
 
 
+def test_an_upper_lid_comes_down_a_share_of_its_opening_and_a_squint_still_narrows():
+    """Half-shut upper lids read drowsy, not sad: a droop stops at MAX_LID_DROOP of the eye's own opening,
+    while the lower lid rising (a squint) may still narrow the eye to the MIN_LID_GAP floor."""
+    src = facs.neutral(facs.N_MESH)[None]
+    top, bottom = np.array(facs.LID_PAIRS).T
+    gap = src[0, bottom, 1] - src[0, top, 1]
+    droop = src.copy()
+    droop[0, top, 1] += 0.8 * gap
+    kept = facs.keep_eyes_open(src, droop)
+    np.testing.assert_allclose(kept[0, top, 1] - src[0, top, 1], facs.MAX_LID_DROOP * gap)
+    squint = src.copy()
+    squint[0, bottom, 1] -= 0.8 * gap
+    kept = facs.keep_eyes_open(src, squint)
+    np.testing.assert_allclose(kept[0, bottom, 1] - kept[0, top, 1], facs.MIN_LID_GAP * gap)
+
+
+def test_sad_lids_droop_no_further_than_the_cap_on_a_real_track(track):
+    backend = WarpBackend()
+    seq = backend.encode(track)
+    edited = backend.manipulate(seq, backend.plan(seq, EditTarget(emotion="sad", intensity=1.0), float(track.fps))).landmarks
+    top, bottom = np.array(facs.LID_PAIRS).T
+    src = seq.landmarks[seq.valid]
+    gap = src[:, bottom, 1] - src[:, top, 1]
+    drop = edited[seq.valid][:, top, 1] - src[:, top, 1]
+    assert drop.max() > 0.5 * facs.MAX_LID_DROOP * gap.mean()          # sad does droop …
+    assert np.all(drop[gap > 0] <= facs.MAX_LID_DROOP * gap[gap > 0] + 1e-9)   # … no further than the cap
+
+
 def test_a_68_point_track_still_edits(track):
     """FAN tracks have no mesh: the same AU fields act on the 68 points and the 68-point warp renders."""
     backend = WarpBackend()

@@ -292,7 +292,7 @@ def mesh_action_units() -> dict[str, np.ndarray]:
 # eye on contact sheets (a recipe that fooled the recogniser but read as another emotion was not taken:
 # surprise keeps its brows level, without the knit AU4 that raised P(surprise) but read as worry). Sad and
 # fear share the grief brow (AU1 1.8 + AU4 1.2, re-searched once the eyes were redrawn): sad drops the lids
-# (AU41 1.8), fear opens them (AU5), which is what tells the two apart. Sad's AU6 stays 0.3: at 1.0 it read a
+# (AU41 1.8, as far as MAX_LID_DROOP lets it), fear opens them (AU5), which is what tells the two apart. Sad's AU6 stays 0.3: at 1.0 it read a
 # little sadder but moved the re-tracked mouth of a small-mouthed talker (a held-out peak ratio 0.89 → 0.81).
 EMOTION_AUS: dict[str, dict[str, float]] = {
     "neutral": {},
@@ -636,10 +636,15 @@ def lid_raise_by_side(field: np.ndarray, activations: np.ndarray, sides: np.ndar
 LID_PAIRS = tuple((int(u), int(lo)) for a, b in ((LID_UPPER[1:-1], LID_LOWER), (MIRROR[LID_UPPER[1:-1]], MIRROR[LID_LOWER]))
                   for u, lo in zip(a, b, strict=True))
 MIN_LID_GAP = 0.45     # an edit may narrow an eye to this fraction of its own opening, never close or invert it
+# The upper lid alone may come down at most this share of the eye's own opening (the lower lid may still rise
+# to the MIN_LID_GAP floor: a squint). Sad's droop and the brow's push together reached the floor on most
+# faces, and half-shut upper lids read drowsy, not sad, on unseen stills; at 0.3 the eyes look heavy but awake.
+MAX_LID_DROOP = 0.3
 
 
 def keep_eyes_open(source: np.ndarray, edited: np.ndarray) -> np.ndarray:
-    """Edited mesh points (..., 478, 2) whose lids never come closer than MIN_LID_GAP of the source's gap.
+    """Edited mesh points (..., 478, 2) whose lids never come closer than MIN_LID_GAP of the source's gap,
+    and whose upper lids come down no more than MAX_LID_DROOP of it.
 
     Narrowing an eye that is already half shut (a blink, a squint) would push the lower lid over the
     upper one; each lid pair is opened back around its edited midpoint instead. A pair the source itself
@@ -653,6 +658,8 @@ def keep_eyes_open(source: np.ndarray, edited: np.ndarray) -> np.ndarray:
     src = np.asarray(source, np.float64)
     for top, bottom in LID_PAIRS:
         gap_src = src[..., bottom, 1] - src[..., top, 1]
+        lowest = src[..., top, 1] + MAX_LID_DROOP * gap_src
+        out[..., top, 1] = np.where(gap_src > 0.0, np.minimum(out[..., top, 1], lowest), out[..., top, 1])
         gap = out[..., bottom, 1] - out[..., top, 1]
         floor = np.where(gap_src > 0.0, MIN_LID_GAP * gap_src, gap_src)
         short = gap < floor
