@@ -292,8 +292,9 @@ def mesh_action_units() -> dict[str, np.ndarray]:
 # eye on contact sheets (a recipe that fooled the recogniser but read as another emotion was not taken:
 # surprise keeps its brows level, without the knit AU4 that raised P(surprise) but read as worry). Sad and
 # fear share the grief brow (AU1 1.8 + AU4 1.2, re-searched once the eyes were redrawn): sad drops the lids
-# (AU41 1.8, as far as MAX_LID_DROOP lets it), fear opens them (AU5), which is what tells the two apart. Sad's AU6 stays 0.3: at 1.0 it read a
-# little sadder but moved the re-tracked mouth of a small-mouthed talker (a held-out peak ratio 0.89 → 0.81).
+# (AU41 1.8, as far as MAX_LID_DROOP lets it), fear opens them (AU5), which is what tells the two apart.
+# Sad's AU6 stays 0.3: at 1.0 it read a little sadder but moved the re-tracked mouth of a small-mouthed
+# talker (a held-out peak ratio 0.89 → 0.81).
 EMOTION_AUS: dict[str, dict[str, float]] = {
     "neutral": {},
     "happy": {"AU6": 1.0, "AU12": 1.0},
