@@ -126,3 +126,44 @@ def test_raised_inner_brows_keep_the_frown_lines_between_the_brows():
     assert np.abs(frown[high]).max() > 0.02
     assert np.abs(joint[high]).max() < 0.4 * np.abs(frown[high]).max()
     assert np.abs(joint[low]).max() > 0.6 * np.abs(frown[low]).max()
+
+
+def _featured_face(blur: float) -> np.ndarray:
+    """A 256² face at the template's landmarks with the dark, sharp-edged features every face has (eyes,
+    brows, nostrils, lips), blurred by ``blur`` px (0: as drawn, pixel-sharp)."""
+    face = np.full((256, 256, 3), (200, 150, 125), np.uint8)
+    lm = TEMPLATE_68
+    dark = (60, 40, 35)
+    for part in (lm[36:42], lm[42:48], lm[48:60]):
+        cv2.fillPoly(face, [np.round(part).astype(np.int32)], dark)
+    for brow in (lm[17:22], lm[22:27]):
+        cv2.polylines(face, [np.round(brow).astype(np.int32)], False, dark, 7)
+    for nostril in (lm[32], lm[34]):
+        cv2.circle(face, tuple(np.round(nostril).astype(int)), 4, dark, -1)
+    return face if blur == 0 else cv2.GaussianBlur(face, (0, 0), blur)
+
+
+def test_the_blur_of_a_face_is_read_off_its_own_edges():
+    sharp = wrinkles.image_blur(_featured_face(0.0), TEMPLATE_68)
+    assert sharp < wrinkles.SHARP_BLUR + 0.25, sharp
+    for blur in (1.5, 2.5):
+        seen = wrinkles.image_blur(_featured_face(blur), TEMPLATE_68)
+        # the reading adds the sharp face's own (resampling, filter) in quadrature
+        assert abs(seen - np.hypot(blur, sharp)) < 0.25 * blur, (blur, seen)
+
+
+def test_creases_take_the_focus_of_a_soft_face():
+    """On a soft face the same creases are wider and shallower (a crease crisper than the rest of the face
+    reads as drawn on); on a sharp one they are as drawn; the darkening they add up to stays."""
+    acts = {"AU4": 1.0, "AU6": 1.0, "AU12": 1.0}
+    plain = wrinkles.shading_on(TEMPLATE_68, wrinkles._clipped(acts), 256)
+    sharp, soft = _featured_face(0.0), _featured_face(2.5)
+    np.testing.assert_array_equal(wrinkles.in_focus(plain, sharp, TEMPLATE_68), plain)
+    focused = wrinkles.in_focus(plain, soft, TEMPLATE_68)
+    assert focused.min() > 0.7 * plain.min()                               # shallower valleys ...
+    assert abs(focused.sum() - plain.sum()) < 0.02 * np.abs(plain).sum()   # ... the same shade in all
+    # and it is what the render draws: the soft face's shading is the focused field
+    mask = np.ones((256, 256), np.float32)
+    drawn = wrinkles.shade(soft, TEMPLATE_68, acts, mask).astype(np.float32)[..., 1]
+    expected = np.clip(soft[..., 1] * np.exp(focused), 0, 255)
+    assert np.abs(drawn - expected).max() <= 1.0
