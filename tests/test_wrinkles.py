@@ -167,19 +167,3 @@ def test_creases_take_the_focus_of_a_soft_face():
     drawn = wrinkles.shade(soft, TEMPLATE_68, acts, mask).astype(np.float32)[..., 1]
     expected = np.clip(soft[..., 1] * np.exp(focused), 0, 255)
     assert np.abs(drawn - expected).max() <= 1.0
-
-
-def test_knit_brows_keep_the_frown_lines_whole():
-    """Brows drawn together (AU4) bring their heads up to the frown lines; the mask must not cut the lines
-    there (a cut left them as a fan of loose dashes above the brows)."""
-    lm = TEMPLATE_68.copy()
-    mid = 0.5 * (lm[21, 0] + lm[22, 0])
-    lm[17:27, 0] += (mid - lm[17:27, 0]) * 0.25
-    lm[17:27, 1] += 6.0
-    face = np.full((256, 256, 3), (200, 150, 125), np.uint8)
-    field = wrinkles.shading_on(lm, {"AU4": 1.0}, 256)
-    heads = lm[[21, 22]]
-    between = np.s_[int(heads[:, 1].min() - 15):int(heads[:, 1].max() + 6),
-                    int(heads[:, 0].min() - 2):int(heads[:, 0].max() + 3)]
-    kept = (field * wrinkles.skin_mask(face, lm))[between].sum() / field[between].sum()
-    assert kept > 0.9, kept

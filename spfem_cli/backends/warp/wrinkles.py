@@ -262,9 +262,7 @@ def skin_mask(face: np.ndarray, lm: np.ndarray) -> np.ndarray:
     """Soft mask (H, W) float32 in [0, 1] of the skin that may fold.
 
     The face region minus the eyes, the brows and the lips (each grown a little), gated by similarity to
-    the cheeks' own colour so that hair, fringes and dark glasses frames stay untouched. The brows' inner
-    heads are left to that gate, not cut out: the frown folds the skin between them, and knit brows
-    (AU4) come so close that a cut through each head left the "11" lines as a fan of loose dashes above.
+    the cheeks' own colour so that hair, fringes and dark glasses frames stay untouched.
     """
     h, w = face.shape[:2]
     lm = np.asarray(lm, np.float64)
@@ -274,7 +272,7 @@ def skin_mask(face: np.ndarray, lm: np.ndarray) -> np.ndarray:
     for poly in (lm[36:42], lm[42:48], lm[48:60]):
         cv2.fillPoly(openings, [np.round(poly * 16).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=4)
     holes = openings.copy()
-    for brow in (lm[17:21], lm[23:27]):                     # not the inner heads (21, 22)
+    for brow in (lm[17:22], lm[22:27]):
         cv2.polylines(holes, [np.round(brow * 16).astype(np.int32)], False, 255, thickness=max(1, int(round(9 * u))),
                       lineType=cv2.LINE_AA, shift=4)
     k = max(3, int(round(4 * u)) | 1)                        # feather kernel; its radius < grow below
