@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from spfem_cli.face import focus
 from spfem_cli.face.align import TEMPLATE_68
 from spfem_cli.face.tracking.mediapipe_tracker import MP_TO_IBUG68
 
@@ -401,45 +402,24 @@ def _clipped(activations: dict[str, float]) -> dict[str, float] | None:
     return acts if any(acts.values()) else None
 
 
-# The creases take the picture's own focus. Drawn at the template's sharpness into a soft, compressed or
-# upscaled face (an old scanned photo of a child, a painting, a blurry webcam clip), a crease is the crispest
-# thing on the face and reads as drawn on: the frown as a fan of dashes, the forehead as pencil lines. The
-# crop's blur is read at its strongest edges (lid lines, irises, nostrils, the lips) by blurring it once more
-# by a known FOCUS_PROBE: a step blurred by σ loses gradient by sqrt(σ² + probe²) / σ at its centre, so the
-# median loss over those edges gives σ (the re-blur estimate of Hu & de Haan, "Low cost robust blur
-# estimator", ICIP 2006). The field is then blurred by what the face has beyond the sharpest faces' reading.
-FOCUS_PROBE = 2.0      # aligned px of the re-blur
-FOCUS_EDGES = 0.02     # the share of the face region's pixels, strongest gradient first, that are read
-SHARP_BLUR = 0.9       # what sharp HD faces read (the crop's resampling, the gradient filter): no extra blur
+# The creases take the picture's own focus (:mod:`spfem_cli.face.focus`). Drawn at the template's sharpness
+# into a soft, compressed or upscaled face (an old scanned photo of a child, a painting, a blurry webcam
+# clip), a crease is the crispest thing on the face and reads as drawn on: the frown as a fan of dashes, the
+# forehead as pencil lines. The field is blurred by what the face has beyond the sharpest faces' reading.
+SHARP_BLUR = 0.9       # aligned px that sharp HD faces read (the crop's resampling, the gradient filter): no extra blur
 MAX_EXTRA_BLUR = 2.5   # aligned px: a face soft beyond this has no creases to speak of either
 
 
 def image_blur(face: np.ndarray, lm: np.ndarray) -> float:
     """The Gaussian blur σ (aligned px) of a 256² aligned face crop (RGB), read at its strongest edges inside
-    the face region of its landmarks ``lm`` (68, 2)."""
-    region = face_region(lm, face.shape[:2]) > 127
-    rows, cols = np.flatnonzero(region.any(1)), np.flatnonzero(region.any(0))
-    if len(rows) < 8 or len(cols) < 8:
-        return SHARP_BLUR
-    box = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    grey = cv2.cvtColor(np.ascontiguousarray(face[box]), cv2.COLOR_RGB2GRAY).astype(np.float32)
-
-    def gradient(image: np.ndarray) -> np.ndarray:
-        return cv2.magnitude(cv2.Sobel(image, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=3))
-
-    sharp, soft = gradient(grey), gradient(cv2.GaussianBlur(grey, (0, 0), FOCUS_PROBE))
-    inside = region[box]
-    values = sharp[inside]
-    if values.size == 0 or values.max() <= 1e-3:
-        return SHARP_BLUR
-    edges = inside & (sharp >= np.quantile(values, 1.0 - FOCUS_EDGES))
-    loss = float(np.median(sharp[edges] / np.maximum(soft[edges], 1e-6)))
-    return float(FOCUS_PROBE / np.sqrt(max(loss * loss - 1.0, 1e-6)))
+    the face region of its landmarks ``lm`` (68, 2); :data:`SHARP_BLUR` where there is no edge to read."""
+    sigma = focus.blur_sigma(face, face_region(lm, face.shape[:2]) > 127)
+    return SHARP_BLUR if sigma is None else sigma
 
 
 def in_focus(field: np.ndarray, face: np.ndarray, lm: np.ndarray) -> np.ndarray:
     """``field`` (aligned 256², before the skin mask) blurred to the focus of ``face`` (:func:`image_blur`)."""
-    extra = min(float(np.sqrt(max(image_blur(face, lm) ** 2 - SHARP_BLUR ** 2, 0.0))), MAX_EXTRA_BLUR)
+    extra = focus.extra_blur(image_blur(face, lm), SHARP_BLUR, MAX_EXTRA_BLUR)
     return field if extra < 0.25 else cv2.GaussianBlur(field, (0, 0), extra)
 
 
