@@ -67,6 +67,7 @@ class _Known:
         return self.last[1]
 
     def probabilities(self, shown, track, idx):
+        self.judged = np.asarray(idx)
         intensity = self.last[0] if self.last is not None and shown is self.last[1] else 0.0
         p = np.full((len(idx), 7), 0.1)
         p[:, 4] = 0.9 if intensity > self.crossing else 0.05          # column 4: sad
@@ -85,6 +86,16 @@ def test_auto_intensity_converges_to_the_crossing(short_clip, source_track, cros
     assert found.tried[0][0] == 0.0 and 0.0 not in fake.rendered      # intensity 0 is the source, not a render
     assert len(found.tried) <= 2 + 6                                  # cap, source, bisection of [0, 1] to 0.02
     assert f"{found.intensity:.2f}" in found.message and "lowest" in found.message
+
+
+@needs_fer
+def test_auto_intensity_judges_the_frames_the_report_judges(short_clip, source_track):
+    """"Reads as" must mean the same in the search's line and in the "perceived" line under it."""
+    from spfem_cli.face.expression import DEFAULT_SAMPLES, sample_indices
+
+    fake = _Known(0.3)
+    find_intensity(short_clip.path, EditTarget(emotion="sad"), source_track, fake.render, recognizer=fake)
+    np.testing.assert_array_equal(fake.judged, sample_indices(source_track.valid, DEFAULT_SAMPLES))
 
 
 @needs_fer

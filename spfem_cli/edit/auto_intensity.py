@@ -1,8 +1,9 @@
 """``--intensity auto``: the lowest intensity at which the edit reads as its target emotion.
 
 "Reads as" is judged by the FER-2013 recogniser (:mod:`spfem_cli.face.expression`): the target is the
-top-1 label of the mean probabilities over ~16 face crops spread over the clip. The search renders
-only those frames, in memory, with the caller's renderer (the edit's own render path, no encoding):
+top-1 label of the mean probabilities over the face crops that the edit's report judges (the same ~40
+frames spread over the clip: on 16 of them a crossing found at fear 0.91 was reported as "perceived:
+neutral" two lines below, on the 40). The search renders only those frames, in memory, with the caller's renderer (the edit's own render path, no encoding):
 first the cap (not reached: the cap is used, and said), then the source itself (intensity 0), then
 bisection to ``tolerance``. The recogniser is not strictly monotonic in intensity, so the result is a
 crossing point, with every trial kept for the report.
@@ -21,7 +22,6 @@ from spfem_cli.errors import SpfemError
 
 CAP = MAX_INTENSITY
 TOLERANCE = 0.05
-SAMPLES = 16
 
 # render(intensity, frames, indices) -> the frames edited at that intensity (frames are not modified)
 SampleRenderer = Callable[[float, Sequence[np.ndarray], np.ndarray], list[np.ndarray]]
@@ -69,14 +69,15 @@ def check_auto(target: EditTarget) -> str:
     return target.emotion
 
 
-def find_intensity(video: Path, target: EditTarget, track, render: SampleRenderer, *, samples: int = SAMPLES,
+def find_intensity(video: Path, target: EditTarget, track, render: SampleRenderer, *, samples: int | None = None,
                    cap: float = CAP, tolerance: float = TOLERANCE, recognizer=None) -> AutoIntensity:
-    """Search the intensity for ``target.emotion`` on ``video`` (face ``track``), rendering with ``render``."""
-    from spfem_cli.face.expression import ExpressionRecognizer, frames_at, perceived, sample_indices
+    """Search the intensity for ``target.emotion`` on ``video`` (face ``track``), rendering with ``render``;
+    judged on ``samples`` frames (default: the report's, :data:`~spfem_cli.face.expression.DEFAULT_SAMPLES`)."""
+    from spfem_cli.face.expression import DEFAULT_SAMPLES, ExpressionRecognizer, frames_at, perceived, sample_indices
 
     emotion = check_auto(target)
     recognizer = recognizer or ExpressionRecognizer()
-    frames, idx = frames_at(video, sample_indices(track.valid, samples))
+    frames, idx = frames_at(video, sample_indices(track.valid, DEFAULT_SAMPLES if samples is None else samples))
     if not len(idx):
         raise SpfemError(f"--intensity auto: no face found in {video}")
     tried: dict[float, tuple[float, str]] = {}
