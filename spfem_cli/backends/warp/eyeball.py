@@ -23,7 +23,6 @@ import cv2
 import numpy as np
 
 from spfem_cli.backends.warp import facs
-from spfem_cli.face import focus
 
 MARGIN = 0.18               # share of the source opening's height along the lids not trusted as eyeball
 MIN_MARGIN_PX = 1.0         # … and at least this many frame px (the lash line and the lid's own shadow)
@@ -40,8 +39,7 @@ IRIS_BANDS = 5              # rings the iris's colour is read in, centre to rim
 SEAM_BLEND = 0.15           # share of the source opening's height over which the fill hands over to the kept white
 LASH_BAND = 0.12            # share of the edited opening's height under the upper lid left to the warped lid (lashes)
 SOFT_SHARE = 0.02           # the redraw's edges (iris rim, lash line) are this share of the eye's width soft …
-MIN_SOFT_PX = 0.5           # … at least this (frame px), and at least the picture's own blur round the eyes
-                            # (:func:`_eyes_blur`): a painted edge is sharper than the photo round it
+MIN_SOFT_PX = 0.5           # … and at least this (frame px): a painted edge is sharper than the photo round it
 OLD_SHADE = (0.55, 0.8)     # a source pixel under its lid at under this share of the eyeball's light is the old lid's shade …
 OLD_SHADE_DEPTH = 0.5       # … looked for this deep under the source lid (share of the opening's height)
 GRAIN_BLUR = 1.5            # the white's grain is what a blur this wide (frame px) takes out of it …
@@ -245,18 +243,6 @@ def _eyeball(pixels: np.ndarray, inside: np.ndarray, below: np.ndarray, height: 
     return np.clip(ball + 0.5, 0, 255).astype(np.uint8), cv2.GaussianBlur(cover.astype(np.float32), (0, 0), soft)
 
 
-def _eyes_blur(frame: np.ndarray, source: np.ndarray) -> float:
-    """The picture's blur (frame px) round the eyes, read once over both (:func:`spfem_cli.face.focus.blur_sigma`;
-    one eye's box alone jumped by up to 0.6 px from frame to frame on a soft clip); 0 where unreadable."""
-    both = np.concatenate([opening(source, upper, lower) for upper, lower in facs.EYE_CONTOURS])
-    h, w = frame.shape[:2]
-    x0, y0 = np.maximum(np.floor(both.min(0)).astype(int) - PAD, 0)
-    x1, y1 = np.minimum(np.ceil(both.max(0)).astype(int) + PAD, (w, h))
-    if x1 - x0 < 4 or y1 - y0 < 4:
-        return 0.0
-    return focus.blur_sigma(frame[y0:y1, x0:x1]) or 0.0
-
-
 def capture(frame: np.ndarray, source: np.ndarray, edited: np.ndarray) -> list[EyeSource | None]:
     """The two eyes of ``frame`` (before it is warped), as :data:`~spfem_cli.backends.warp.facs.EYE_CONTOURS`
     orders them: ``source``/``edited`` are the mesh (478 points with the iris) in frame pixels. None for an
@@ -271,7 +257,6 @@ def capture(frame: np.ndarray, source: np.ndarray, edited: np.ndarray) -> list[E
     h, w = frame.shape[:2]
     out: list[EyeSource | None] = []
     ratios = facs.eye_open_ratios(source)
-    blur = _eyes_blur(frame, source)
     for (upper, lower), iris, ratio in zip(facs.EYE_CONTOURS, facs.IRIS_RINGS, ratios, strict=True):
         out.append(None)
         lids = np.r_[upper, lower]
@@ -288,7 +273,7 @@ def capture(frame: np.ndarray, source: np.ndarray, edited: np.ndarray) -> list[E
         pixels = frame[y0:y1, x0:x1]
         shape = pixels.shape[:2]
         height, edited_height = float(facs.lid_gap(source, upper, lower)), float(facs.lid_gap(edited, upper, lower))
-        soft = max(MIN_SOFT_PX, SOFT_SHARE * float(np.linalg.norm(source[upper[0]] - source[upper[-1]])), blur)
+        soft = max(MIN_SOFT_PX, SOFT_SHARE * float(np.linalg.norm(source[upper[0]] - source[upper[-1]])))
         source_lid, edited_lid = _lid_row(shape[1], source[upper] - origin), _lid_row(shape[1], edited[upper] - origin)
         below = _below_lid(shape[0], edited_lid)
         raised = np.clip((source_lid - edited_lid) / max(0.1 * height, 0.5), 0.0, 1.0).astype(np.float32)
