@@ -2,11 +2,12 @@
 
 "Reads as" is judged by the FER-2013 recogniser (:mod:`spfem_cli.face.expression`): the target is the
 top-1 label of the mean probabilities over the face crops that the edit's report judges (the same ~40
-frames spread over the clip: on 16 of them a crossing found at fear 0.91 was reported as "perceived:
-neutral" two lines below, on the 40). The search renders only those frames, in memory, with the caller's renderer (the edit's own render path, no encoding):
-first the cap (not reached: the cap is used, and said), then the source itself (intensity 0), then
-bisection to ``tolerance``. The recogniser is not strictly monotonic in intensity, so the result is a
-crossing point, with every trial kept for the report.
+frames spread over the clip: judged on 16 of them, a crossing found at fear 0.91 was reported two lines
+above "perceived: neutral", read on the 40). The search renders only those frames, in memory, with the
+caller's renderer (the edit's own render path, no encoding): first the cap (not reached: the cap is
+used, and said), then the source itself (intensity 0), then bisection to ``tolerance``. The recogniser
+is not strictly monotonic in intensity, so the result is a crossing point, with every trial kept for the
+report.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """How soft is the picture? The Gaussian blur of an image, read at its strongest edges.
 
-Whatever an edit draws into a face (a crease, an uncovered eye white) has to be as soft as the picture
-round it: drawn crisper than a scanned photo, a painting or an upscaled webcam face, it reads as drawn on.
+Whatever an edit draws into a face (the expression creases of :mod:`spfem_cli.backends.warp.wrinkles`) has
+to be as soft as the picture round it: drawn crisper than a scanned photo, a painting or an upscaled webcam
+face, it reads as drawn on.
 The blur is read by blurring the image once more by a known ``probe``: a step edge blurred by σ keeps, at
 its centre, σ / sqrt(σ² + probe²) of its gradient, so the median loss over the strongest edges of a region
 (lid lines, the iris rim, nostrils, lips) gives σ (the re-blur estimate of Hu & de Haan, "Low cost robust
