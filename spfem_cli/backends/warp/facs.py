@@ -293,12 +293,14 @@ def mesh_action_units() -> dict[str, np.ndarray]:
 # surprise keeps its brows level, without the knit AU4 that raised P(surprise) but read as worry). Sad and
 # fear share the grief brow (AU1 1.8 + AU4 1.2, re-searched once the eyes were redrawn): sad drops the lids
 # (AU41 1.8, as far as MAX_LID_DROOP lets it), fear opens them (AU5), which is what tells the two apart.
-# Sad's AU6 stays 0.3: at 1.0 it read a little sadder but moved the re-tracked mouth of a small-mouthed
-# talker (a held-out peak ratio 0.89 → 0.81).
+# Sad's AU6 0.9 and AU15 1.3 are recipe_search's moves from 0.3 and 1.0 once the creases took the face's
+# focus (tuning clips +0.318 → +0.354, 5/9 → 6/9; held out 3/8 → 5/8, mouth r mean 0.950 → 0.933): the
+# cheeks lift and the corners come further down, the crying face; at 0.3 AU6 had been held back for a
+# small-mouthed talker's re-tracked peak (0.89 → 0.81 at AU6 1.0 then; 0.89 now).
 EMOTION_AUS: dict[str, dict[str, float]] = {
     "neutral": {},
     "happy": {"AU6": 1.0, "AU12": 1.0},
-    "sad": {"AU1": 1.8, "AU4": 1.2, "AU6": 0.3, "AU15": 1.0, "AU41": 1.8},
+    "sad": {"AU1": 1.8, "AU4": 1.2, "AU6": 0.9, "AU15": 1.3, "AU41": 1.8},
     "surprised": {"AU1": 1.1, "AU2": 1.1, "AU5": 1.8, "AU23": 1.2},   # AU26 left out: the opening is the speech's
     "fear": {"AU1": 1.8, "AU4": 1.2, "AU5": 1.8, "AU20": 0.6, "AU15": 1.0},
     "angry": {"AU4": 1.2, "AU7": 1.2, "AU9": 0.8, "AU23": 0.7, "AU15": 0.7},
