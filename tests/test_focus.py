@@ -1,4 +1,4 @@
-"""The picture's blur, read at its strongest edges: what drawn-in creases and eye whites are softened to."""
+"""The picture's blur, read at its strongest edges: what the drawn-in creases are softened to."""
 
 from __future__ import annotations
 
