@@ -41,7 +41,14 @@ def test_score_one_clip(short_clip, tmp_path):
     (row,) = bench.summary_rows([s], "sample")
     assert row.area == "emotion" and row.value == pytest.approx(s.rise)
     assert row.note.startswith(f"target top-1 after edit on {int(s.hit)}/1 clips")
-    assert row.note.endswith(f"{s.clip} happy→{s.top_output} {s.mouth_r:.2f}/{s.peak_ratio:.2f}")   # which clip missed, and how
+    assert (s.margin > 0) == s.hit                                         # how far from losing (or winning) top-1
+    assert row.note.endswith(f"{s.clip} happy→{s.top_output} {s.margin:+.2f} {s.mouth_r:.2f}/{s.peak_ratio:.2f}")
+
+
+def test_the_top1_margin_says_how_close_a_clip_is_to_flipping():
+    p = {"sad": 0.316, "surprised": 0.322, "neutral": 0.273}
+    assert bench.top1_margin(p, "sad") == pytest.approx(-0.006)
+    assert bench.top1_margin(p, "surprised") == pytest.approx(0.006)
 
 
 class _MeshTrack:

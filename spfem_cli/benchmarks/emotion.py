@@ -53,6 +53,7 @@ class ClipScore:
     peak_ratio: float            # output / source 95th-percentile inner-lip opening (re-tracked)
     frames: int
     readback: dict[str, float] = field(default_factory=dict)   # AU → median activation, re-tracked output vs source
+    margin: float | None = None  # after the edit, P(target) minus the strongest other class (< 0: short of top-1)
 
     @property
     def rise(self) -> float | None:
@@ -136,6 +137,7 @@ def score(clip: Path, emotion: str, workdir: Path, *, intensity: float | None = 
     from spfem_cli.edit.pipeline import EditRequest, edit_video
     from spfem_cli.edit.report import mouth_correlation
     from spfem_cli.edit.targets import DEFAULT_INTENSITY, EditTarget
+    from spfem_cli.emotions import canonical
     from spfem_cli.face.expression import column, perceive_files
     from spfem_cli.face.preprocess import cached_track
     from spfem_cli.face.tracking.track import track_video
@@ -159,7 +161,7 @@ def score(clip: Path, emotion: str, workdir: Path, *, intensity: float | None = 
                      after.prob_of(emotion) if has_class and after else None,
                      before.label if before else "–", after.label if after else "–",
                      mouth_correlation(src_open[:n], out_open[:n]), peak_ratio(src_open[:n], out_open[:n]), after.frames if after else 0,
-                     au_readback(track, out_track))
+                     au_readback(track, out_track), top1_margin(after.mean, canonical(emotion)) if has_class and after else None)
 
 
 def summary_rows(scores: list[ClipScore], where: str) -> list[BenchRow]:
@@ -172,7 +174,8 @@ def summary_rows(scores: list[ClipScore], where: str) -> list[BenchRow]:
         rs = np.array([s.mouth_r for s in group])
         peaks = np.array([s.peak_ratio for s in group])
         mouth = f"mouth r min {np.nanmin(rs):.3f} mean {np.nanmean(rs):.3f}; peak ratio {np.nanmin(peaks):.2f}–{np.nanmax(peaks):.2f}"
-        mouth += f"; AU read-back {readback_summary(group)}; per clip (top-1 before→after, mouth r/peak ratio): {per_clip(group)}"
+        legend = "top-1 before→after, " + ("P(target) − best other after, " if rises else "") + "mouth r/peak ratio"
+        mouth += f"; AU read-back {readback_summary(group)}; per clip ({legend}): {per_clip(group)}"
         if rises:
             hits = sum(s.hit for s in group)
             rows.append(BenchRow(AREA, f"{emotion}: mean rise of P({emotion}), {where}", float(np.mean(rises)), "ΔP",
@@ -183,10 +186,17 @@ def summary_rows(scores: list[ClipScore], where: str) -> list[BenchRow]:
     return rows
 
 
+def top1_margin(probabilities: dict[str, float], emotion: str) -> float:
+    """P(``emotion``) minus the strongest other class's: how far the target is from losing (> 0) or winning
+    (< 0) the top-1 place; a count of top-1 clips hides that a clip sits on 0.01 of probability."""
+    return probabilities[emotion] - max(p for label, p in probabilities.items() if label != emotion)
+
+
 def per_clip(group: list[ClipScore]) -> str:
-    """Which clips the numbers come from: 'd3 sad→sad 0.99/1.02, d9 neutral→sad 0.97/0.95' (top-1 before→after,
-    mouth r / peak ratio: a reader sees the misses)."""
-    return ", ".join(f"{s.clip} {s.top_source}→{s.top_output} {s.mouth_r:.2f}/{s.peak_ratio:.2f}" for s in group)
+    """Which clips the numbers come from: 'd3 sad→sad +0.12 0.99/1.02, d9 neutral→sad +0.03 0.97/0.95' (top-1
+    before→after, :func:`top1_margin` after, mouth r / peak ratio: a reader sees the misses and the near misses)."""
+    return ", ".join(f"{s.clip} {s.top_source}→{s.top_output}{'' if s.margin is None else f' {s.margin:+.2f}'} "
+                     f"{s.mouth_r:.2f}/{s.peak_ratio:.2f}" for s in group)
 
 
 def readback_summary(group: list[ClipScore]) -> str:
