@@ -292,7 +292,7 @@ def probe(video: Path = typer.Argument(..., help="A video file.")) -> None:
 def edit(
     videos: list[Path] = typer.Argument(..., metavar="VIDEO...",
                                         help="Input video(s) with a talking face (several: each is edited; shell globs "
-                                             "work); a .jpg/.png photo gives a photo (.webp/.bmp/.tiff: a .png)."),
+                                             "work); a .jpg/.png photo gives a photo (.webp/.bmp/.tiff, a one-frame .gif: a .png)."),
     output: str | None = typer.Option(None, "-o", "--out", "--output", metavar="PATH",
                                       help="Edited video (.mp4, .mov or .mkv; .png/.jpg for a photo), or a folder (DIR/ or "
                                            "existing): DIR/<name>.<emotion>.mp4. Default: <name>.<emotion>.mp4 (a photo: "

@@ -10,6 +10,7 @@ nothing half-written and never touches an existing file unless asked to.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import warnings
@@ -28,6 +29,7 @@ from spfem_cli.errors import SpfemError
 CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 IMAGE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}   # a photo in, a photo out: one frame, no audio
 PHOTO_INPUTS = {".webp", ".bmp", ".tif", ".tiff"}   # photos read but not written: their edit is a PNG
+ANIMATION_INPUTS = {".gif"}   # a picture when it holds one frame (its edit a PNG), else a video (its edit an .mp4)
 IMAGE = "image"
 JPEG_QUALITY = 95
 REMUX_AUDIO = {
@@ -320,10 +322,30 @@ def picture_suffix(path: Path) -> str:
 
 
 def is_image_file(path: Path) -> bool:
-    """Whether ``path`` names a picture (by its extension, :data:`IMAGE_FORMATS` or :data:`PHOTO_INPUTS`): its
-    edit defaults to a picture too."""
+    """Whether ``path`` names a picture (by its extension, :data:`IMAGE_FORMATS` or :data:`PHOTO_INPUTS`, or a
+    GIF of one frame): its edit defaults to a picture too."""
     suffix = Path(path).suffix.lower()
+    if suffix in ANIMATION_INPUTS:
+        try:
+            stat = Path(path).stat()
+        except OSError:
+            return False
+        return _single_frame(str(path), stat.st_mtime_ns, stat.st_size)
     return suffix in IMAGE_FORMATS or suffix in PHOTO_INPUTS
+
+
+@functools.lru_cache(maxsize=64)
+def _single_frame(path: str, mtime_ns: int, size: int) -> bool:
+    """Whether an animation file (GIF) holds one frame: a still saved as GIF, whose edit is a photo rather
+    than a one-frame video at FFmpeg's default 100 frames/s. Keyed by mtime and size, so a rewritten file is
+    read again; an unreadable one counts as a video (the decoder's own error then names it)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return int(getattr(image, "n_frames", 1)) == 1
+    except Exception:
+        return False
 
 
 def check_output_path(output: Path, *, inputs: tuple[Path, ...] = (), overwrite: bool = False) -> Path:

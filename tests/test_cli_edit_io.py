@@ -104,6 +104,29 @@ def test_a_webp_or_bmp_photo_is_edited_into_a_png(small_clip, tmp_path, spfem):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["face.happy.png", "face.webp"]
 
 
+def test_a_one_frame_gif_is_a_photo_and_an_animated_one_a_video(small_clip, tmp_path, spfem):
+    """A still saved as GIF is edited into a PNG (it was a one-frame MP4 at FFmpeg's default 100 frames/s); a GIF
+    of several frames stays a video, and a GIF rewritten as a still is read again."""
+    from PIL import Image
+
+    from spfem_cli.edit.naming import resolve_output
+    from spfem_cli.video import is_image_file, read_frames
+
+    frames, _ = read_frames(small_clip.path)
+    still, moving = tmp_path / "face.gif", tmp_path / "talk.gif"
+    Image.fromarray(frames[5]).save(still)
+    Image.fromarray(frames[0]).save(moving, save_all=True, append_images=[Image.fromarray(frames[9])], duration=40)
+    assert is_image_file(still) and not is_image_file(moving)
+    assert resolve_output(moving, None, "sad") == tmp_path / "talk.sad.mp4"
+    Image.fromarray(frames[3]).save(moving)
+    assert is_image_file(moving) and resolve_output(moving, None, "sad") == tmp_path / "talk.sad.png"
+    result = spfem("edit", still, "-e", "happy")
+    assert result.returncode == 0, result.stderr
+    assert "a photo, face found" in result.stderr + result.stdout
+    with Image.open(tmp_path / "face.happy.png") as edited:
+        assert edited.size == (frames[5].shape[1], frames[5].shape[0])
+
+
 def test_an_output_folder_that_cannot_be_created_is_one_line(small_clip, tmp_path, spfem):
     """-o DIR/ is created; when a file stands in the way (or permission is missing) that is said in one line."""
     blocker = tmp_path / "taken.mp4"
