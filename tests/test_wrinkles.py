@@ -167,3 +167,22 @@ def test_creases_take_the_focus_of_a_soft_face():
     drawn = wrinkles.shade(soft, TEMPLATE_68, acts, mask).astype(np.float32)[..., 1]
     expected = np.clip(soft[..., 1] * np.exp(focused), 0, 255)
     assert np.abs(drawn - expected).max() <= 1.0
+
+
+def test_knit_brows_keep_the_frown_lines_between_their_heads_and_the_brows_themselves_unshaded(face):
+    """The brows are cut out of the skin mask as grown strokes; their round ends used to reach over the
+    glabella, so with knit brows (AU4) two thirds of the "11" lines' shade between the heads was cut away
+    and only dashes above the brows showed. The skin between the heads now keeps the lines; the brow hair
+    (its points up to the inner heads) stays unshaded."""
+    from spfem_cli.backends.warp import facs
+
+    knit = TEMPLATE_68 + 0.96 * facs.action_units(68)["AU4"]       # angry's brow at the default intensity
+    shaded = wrinkles.shade(face, knit, {"AU4": 1.0}).astype(float)
+    unmasked = wrinkles.shade(face, knit, {"AU4": 1.0}, np.ones((256, 256), np.float32)).astype(float)
+    band = (slice(int(knit[17:27, 1].min()) - 15, int(knit[27, 1]) + 3), slice(int(knit[21, 0]) + 1, int(knit[22, 0])))
+    kept = np.clip(face[band] - shaded[band], 0, None).sum() / np.clip(face[band] - unmasked[band], 0, None).sum()
+    assert kept > 0.9
+    mask = wrinkles.skin_mask(face, knit)
+    for point in knit[17:27]:
+        x, y = np.round(point).astype(int)
+        assert mask[y, x] < 0.1

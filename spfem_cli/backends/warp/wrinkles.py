@@ -150,7 +150,9 @@ def creases(lm: np.ndarray, acts: dict[str, float]) -> list[Crease]:
         add(ctrl, w, 0.10, 1.6, group="eye" + name, highlight=0.06, offset=sgn * 2.5, spread=2.0, taper=0.7)
         # Glabellar "11" lines (AU4): nearly vertical, at the inner brow heads, converging downwards. With
         # the inner brows raised (AU1: sadness, fear) the frown bunches between the brow heads only (the
-        # forehead lines take its place above): full-length lines read as a ridge up the forehead.
+        # forehead lines take its place above): full-length lines read as a ridge up the forehead. Shallow
+        # and soft (0.14, 1.8 px): since the brows' holes stop at their heads the lines show whole, and at
+        # the depth they had when only their tips showed (0.17, 1.5) they read as pencil strokes on a child.
         w = _activation(acts, {"AU4": 1.0, "AU9": 0.3})
         raised = _activation(acts, {"AU1": 1.0})
         short = GLABELLA_SHORTENING * min(raised / max(w, 1e-6), 1.0)
@@ -158,7 +160,7 @@ def creases(lm: np.ndarray, acts: dict[str, float]) -> list[Crease]:
         mid_x = 0.5 * (lm[21] + lm[22])
         base = mid_x + (head - mid_x) * 0.45
         add([at(base, -0.5, 5.0), at(base, 0.0, -3.0 * (1.0 - short)), at(base, 0.8, -12.0 * (1.0 - short))], w,
-            0.17, 1.5, group="glabella", highlight=0.03 * (1.0 - short), offset=sgn * 2.8, spread=2.4, taper=0.7,
+            0.14, 1.8, group="glabella", highlight=0.03 * (1.0 - short), offset=sgn * 2.8, spread=2.4, taper=0.7,
             wobble=0.3)
         # Nose wrinkles (AU9): short lines slanting up and out over the side wall of the nasal bridge.
         w = _activation(acts, {"AU9": 1.0})
@@ -272,19 +274,40 @@ def skin_mask(face: np.ndarray, lm: np.ndarray) -> np.ndarray:
     openings = np.zeros((h, w), np.uint8)                    # eyes and mouth, never shaded
     for poly in (lm[36:42], lm[42:48], lm[48:60]):
         cv2.fillPoly(openings, [np.round(poly * 16).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=4)
-    holes = openings.copy()
+    brows = np.zeros((h, w), np.uint8)
     for brow in (lm[17:22], lm[22:27]):
-        cv2.polylines(holes, [np.round(brow * 16).astype(np.int32)], False, 255, thickness=max(1, int(round(9 * u))),
+        cv2.polylines(brows, [np.round(brow * 16).astype(np.int32)], False, 255, thickness=max(1, int(round(9 * u))),
                       lineType=cv2.LINE_AA, shift=4)
     k = max(3, int(round(4 * u)) | 1)                        # feather kernel; its radius < grow below
     grow = max((k + 1) // 2, int(round(3 * u)))
-    holes = cv2.dilate(holes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
+    brows = cv2.dilate(brows, disk)
+    brows[_between_brow_heads(lm, (h, w), BROW_HEAD_REACH * u)] = 0
+    holes = np.maximum(cv2.dilate(openings, disk), brows)
     region = cv2.erode(region, np.ones((k, k), np.uint8))    # so the feathered mask stays inside the face
     mask = (region.astype(np.float32) / 255.0) * (1.0 - holes.astype(np.float32) / 255.0)
     mask *= _skin_colour_likelihood(face, lm, u)
     # Feathered; the grey (anti-aliased) dilation keeps it continuous in the landmarks, and the openings'
     # own pixels, where the feather could still reach at sharp corners, are cut exactly.
     return cv2.GaussianBlur(mask, (k, k), 0) * (openings == 0)
+
+
+BROW_HEAD_REACH = 2.0   # template units the brows' hole reaches past each inner head towards the midline
+
+
+def _between_brow_heads(lm: np.ndarray, shape: tuple[int, int], reach: float) -> np.ndarray:
+    """Pixels between the brows' inner heads (iBUG 21, 22), more than ``reach`` px from each across the face.
+
+    The brows are cut out of the skin mask as thick, grown strokes, whose round ends reached ~8 template
+    units past each head: knit brows (AU4) bring the heads so close that those ends met over the glabella
+    and cut the frown's "11" lines, which then showed only as dashes floating above the brows. The brow
+    hair itself stays cut out; only the overshoot into the skin between the heads is given back.
+    """
+    h, w = shape
+    across = lm[45] - lm[36]
+    x_axis = across / (np.linalg.norm(across) + 1e-9)          # image-right, along the eyes
+    pos = np.arange(w, dtype=np.float32)[None, :] * x_axis[0] + np.arange(h, dtype=np.float32)[:, None] * x_axis[1]
+    return (pos > float(lm[21] @ x_axis) + reach) & (pos < float(lm[22] @ x_axis) - reach)
 
 
 def _skin_colour_likelihood(face: np.ndarray, lm: np.ndarray, u: float) -> np.ndarray:
