@@ -22,6 +22,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from spfem_cli.colour import NO_SOURCE, ColourTags, rgb_of, tag_stream, tags_of, yuv_frame
 from spfem_cli.errors import SpfemError
 
 # Output containers by file extension (FFmpeg muxer name) and the audio codecs each takes as they are
@@ -240,7 +241,7 @@ def iter_chunks(path: Path, chunk_size: int = 32, *, max_frames: int | None = No
         index = 0
         try:
             for frame in container.decode(stream):
-                buf.append(_unrotate(frame.to_ndarray(format="rgb24"), info.rotation, info.mirror))
+                buf.append(_unrotate(rgb_of(frame), info.rotation, info.mirror))
                 times.append(float(frame.time) if frame.time is not None else index / float(info.fps))
                 index += 1
                 if len(buf) == chunk_size:
@@ -278,7 +279,7 @@ def frames_by_index(path: Path, indices) -> dict[int, np.ndarray]:
         try:
             for index, frame in enumerate(container.decode(stream)):
                 if index in wanted:
-                    found[index] = _unrotate(frame.to_ndarray(format="rgb24"), info.rotation, info.mirror)
+                    found[index] = _unrotate(rgb_of(frame), info.rotation, info.mirror)
                 if index >= last:
                     break
         except av.error.FFmpegError as exc:
@@ -535,21 +536,24 @@ class VideoWriter:
         self._stream = None
         self._audio: _AudioCarrier | None = None
         self._source_times: np.ndarray | None = None
+        self._tags = NO_SOURCE         # the colour description written: the source video's (see spfem_cli.colour)
         self._timed = False            # frames carry their own presentation times (else index / fps)
         self._last_time = float("-inf")
         self.frames_written = 0
         self.size: tuple[int, int] | None = None
 
-    def _source_video(self) -> tuple[bool, bool]:
-        """(has audio, has video) of ``audio_from``."""
+    def _source_video(self) -> tuple[bool, ColourTags | None]:
+        """Whether ``audio_from`` has audio, and its video's colour description (None: it has no video)."""
         try:
             with av.open(str(self.audio_from)) as src:
-                return bool(src.streams.audio), bool(src.streams.video)
+                return bool(src.streams.audio), tags_of(src.streams.video[0]) if src.streams.video else None
         except (av.error.FFmpegError, OSError):
-            return False, False
+            return False, None
 
     def _start(self, height: int, width: int, explicit_times: bool) -> None:
-        has_audio, has_video = self._source_video() if self.audio_from is not None else (False, False)
+        has_audio, source_tags = self._source_video() if self.audio_from is not None else (False, None)
+        has_video = source_tags is not None
+        self._tags = source_tags or NO_SOURCE
         if has_video and not explicit_times and self.audio_span is None:
             times = frame_times(self.audio_from)
             if times is not None and not is_constant_rate(times, self.fps, from_zero=True):
@@ -562,6 +566,7 @@ class VideoWriter:
             self._stream.time_base = TIMED_CLOCK
         self._stream.width, self._stream.height = width + width % 2, height + height % 2
         self._stream.pix_fmt = "yuv420p"
+        tag_stream(self._stream, self._tags)
         self._stream.options = {"crf": str(self.crf), "preset": self.preset}
         self.size = (height, width)
         if has_audio:
@@ -601,7 +606,7 @@ class VideoWriter:
         if pad_h or pad_w:
             frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
         for k, image in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame = yuv_frame(image, self._tags)
             if self._timed:
                 self._last_time = self._time_of(self.frames_written, None if times is None else float(np.atleast_1d(times)[k]))
                 frame.pts = int(round(self._last_time / TIMED_CLOCK))
