@@ -1,15 +1,17 @@
-"""Exact RGB from a video's YUV frames and back, in the colour description the source video gave.
+"""Writing an edit in the colour description its source video gave, so players show both alike.
 
-Why: an edit must leave every pixel it does not change as it was. Two things moved them.
+Why: the writer let the encoder convert RGB with FFmpeg's default matrix (BT.601) and left the stream
+untagged. Players decode an untagged HD stream as BT.709, so the 720p edit of a BT.709 clip (what phones and
+cameras write, and most clips here) showed skin 2–5 levels redder and saturated greens 10–20 levels off
+beside its source. PyAV reads frames with their own matrix and range; the writer now converts with the matrix
+the source was read with (exactly: swscale's ``ACCURATE_RND``) and gives the output the source's tags
+(matrix, primaries, transfer; limited range). An untagged source, or none, is written as before: untagged,
+converted by the encoder (BT.601, what FFmpeg reads untagged YUV with), bit for bit what earlier versions wrote.
 
-* FFmpeg's default YUV→RGB path (PyAV's ``to_ndarray(format="rgb24")``) reads flat colours 1–3 levels too
-  dark (mean −1.0 on skin, grass and sky tones). Its accurate path (``ACCURATE_RND | FULL_CHR_H_INT``) is
-  exact to rounding. RGB→YUV with ``ACCURATE_RND`` is exact too.
-* The writer converted with FFmpeg's default matrix (BT.601) and left the stream untagged. Players
-  decode an untagged HD stream as BT.709, so a 720p edit of a BT.709 clip showed skin 2–5 levels redder and
-  saturated greens 10–20 levels off. The writer now converts with the matrix the source was read with and
-  gives the output the source's tags (matrix, primaries, transfer; always limited range, as H.264 yuv420p is
-  usually played). An untagged source gives an untagged output read the same way as the source.
+Not changed: FFmpeg's default YUV→RGB read is 1–3 levels dark on flat colours (mean −1.0); swscale's
+``ACCURATE_RND | FULL_CHR_H_INT`` read is exact, but costs ~4–5 ms per 720p frame (5–8 % of an edit), and its
+one level of brightness moved MediaPipe's landmarks on the test fixtures enough to flip five threshold tests;
+it waits for its own change.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import av
 import numpy as np
 from av.video.reformatter import ColorRange, Interpolation
 
-EXACT = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
-"""swscale flags under which its YUV↔RGB conversions are exact to rounding (the default path is not)."""
+EXACT = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
+"""swscale flags under which its RGB→YUV conversion is exact to rounding (the default path is not)."""
 
 UNSPECIFIED = 2
 """FFmpeg's AVCOL_*_UNSPECIFIED, the same value for the matrix, the primaries and the transfer."""
@@ -29,7 +31,6 @@ UNSPECIFIED = 2
 # FFmpeg's matrix (AVColorSpace) → swscale's coefficient set for it. Absent: no YUV matrix swscale converts
 # with (RGB, YCgCo, ICtCp, …); such a stream's tags are not copied.
 SWSCALE_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
-BT709 = 1
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,12 @@ class ColourTags:
 
     @property
     def swscale_matrix(self) -> int:
-        """The coefficients to convert with: the tagged matrix, else BT.601 (what FFmpeg reads untagged YUV with)."""
+        """swscale's coefficient set for the tagged matrix (BT.601 for an untagged one, as FFmpeg reads it)."""
         return SWSCALE_MATRIX.get(self.matrix, 5)
 
 
-NO_SOURCE = ColourTags(BT709, BT709, BT709)
-"""What a video written from nothing (a synthetic sample) says: BT.709, the HD default every player reads."""
+NO_SOURCE = ColourTags()
+"""What a video written from nothing (a synthetic sample) says: nothing, as before (BT.601 by the encoder)."""
 
 
 def tags_of(stream) -> ColourTags:
@@ -61,14 +62,12 @@ def tags_of(stream) -> ColourTags:
                       int(ctx.color_trc or UNSPECIFIED))
 
 
-def rgb_of(frame: av.VideoFrame) -> np.ndarray:
-    """The frame as RGB uint8, converted exactly with its own matrix and range."""
-    return frame.reformat(format="rgb24", interpolation=EXACT).to_ndarray()
-
-
 def yuv_frame(rgb: np.ndarray, tags: ColourTags) -> av.VideoFrame:
-    """An RGB uint8 image as a limited-range yuv420p frame in ``tags``' matrix, converted exactly."""
+    """An RGB uint8 image as the frame to encode: limited-range yuv420p in ``tags``' matrix, converted exactly;
+    for an untagged description the RGB frame itself (the encoder converts it, as it always did)."""
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+    if not tags.tagged:
+        return frame
     return frame.reformat(format="yuv420p", dst_colorspace=tags.swscale_matrix, dst_color_range=ColorRange.MPEG,
                           interpolation=EXACT)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from spfem_cli.colour import NO_SOURCE, ColourTags, rgb_of, tag_stream, tags_of, yuv_frame
+from spfem_cli.colour import NO_SOURCE, ColourTags, tag_stream, tags_of, yuv_frame
 from spfem_cli.errors import SpfemError
 
 # Output containers by file extension (FFmpeg muxer name) and the audio codecs each takes as they are
@@ -241,7 +241,7 @@ def iter_chunks(path: Path, chunk_size: int = 32, *, max_frames: int | None = No
         index = 0
         try:
             for frame in container.decode(stream):
-                buf.append(_unrotate(rgb_of(frame), info.rotation, info.mirror))
+                buf.append(_unrotate(frame.to_ndarray(format="rgb24"), info.rotation, info.mirror))
                 times.append(float(frame.time) if frame.time is not None else index / float(info.fps))
                 index += 1
                 if len(buf) == chunk_size:
@@ -279,7 +279,7 @@ def frames_by_index(path: Path, indices) -> dict[int, np.ndarray]:
         try:
             for index, frame in enumerate(container.decode(stream)):
                 if index in wanted:
-                    found[index] = _unrotate(rgb_of(frame), info.rotation, info.mirror)
+                    found[index] = _unrotate(frame.to_ndarray(format="rgb24"), info.rotation, info.mirror)
                 if index >= last:
                     break
         except av.error.FFmpegError as exc:
