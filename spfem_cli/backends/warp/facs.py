@@ -294,7 +294,8 @@ def mesh_action_units() -> dict[str, np.ndarray]:
 # fear share the grief brow (AU1 1.8 + AU4 1.2, re-searched once the eyes were redrawn): sad drops the lids
 # (AU41 1.8, as far as MAX_LID_DROOP lets it), fear opens them (AU5), which is what tells the two apart.
 # Sad's AU6 0.9 and AU15 1.3 are recipe_search's moves from 0.3 and 1.0 once the creases took the face's
-# focus (tuning clips +0.318 → +0.354, 5/9 → 6/9; held out 3/8 → 5/8, mouth r mean 0.950 → 0.933): the
+# focus (at 19635d4: tuning clips +0.318 → +0.354, 5/9 → 6/9; held out 3/8 → 5/8, mouth r mean 0.950 →
+# 0.933; BENCHMARKS.md has today's numbers): the
 # cheeks lift and the corners come further down, the crying face; at 0.3 AU6 had been held back for a
 # small-mouthed talker's re-tracked peak (0.89 → 0.81 at AU6 1.0 then; 0.89 now).
 EMOTION_AUS: dict[str, dict[str, float]] = {
