@@ -15,6 +15,7 @@ import typer
 from rich.table import Table
 
 from spfem_cli.cli_output import emit, json_mode
+from spfem_cli.cli_parsing import StrictValueGroup
 from spfem_cli.edit.targets import DEFAULT_INTENSITY
 from spfem_cli.errors import SpfemError
 from spfem_cli.progress import console as make_console
@@ -22,10 +23,10 @@ from spfem_cli.progress import is_quiet, say
 from spfem_cli.train.metric_config import CHOICES, RENDERER_STCCL_WEIGHT, AnalysisConfig, MetricTrainConfig
 
 console = make_console()
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+app = typer.Typer(cls=StrictValueGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Speech-preserving facial expression manipulation: change the emotion of a "
                        "talking face, keep the speech and the audio.")
-weights_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Pretrained weights: list, fetch, verify, path.")
+weights_app = typer.Typer(cls=StrictValueGroup, no_args_is_help=True, rich_markup_mode=None, help="Pretrained weights: list, fetch, verify, path.")
 app.add_typer(weights_app, name="weights")
 GLOBAL_FLAGS = ("--quiet", "-q", "--json", "--version")
 

@@ -77,3 +77,31 @@ def test_a_corrupt_weight_file_is_one_line_naming_it(spfem, small_clip, tmp_path
     assert "Traceback" not in result.stderr and "UnpicklingError" not in result.stderr.replace("(UnpicklingError)", "")
     error = [line for line in _lines(result.stderr) if line.startswith("error:")]
     assert len(error) == 1 and str(bad) in error[0] and "SPFEM_WEIGHT_" in error[0]
+
+
+def test_an_option_left_without_its_value_is_a_usage_error_naming_both_options(tmp_path, monkeypatch):
+    """``--side-by-side -o out.mp4`` once wrote the side-by-side video to a file named "-o" and took out.mp4
+    for a second input; an option's own value is never another of the command's option names."""
+    from typer.testing import CliRunner
+
+    from spfem_cli.app import app
+
+    monkeypatch.chdir(tmp_path)          # nothing may be written, not even a file named "-o"
+    runner = CliRunner()
+    for args, option, following in ((["edit", "talk.mp4", "--side-by-side", "-o", "out.mp4"], "--side-by-side", "-o"),
+                                    (["edit", "talk.mp4", "-e", "-o", "out.mp4"], "-e", "-o"),
+                                    (["edit", "talk.mp4", "-e", "happy", "--plot", "--overwrite"], "--plot", "--overwrite"),
+                                    (["eval", "--dataset", "--pair", "a.mp4"], "--dataset", "--pair")):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert f"{option} needs a value, but the option {following} follows it" in result.output, result.output
+        assert not list(tmp_path.iterdir())
+    # A value that only starts with "-" is still a value (a negative number, a file named so), and "--" ends options.
+    from typer.main import get_command
+
+    from spfem_cli.cli_parsing import option_taken_as_value
+
+    edit = get_command(app).commands["edit"]
+    assert option_taken_as_value(edit, ["talk.mp4", "--start", "-1", "-o", "-x.mp4"]) is None
+    assert option_taken_as_value(edit, ["--", "-e", "-o"]) is None
+    assert option_taken_as_value(edit, ["-e", "--plot=x.png"]) == ("-e", "--plot=x.png")
