@@ -291,7 +291,7 @@ def probe(video: Path = typer.Argument(..., help="A video file.")) -> None:
 
 @app.command()
 def edit(
-    videos: list[Path] = typer.Argument(..., metavar="VIDEO...",
+    videos: list[Path] = typer.Argument(..., metavar="VIDEO",
                                         help="Input video(s) with a talking face (several: each is edited; shell globs "
                                              "work); a .jpg/.png photo gives a photo (.webp/.bmp/.tiff, a one-frame .gif: a .png)."),
     output: str | None = typer.Option(None, "-o", "--out", "--output", metavar="PATH",
