@@ -10,6 +10,9 @@ strongest intensity) to each emotion, then:
   of the output's mean probabilities (contempt has no FER class: its rows say so);
 - the output is re-tracked (as ``spfem edit --plot`` does) and its inner-lip opening compared with the
   source's: Pearson r and the ratio of peak openings (95th percentiles, robust to one bad frame);
+- the opening as drawn, with no tracker reading the edit (:mod:`spfem_cli.evaluate.drawn_opening`): on the
+  frames where the source's mouth is open, how far the lips moved apart in the picture, as a ratio of the
+  source's gap (median over those frames); it tells the edit's share of a peak-ratio miss from the tracker's;
 - the re-tracked mesh is read back on the action-unit basis against the source's mesh frame by frame
   (:func:`au_readback`): what the edit visibly did to brows, lids, nose and mouth corners, the only
   check there is for disgust and contempt, which the recogniser cannot judge.
@@ -54,6 +57,7 @@ class ClipScore:
     frames: int
     readback: dict[str, float] = field(default_factory=dict)   # AU → median activation, re-tracked output vs source
     margin: float | None = None  # after the edit, P(target) minus the strongest other class (< 0: short of top-1)
+    drawn_ratio: float | None = None   # median drawn opening of the edit over the source's on its open frames (no tracker)
 
     @property
     def rise(self) -> float | None:
@@ -102,6 +106,25 @@ def peak_ratio(source: np.ndarray, output: np.ndarray) -> float:
         return float("nan")
     top = np.percentile(source[ok], PEAK_PERCENTILE)
     return float(np.percentile(output[ok], PEAK_PERCENTILE) / top) if top > 1e-6 else float("nan")
+
+
+def drawn_ratio(source: Path, output: Path, track) -> float | None:
+    """Median over the source's open frames of the edit's drawn opening over the source's
+    (:func:`~spfem_cli.evaluate.drawn_opening.drawn_opening_ratios`); None when the source never opens its mouth."""
+    import cv2
+
+    from spfem_cli.evaluate.drawn_opening import drawn_opening_ratios, open_frames
+    from spfem_cli.video import frames_by_index
+
+    wanted = [int(i) for i in open_frames(track.mouth_opening()) if track.valid[i]]
+    before, after = frames_by_index(source, wanted), frames_by_index(output, wanted)
+    kept = [i for i in wanted if i in before and i in after]
+    if not kept:
+        return None
+    ratios = drawn_opening_ratios([cv2.cvtColor(before[i], cv2.COLOR_RGB2GRAY) for i in kept],
+                                  [cv2.cvtColor(after[i], cv2.COLOR_RGB2GRAY) for i in kept],
+                                  [track.landmarks[i] for i in kept])
+    return float(np.nanmedian(ratios)) if np.isfinite(ratios).any() else None
 
 
 def au_readback(source_track, output_track, min_activation: float = 0.05) -> dict[str, float]:
@@ -153,6 +176,7 @@ def score(clip: Path, emotion: str, workdir: Path, *, intensity: float | None = 
         track = cached_track(source, "mediapipe", progress=False)
         out_track = track_video(output, "mediapipe", progress=False)
         before, after = perceive_files(source, output, track, samples)
+        drawn = drawn_ratio(source, output, track)
     src_open, out_open = track.mouth_opening(), out_track.mouth_opening()
     n = min(len(src_open), len(out_open))
     has_class = column(emotion) is not None
@@ -161,7 +185,8 @@ def score(clip: Path, emotion: str, workdir: Path, *, intensity: float | None = 
                      after.prob_of(emotion) if has_class and after else None,
                      before.label if before else "–", after.label if after else "–",
                      mouth_correlation(src_open[:n], out_open[:n]), peak_ratio(src_open[:n], out_open[:n]), after.frames if after else 0,
-                     au_readback(track, out_track), top1_margin(after.mean, canonical(emotion)) if has_class and after else None)
+                     au_readback(track, out_track), top1_margin(after.mean, canonical(emotion)) if has_class and after else None,
+                     drawn)
 
 
 def summary_rows(scores: list[ClipScore], where: str) -> list[BenchRow]:
@@ -173,8 +198,9 @@ def summary_rows(scores: list[ClipScore], where: str) -> list[BenchRow]:
         rises = [s.rise for s in group if s.rise is not None]
         rs = np.array([s.mouth_r for s in group])
         peaks = np.array([s.peak_ratio for s in group])
-        mouth = f"mouth r min {np.nanmin(rs):.3f} mean {np.nanmean(rs):.3f}; peak ratio {np.nanmin(peaks):.2f}–{np.nanmax(peaks):.2f}"
-        legend = "top-1 before→after, " + ("P(target) − best other after, " if rises else "") + "mouth r/peak ratio"
+        mouth = (f"mouth r min {np.nanmin(rs):.3f} mean {np.nanmean(rs):.3f}; peak ratio {np.nanmin(peaks):.2f}–{np.nanmax(peaks):.2f}"
+                 + drawn_summary(group))
+        legend = "top-1 before→after, " + ("P(target) − best other after, " if rises else "") + "mouth r/peak ratio/drawn ratio"
         mouth += f"; AU read-back {readback_summary(group)}; per clip ({legend}): {per_clip(group)}"
         if rises:
             hits = sum(s.hit for s in group)
@@ -193,10 +219,18 @@ def top1_margin(probabilities: dict[str, float], emotion: str) -> float:
 
 
 def per_clip(group: list[ClipScore]) -> str:
-    """Which clips the numbers come from: 'd3 sad→sad +0.12 0.99/1.02, d9 neutral→sad +0.03 0.97/0.95' (top-1
-    before→after, :func:`top1_margin` after, mouth r / peak ratio: a reader sees the misses and the near misses)."""
+    """Which clips the numbers come from: 'd3 sad→sad +0.12 0.99/1.02/1.00, d9 neutral→sad +0.03 0.97/0.95/1.01' (top-1
+    before→after, :func:`top1_margin` after, mouth r / peak ratio / drawn ratio: a reader sees the misses and the
+    near misses, and whether a peak miss is in the picture or in the tracker's reading of it)."""
     return ", ".join(f"{s.clip} {s.top_source}→{s.top_output}{'' if s.margin is None else f' {s.margin:+.2f}'} "
-                     f"{s.mouth_r:.2f}/{s.peak_ratio:.2f}" for s in group)
+                     f"{s.mouth_r:.2f}/{s.peak_ratio:.2f}{'' if s.drawn_ratio is None else f'/{s.drawn_ratio:.2f}'}"
+                     for s in group)
+
+
+def drawn_summary(group: list[ClipScore]) -> str:
+    """'; drawn opening ratio 0.98–1.03' over the clips that open their mouths ('' when none does)."""
+    drawn = [s.drawn_ratio for s in group if s.drawn_ratio is not None]
+    return f"; drawn opening ratio (picture, no tracker) {min(drawn):.2f}–{max(drawn):.2f}" if drawn else ""
 
 
 def readback_summary(group: list[ClipScore]) -> str:
@@ -264,20 +298,23 @@ def noop_row(clips: list[Path], workdir: Path, where: str) -> BenchRow:
     from spfem_cli.face.tracking.track import track_video
     from spfem_cli.video import VideoWriter, iter_chunks, probe
 
-    rs, peaks = [], []
+    rs, peaks, drawn = [], [], []
     for clip in clips:
         source = trimmed(clip, workdir)
         copy = Path(workdir) / f"{source.stem}.reencoded.mp4"
         with VideoWriter(copy, probe(source).fps, audio_from=source, preset="veryfast", overwrite=True) as writer:
             for chunk in iter_chunks(source):
                 writer.write(chunk.frames)
-        a = cached_track(source, "mediapipe", progress=False).mouth_opening()
-        b = track_video(copy, "mediapipe", progress=False).mouth_opening()
+        track = cached_track(source, "mediapipe", progress=False)
+        a, b = track.mouth_opening(), track_video(copy, "mediapipe", progress=False).mouth_opening()
         n = min(len(a), len(b))
         rs.append(mouth_correlation(a[:n], b[:n]))
         peaks.append(peak_ratio(a[:n], b[:n]))
+        drawn.append(drawn_ratio(source, copy, track))
+    shown = [d for d in drawn if d is not None]
     return BenchRow(AREA, f"no edit (decode, re-encode, re-track): mouth r, {where}", float(np.nanmin(rs)), "r (min)",
-                    f"mouth r min {np.nanmin(rs):.3f} mean {np.nanmean(rs):.3f}; peak ratio {np.nanmin(peaks):.2f}–{np.nanmax(peaks):.2f}")
+                    f"mouth r min {np.nanmin(rs):.3f} mean {np.nanmean(rs):.3f}; peak ratio {np.nanmin(peaks):.2f}–{np.nanmax(peaks):.2f}"
+                    + (f"; drawn opening ratio {min(shown):.2f}–{max(shown):.2f}" if shown else ""))
 
 
 REFERENCE_CLIP = "d0"    # a tuning clip of another person breaking into a broad grin: what --reference should carry

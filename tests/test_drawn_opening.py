@@ -1,0 +1,65 @@
+"""The drawn mouth opening: read off the picture, it follows lips that move apart, not a mouth that moves whole."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from spfem_cli.evaluate.drawn_opening import drawn_opening_ratios, open_frames
+
+SIZE, CENTRE, LIP = 200, 100.0, 7.0
+
+
+def _mouth(gap: float, *, drop: float = 0.0, roll_deg: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """A grey face patch with two lips of LIP px round a dark gap of ``gap`` px, the whole mouth ``drop`` px lower,
+    turned by ``roll_deg`` about the image centre; and its 68 landmarks (corners and inner-lip midpoints set)."""
+    y, x = np.mgrid[0:SIZE, 0:SIZE].astype(np.float64)
+    centre = CENTRE + drop
+    def cover(half_height: float, left: float, right: float) -> np.ndarray:
+        """Share of each pixel inside the band |y - centre| < half_height, left < x < right (edges anti-aliased)."""
+        def share(edge):
+            return np.clip(edge + 0.5, 0.0, 1.0)
+        return share(half_height - np.abs(y - centre)) * share(x - left) * share(right - x)
+
+    lips, gap_band = cover(gap / 2 + LIP, 60, 140), cover(gap / 2, 68, 132)
+    image = 175.0 + (115.0 - 175.0) * lips + (35.0 - 115.0) * gap_band
+    image = cv2.GaussianBlur(image, (0, 0), 1.0)
+    landmarks = np.zeros((68, 2))
+    landmarks[48], landmarks[54] = (60.0, centre), (140.0, centre)
+    landmarks[62], landmarks[66] = (100.0, centre - gap / 2), (100.0, centre + gap / 2)
+    if roll_deg:
+        turn = cv2.getRotationMatrix2D((SIZE / 2, SIZE / 2), roll_deg, 1.0)
+        image = cv2.warpAffine(image, turn, (SIZE, SIZE), flags=cv2.INTER_LINEAR, borderValue=175.0)
+        landmarks = landmarks @ turn[:, :2].T + turn[:, 2]
+    return image.astype(np.uint8), landmarks
+
+
+@pytest.mark.parametrize("roll", [0.0, 20.0])
+@pytest.mark.parametrize("gap, edited_gap", [(10.0, 12.0), (10.0, 8.0), (6.0, 9.0), (12.0, 12.0)])
+def test_lips_moved_apart_or_together_read_as_that_ratio(gap, edited_gap, roll):
+    source, landmarks = _mouth(gap, roll_deg=roll)
+    edited, _ = _mouth(edited_gap, roll_deg=roll)
+    (ratio,) = drawn_opening_ratios([source], [edited], [landmarks])
+    assert ratio == pytest.approx(edited_gap / gap, abs=0.04)
+
+
+def test_a_mouth_moved_whole_keeps_its_opening():
+    source, landmarks = _mouth(10.0)
+    lowered, _ = _mouth(10.0, drop=2.0)
+    (ratio,) = drawn_opening_ratios([source], [lowered], [landmarks])
+    assert ratio == pytest.approx(1.0, abs=0.04)
+
+
+def test_a_closed_source_mouth_has_no_ratio():
+    source, landmarks = _mouth(10.0)
+    landmarks[66] = landmarks[62] + (0.0, 0.5)     # the source's gap under a pixel: nothing to compare with
+    (ratio,) = drawn_opening_ratios([source], [source], [landmarks])
+    assert np.isnan(ratio)
+
+
+def test_open_frames_are_those_near_the_peak_opening():
+    openings = np.array([0.1, 5.0, 9.0, np.nan, 10.0, 2.0, 4.0])
+    assert open_frames(openings).tolist() == [1, 2, 4]          # >= half the 95th percentile (9.75)
+    assert open_frames(np.full(4, np.nan)).size == 0
+    assert open_frames(np.zeros(4)).size == 0
