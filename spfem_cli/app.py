@@ -400,7 +400,8 @@ def edit_summary(result) -> str:
     if result.plot:
         r = result.mouth_correlation
         shown = f"{r:.3f}" if r is not None and math.isfinite(r) else "n/a (needs 3+ frames with a face and a moving mouth)"
-        line += f"; mouth plot: {result.plot} (source vs output r = {shown})"
+        drawn = "" if result.drawn_opening is None else f"; as drawn {result.drawn_opening:.2f}× the source's opening"
+        line += f"; mouth plot: {result.plot} (source vs output r = {shown}{drawn})"
     return line
 
 

@@ -231,8 +231,11 @@ def test_cli_side_by_side_and_plot(short_clip, tmp_path):
     assert result.returncode == 0, result.stderr
     assert probe(side).width == 2 * probe(out).width
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    r = float(result.stderr.split("r = ")[1].split(")")[0])
+    r = float(result.stderr.split("r = ")[1].split(";")[0].split(")")[0])
     assert r >= 0.95
+    # The opening as drawn in the picture (no tracker): the warp puts the inner lip back where the source had it.
+    drawn = float(result.stderr.split("as drawn ")[1].split("×")[0])
+    assert 0.95 <= drawn <= 1.05
 
 
 def test_auto_backend_falls_back_to_warp_and_says_why(short_clip, tmp_path):

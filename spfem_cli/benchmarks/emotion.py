@@ -110,20 +110,10 @@ def peak_ratio(source: np.ndarray, output: np.ndarray) -> float:
 
 def drawn_ratio(source: Path, output: Path, track) -> float | None:
     """Median over the source's open frames of the edit's drawn opening over the source's
-    (:func:`~spfem_cli.evaluate.drawn_opening.drawn_opening_ratios`); None when the source never opens its mouth."""
-    import cv2
+    (:func:`~spfem_cli.evaluate.drawn_opening.video_ratios`); None when the source never opens its mouth."""
+    from spfem_cli.evaluate.drawn_opening import video_ratios
 
-    from spfem_cli.evaluate.drawn_opening import drawn_opening_ratios, open_frames
-    from spfem_cli.video import frames_by_index
-
-    wanted = [int(i) for i in open_frames(track.mouth_opening()) if track.valid[i]]
-    before, after = frames_by_index(source, wanted), frames_by_index(output, wanted)
-    kept = [i for i in wanted if i in before and i in after]
-    if not kept:
-        return None
-    ratios = drawn_opening_ratios([cv2.cvtColor(before[i], cv2.COLOR_RGB2GRAY) for i in kept],
-                                  [cv2.cvtColor(after[i], cv2.COLOR_RGB2GRAY) for i in kept],
-                                  [track.landmarks[i] for i in kept])
+    _, ratios = video_ratios(source, output, track)
     return float(np.nanmedian(ratios)) if np.isfinite(ratios).any() else None
 
 

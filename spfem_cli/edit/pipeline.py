@@ -77,6 +77,7 @@ class EditResult:
     side_by_side: Path | None = None
     plot: Path | None = None
     mouth_correlation: float | None = None
+    drawn_opening: float | None = None     # median drawn opening of the output over the source's on its open frames (--plot)
     source_aus: dict[str, float] = field(default_factory=dict)
     target_aus: dict[str, float] = field(default_factory=dict)
     note: str = ""
@@ -374,10 +375,13 @@ def _edit_whole(req: EditRequest) -> EditResult:
         result = _edit_ned(req, backend, track)
     if req.plot is not None:
         from spfem_cli.edit.report import mouth_plot
+        from spfem_cli.evaluate.drawn_opening import video_ratios
 
         out_track = _track(req.output, req, cache=False)
         title = f"{req.input.name} → {req.target.description}"
-        result.mouth_correlation = mouth_plot(track, out_track, req.plot, title=title)
+        drawn = video_ratios(req.input, req.output, track)
+        result.mouth_correlation = mouth_plot(track, out_track, req.plot, title=title, drawn=drawn)
+        result.drawn_opening = float(np.nanmedian(drawn[1])) if np.isfinite(drawn[1]).any() else None
         result.plot = req.plot
     result.auto_intensity = auto
     if req.perceive:

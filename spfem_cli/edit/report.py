@@ -18,8 +18,12 @@ def mouth_correlation(source: np.ndarray, output: np.ndarray) -> float:
     return float(np.corrcoef(source[ok], output[ok])[0, 1])
 
 
-def mouth_plot(source_track, output_track, path: Path, *, title: str = "") -> float:
-    """Write a PNG of both inner-lip openings over time; returns their correlation."""
+def mouth_plot(source_track, output_track, path: Path, *, title: str = "",
+               drawn: tuple[np.ndarray, np.ndarray] | None = None) -> float:
+    """Write a PNG of both inner-lip openings over time; returns their correlation. ``drawn`` (frame indices,
+    ratios of :func:`~spfem_cli.evaluate.drawn_opening.video_ratios`) adds the edit's opening as drawn in the
+    picture (source opening × ratio) on the source's open frames: where the re-tracked line strays from the
+    source's and the drawn points do not, the tracker read the mouth's new shape as a different opening."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -33,10 +37,15 @@ def mouth_plot(source_track, output_track, path: Path, *, title: str = "") -> fl
     fig, ax = plt.subplots(figsize=(9, 3.2), dpi=110)
     ax.plot(t, src, label="source", lw=2, color="#1f77b4")
     ax.plot(t, out, label="edited (re-tracked)", lw=1.5, ls="--", color="#d62728")
+    if drawn is not None and len(drawn[0]):
+        frames, ratios = drawn
+        inside = frames < n
+        ax.scatter(t[frames[inside]], src[frames[inside]] * ratios[inside], s=9, color="#2ca02c", zorder=3,
+                   label=f"edited, as drawn (no tracker; median {np.nanmedian(ratios):.2f}× the source)")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("inner-lip opening (aligned px)")
     ax.set_title(f"{title}   Pearson r = {r:.3f}" if np.isfinite(r) else f"{title}   Pearson r: n/a (under 3 frames or no mouth motion)")
-    ax.legend(loc="upper right")
+    ax.legend(loc="best", fontsize=8, framealpha=0.85)
     fig.tight_layout()
     with AtomicOutput(Path(path), suffix=".png") as tmp:
         fig.savefig(tmp, format="png")

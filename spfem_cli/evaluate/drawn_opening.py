@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -84,17 +85,40 @@ def open_frames(openings: np.ndarray, share: float = OPEN_SHARE) -> np.ndarray:
     return np.flatnonzero(np.nan_to_num(openings, nan=-1.0) >= share * peak) if peak > 0 else np.zeros(0, int)
 
 
-def drawn_opening_ratios(source_gray: Sequence[np.ndarray], edited_gray: Sequence[np.ndarray],
-                         landmarks: Sequence[np.ndarray]) -> np.ndarray:
-    """Per frame, the edit's drawn opening over the source's: (source gap + how far the lips moved apart, by
+def frame_ratio(source_gray: np.ndarray, edited_gray: np.ndarray, landmarks: np.ndarray) -> float:
+    """The edit's drawn opening over the source's in one frame: (source gap + how far the lips moved apart, by
     :func:`lip_shifts`) / source gap, the gap and the strip taken from the *source's* landmarks (frame px).
     NaN where the source's gap is under a pixel (nothing to compare a change with)."""
-    out = []
-    for src, edit, lm in zip(source_gray, edited_gray, landmarks, strict=True):
-        strip = MouthStrip.of(lm)
-        a, offsets = strip_profile(src, strip)
-        b, _ = strip_profile(edit, strip)
-        upper, lower = lip_shifts(a, b, offsets)
-        gap = float(np.linalg.norm(np.asarray(lm)[INNER_BOTTOM] - np.asarray(lm)[INNER_TOP]))
-        out.append((gap + lower - upper) / gap if gap >= 1.0 else np.nan)
-    return np.array(out, np.float64)
+    strip = MouthStrip.of(landmarks)
+    a, offsets = strip_profile(source_gray, strip)
+    b, _ = strip_profile(edited_gray, strip)
+    upper, lower = lip_shifts(a, b, offsets)
+    gap = float(np.linalg.norm(np.asarray(landmarks)[INNER_BOTTOM] - np.asarray(landmarks)[INNER_TOP]))
+    return (gap + lower - upper) / gap if gap >= 1.0 else float("nan")
+
+
+def drawn_opening_ratios(source_gray: Sequence[np.ndarray], edited_gray: Sequence[np.ndarray],
+                         landmarks: Sequence[np.ndarray]) -> np.ndarray:
+    """:func:`frame_ratio` of each frame."""
+    return np.array([frame_ratio(a, b, lm) for a, b, lm in zip(source_gray, edited_gray, landmarks, strict=True)],
+                    np.float64)
+
+
+def video_ratios(source: Path, edited: Path, track) -> tuple[np.ndarray, np.ndarray]:
+    """(frame indices, :func:`frame_ratio`) over the open frames (:func:`open_frames`) of ``source``, whose face
+    ``track`` gives, against the same frames of ``edited``. Both videos are decoded in step, frame by frame,
+    so a long video costs no memory."""
+    from spfem_cli.video import iter_frames
+
+    wanted = {int(i) for i in open_frames(track.mouth_opening()) if track.valid[i]}
+    indices, ratios = [], []
+    if wanted:
+        last = max(wanted)
+        for index, (a, b) in enumerate(zip(iter_frames(source), iter_frames(edited), strict=False)):
+            if index in wanted and a.shape == b.shape:
+                indices.append(index)
+                ratios.append(frame_ratio(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY), cv2.cvtColor(b, cv2.COLOR_RGB2GRAY),
+                                          track.landmarks[index]))
+            if index >= last:
+                break
+    return np.array(indices, int), np.array(ratios, np.float64)
