@@ -11,18 +11,20 @@ from spfem_cli.evaluate.drawn_opening import drawn_opening_ratios, open_frames
 SIZE, CENTRE, LIP = 200, 100.0, 7.0
 
 
-def _mouth(gap: float, *, drop: float = 0.0, roll_deg: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """A grey face patch with two lips of LIP px round a dark gap of ``gap`` px, the whole mouth ``drop`` px lower,
-    turned by ``roll_deg`` about the image centre; and its 68 landmarks (corners and inner-lip midpoints set)."""
+def _mouth(gap: float, *, drop: float = 0.0, roll_deg: float = 0.0, upper_lip: float = LIP) -> tuple[np.ndarray, np.ndarray]:
+    """A grey face patch with two lips (LIP px, the upper ``upper_lip``) round a dark gap of ``gap`` px, the whole
+    mouth ``drop`` px lower, turned by ``roll_deg`` about the image centre; and its 68 landmarks (corners and
+    inner-lip midpoints set)."""
     y, x = np.mgrid[0:SIZE, 0:SIZE].astype(np.float64)
     centre = CENTRE + drop
-    def cover(half_height: float, left: float, right: float) -> np.ndarray:
-        """Share of each pixel inside the band |y - centre| < half_height, left < x < right (edges anti-aliased)."""
-        def share(edge):
-            return np.clip(edge + 0.5, 0.0, 1.0)
-        return share(half_height - np.abs(y - centre)) * share(x - left) * share(right - x)
+    def share(edge):
+        return np.clip(edge + 0.5, 0.0, 1.0)
 
-    lips, gap_band = cover(gap / 2 + LIP, 60, 140), cover(gap / 2, 68, 132)
+    def cover(top: float, bottom: float, left: float, right: float) -> np.ndarray:
+        """Share of each pixel inside centre - top < y < centre + bottom, left < x < right (edges anti-aliased)."""
+        return share(top + (y - centre)) * share(bottom - (y - centre)) * share(x - left) * share(right - x)
+
+    lips, gap_band = cover(gap / 2 + upper_lip, gap / 2 + LIP, 60, 140), cover(gap / 2, gap / 2, 68, 132)
     image = 175.0 + (115.0 - 175.0) * lips + (35.0 - 115.0) * gap_band
     image = cv2.GaussianBlur(image, (0, 0), 1.0)
     landmarks = np.zeros((68, 2))
@@ -48,6 +50,14 @@ def test_a_mouth_moved_whole_keeps_its_opening():
     source, landmarks = _mouth(10.0)
     lowered, _ = _mouth(10.0, drop=2.0)
     (ratio,) = drawn_opening_ratios([source], [lowered], [landmarks])
+    assert ratio == pytest.approx(1.0, abs=0.04)
+
+
+def test_an_upper_lip_raised_at_its_border_only_keeps_the_opening():
+    """Disgust's AU10 lifts the upper lip's outer border while its inner edge stays: the opening is the same."""
+    source, landmarks = _mouth(8.0)
+    thinner, _ = _mouth(8.0, upper_lip=LIP + 2.5)
+    (ratio,) = drawn_opening_ratios([source], [thinner], [landmarks])
     assert ratio == pytest.approx(1.0, abs=0.04)
 
 

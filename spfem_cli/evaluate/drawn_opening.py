@@ -25,6 +25,11 @@ import numpy as np
 SHIFTS = np.arange(-8.0, 8.01, 0.25)                # px each lip may move between source and edit
 STEP = 0.5                                          # px between samples along the strip
 FIT_SHARE = 0.8                                     # of the strip's half-height compared (its ends scale out of view)
+# Each half is compared from the midpoint to this far past the source's gap edge (px, or this share of the gap):
+# the edge and the inner lip, not the lip's outer border, which AU10 (disgust's raised upper lip) moves while
+# the inner edge stays (compared out to the outer border, d19's disgusted edit read 1.17; near the gap 1.08).
+EDGE_MARGIN = 3.0
+EDGE_MARGIN_SHARE = 0.25
 OPEN_SHARE = 0.5                                    # frames whose source opening is this share of its 95th percentile
 MOUTH_LEFT, MOUTH_RIGHT, INNER_TOP, INNER_BOTTOM = 48, 54, 62, 66   # iBUG-68
 
@@ -61,13 +66,14 @@ def strip_profile(gray: np.ndarray, strip: MouthStrip) -> tuple[np.ndarray, np.n
     return cv2.remap(np.asarray(gray, np.float32), map_x, map_y, cv2.INTER_LINEAR).mean(axis=1), offsets
 
 
-def lip_shifts(source: np.ndarray, edited: np.ndarray, offsets: np.ndarray) -> tuple[float, float]:
-    """(upper, lower) px by which the edit's profile moves each half of the source's (the upper lip and the gap's
-    top edge above the midpoint, the lower lip and its bottom edge below it) down the face: each half is
-    shifted by the one of :data:`SHIFTS` that matches it best (least squares over the half's central
-    :data:`FIT_SHARE`). Lips open and close as two bodies moving apart, so the opening changes by their
-    difference."""
-    reach = FIT_SHARE * offsets.max()
+def lip_shifts(source: np.ndarray, edited: np.ndarray, offsets: np.ndarray,
+               reach: float | None = None) -> tuple[float, float]:
+    """(upper, lower) px by which the edit's profile moves each half of the source's (the gap's top edge and
+    the upper lip above the midpoint, its bottom edge and the lower lip below it) down the face: each half is
+    shifted by the one of :data:`SHIFTS` that matches it best, in the least-squares sense over ``reach`` px
+    from the midpoint (at most the strip's central :data:`FIT_SHARE`). Lips open and close as two bodies
+    moving apart, so the opening changes by their difference."""
+    reach = FIT_SHARE * offsets.max() if reach is None else min(reach, FIT_SHARE * offsets.max())
     at = offsets[None, :] - SHIFTS[:, None]
     moved = np.interp(at.ravel(), offsets, source).reshape(at.shape)
     error = (moved - edited[None, :]) ** 2
@@ -92,8 +98,8 @@ def frame_ratio(source_gray: np.ndarray, edited_gray: np.ndarray, landmarks: np.
     strip = MouthStrip.of(landmarks)
     a, offsets = strip_profile(source_gray, strip)
     b, _ = strip_profile(edited_gray, strip)
-    upper, lower = lip_shifts(a, b, offsets)
     gap = float(np.linalg.norm(np.asarray(landmarks)[INNER_BOTTOM] - np.asarray(landmarks)[INNER_TOP]))
+    upper, lower = lip_shifts(a, b, offsets, gap / 2 + max(EDGE_MARGIN, EDGE_MARGIN_SHARE * gap))
     return (gap + lower - upper) / gap if gap >= 1.0 else float("nan")
 
 
