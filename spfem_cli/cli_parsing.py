@@ -57,5 +57,5 @@ class StrictValueGroup(TyperGroup):
                 option, following = clash
                 sub = command.context_class(command, info_name=name, parent=ctx)
                 raise UsageError(f"{option} needs a value, but the option {following} follows it: "
-                                       f"give the value right after {option}", ctx=sub)
+                                 f"give the value right after {option}", ctx=sub)
         return name, command, rest

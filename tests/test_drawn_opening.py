@@ -73,3 +73,24 @@ def test_open_frames_are_those_near_the_peak_opening():
     assert open_frames(openings).tolist() == [1, 2, 4]          # >= half the 95th percentile (9.75)
     assert open_frames(np.full(4, np.nan)).size == 0
     assert open_frames(np.zeros(4)).size == 0
+
+
+def test_video_ratios_read_the_open_frames_of_an_odd_sized_source_against_its_padded_edit(monkeypatch):
+    """An odd-sized source's edit is one pixel larger (yuv420p padding): the frames are still compared."""
+    from types import SimpleNamespace
+
+    import spfem_cli.video
+    from spfem_cli.evaluate.drawn_opening import median_ratio, video_ratios
+
+    gaps = [0.0, 10.0, 10.0, 0.0]
+    mouths = [_mouth(max(g, 0.5)) for g in gaps]
+    source = [np.repeat(m[0][:199, :199, None], 3, -1) for m in mouths]
+    edited = [np.repeat(_mouth(max(g * 1.2, 0.5))[0][:200, :200, None], 3, -1) for g in gaps]
+    frames = {"source.mp4": source, "edited.mp4": edited}
+    monkeypatch.setattr(spfem_cli.video, "iter_frames", lambda path, chunk_size=32: iter(frames[str(path)]))
+    track = SimpleNamespace(mouth_opening=lambda: np.array(gaps), valid=np.ones(4, bool),
+                            landmarks=np.stack([m[1] for m in mouths]))
+    indices, ratios = video_ratios("source.mp4", "edited.mp4", track)
+    assert indices.tolist() == [1, 2]                                   # only the open frames
+    assert median_ratio(ratios) == pytest.approx(1.2, abs=0.04)
+    assert median_ratio(np.full(2, np.nan)) is None

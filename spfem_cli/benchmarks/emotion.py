@@ -111,10 +111,9 @@ def peak_ratio(source: np.ndarray, output: np.ndarray) -> float:
 def drawn_ratio(source: Path, output: Path, track) -> float | None:
     """Median over the source's open frames of the edit's drawn opening over the source's
     (:func:`~spfem_cli.evaluate.drawn_opening.video_ratios`); None when the source never opens its mouth."""
-    from spfem_cli.evaluate.drawn_opening import video_ratios
+    from spfem_cli.evaluate.drawn_opening import median_ratio, video_ratios
 
-    _, ratios = video_ratios(source, output, track)
-    return float(np.nanmedian(ratios)) if np.isfinite(ratios).any() else None
+    return median_ratio(video_ratios(source, output, track)[1])
 
 
 def au_readback(source_track, output_track, min_activation: float = 0.05) -> dict[str, float]:

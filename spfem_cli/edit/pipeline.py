@@ -375,13 +375,13 @@ def _edit_whole(req: EditRequest) -> EditResult:
         result = _edit_ned(req, backend, track)
     if req.plot is not None:
         from spfem_cli.edit.report import mouth_plot
-        from spfem_cli.evaluate.drawn_opening import video_ratios
+        from spfem_cli.evaluate.drawn_opening import median_ratio, video_ratios
 
         out_track = _track(req.output, req, cache=False)
         title = f"{req.input.name} → {req.target.description}"
         drawn = video_ratios(req.input, req.output, track)
         result.mouth_correlation = mouth_plot(track, out_track, req.plot, title=title, drawn=drawn)
-        result.drawn_opening = float(np.nanmedian(drawn[1])) if np.isfinite(drawn[1]).any() else None
+        result.drawn_opening = median_ratio(drawn[1])
         result.plot = req.plot
     result.auto_intensity = auto
     if req.perceive:

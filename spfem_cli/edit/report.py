@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spfem_cli.evaluate.drawn_opening import median_ratio
 from spfem_cli.video import AtomicOutput
 
 
@@ -37,11 +38,12 @@ def mouth_plot(source_track, output_track, path: Path, *, title: str = "",
     fig, ax = plt.subplots(figsize=(9, 3.2), dpi=110)
     ax.plot(t, src, label="source", lw=2, color="#1f77b4")
     ax.plot(t, out, label="edited (re-tracked)", lw=1.5, ls="--", color="#d62728")
-    if drawn is not None and len(drawn[0]):
+    median = None if drawn is None else median_ratio(drawn[1])
+    if median is not None:
         frames, ratios = drawn
         inside = frames < n
         ax.scatter(t[frames[inside]], src[frames[inside]] * ratios[inside], s=9, color="#2ca02c", zorder=3,
-                   label=f"edited, as drawn (no tracker; median {np.nanmedian(ratios):.2f}× the source)")
+                   label=f"edited, as drawn (no tracker; median {median:.2f}× the source)")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("inner-lip opening (aligned px)")
     ax.set_title(f"{title}   Pearson r = {r:.3f}" if np.isfinite(r) else f"{title}   Pearson r: n/a (under 3 frames or no mouth motion)")
