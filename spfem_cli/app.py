@@ -274,17 +274,25 @@ def preprocess(
 
 @app.command()
 def probe(video: Path = typer.Argument(..., help="A video file.")) -> None:
-    """What spfem sees in VIDEO: size, rotation, frame rate (and whether it varies), frames, audio."""
+    """What spfem sees in VIDEO: size, rotation, frame rate (and whether it varies), frames, audio; for a
+    photo (or a one-frame GIF), that it is a still picture, which `spfem edit` turns into a picture."""
+    from dataclasses import asdict
+
+    from spfem_cli.video import is_image_file
     from spfem_cli.video import probe as probe_video
 
     info = probe_video(video, timing=True)
+    still = is_image_file(video)
+    if json_mode():
+        emit({**asdict(info), "still_picture": still})
+        return
+    turn = f"rotation {info.rotation}" + (", mirrored" if info.mirror else "")
+    if still:     # FFmpeg gives a still a nominal rate (25, or 100 for a GIF) and no length: neither means anything
+        print(f"{info.path}: {info.width}x{info.height}, {turn}, a still picture (spfem edit writes an edited picture)")
+        return
     timing = {True: "variable frame rate (edits keep every frame's time)", False: "constant frame rate",
               None: "frame times not stored in the container"}[info.vfr]
-    if json_mode():
-        emit(info)
-        return
     audio = f"{info.audio_codec} {info.audio_rate} Hz" if info.has_audio else "no audio"
-    turn = f"rotation {info.rotation}" + (", mirrored" if info.mirror else "")
     print(f"{info.path}: {info.width}x{info.height}, {turn}, {float(info.fps):.3f} fps average "
           f"({info.fps}), {timing}, {info.n_frames} frames, {info.duration:.3f} s, {audio}")
 

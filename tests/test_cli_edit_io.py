@@ -127,6 +127,23 @@ def test_a_one_frame_gif_is_a_photo_and_an_animated_one_a_video(small_clip, tmp_
         assert edited.size == (frames[5].shape[1], frames[5].shape[0])
 
 
+def test_probe_calls_a_still_a_still_picture(small_clip, tmp_path, spfem):
+    """FFmpeg gives a still a nominal frame rate (25, or 100 for a GIF) and no length; probe said "100.000 fps,
+    0.000 s" of a one-frame GIF. A still is said to be one, in text and in --json; a video is probed as before."""
+    from PIL import Image
+
+    from spfem_cli.video import read_frames
+
+    frames, _ = read_frames(small_clip.path)
+    for name in ("face.gif", "face.png"):
+        Image.fromarray(frames[2]).save(tmp_path / name)
+        text = spfem("probe", tmp_path / name)
+        assert text.returncode == 0 and "a still picture" in text.stdout and "fps" not in text.stdout, text.stdout
+        assert json.loads(spfem("--json", "probe", tmp_path / name).stdout)["still_picture"] is True
+    video = spfem("--json", "probe", small_clip.path)
+    assert json.loads(video.stdout)["still_picture"] is False and json.loads(video.stdout)["fps"] == 25.0
+
+
 def test_an_output_folder_that_cannot_be_created_is_one_line(small_clip, tmp_path, spfem):
     """-o DIR/ is created; when a file stands in the way (or permission is missing) that is said in one line."""
     blocker = tmp_path / "taken.mp4"
