@@ -408,7 +408,9 @@ def edit_summary(result) -> str:
     if result.plot:
         r = result.mouth_correlation
         shown = f"{r:.3f}" if r is not None and math.isfinite(r) else "n/a (needs 3+ frames with a face and a moving mouth)"
-        drawn = "" if result.drawn_opening is None else f"; as drawn {result.drawn_opening:.2f}× the source's opening"
+        if result.drawn_correlation is not None:
+            shown += f" re-tracked, {result.drawn_correlation:.3f} as drawn"
+        drawn = "" if result.drawn_opening is None else f"; drawn opening {result.drawn_opening:.2f}× the source's"
         line += f"; mouth plot: {result.plot} (source vs output r = {shown}{drawn})"
     return line
 

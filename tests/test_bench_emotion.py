@@ -47,7 +47,9 @@ def test_score_one_clip(short_clip, tmp_path):
     assert (s.margin > 0) == s.hit                                         # how far from losing (or winning) top-1
     # The sample's mouth opens and the edit keeps the drawn gap (the warp restores the inner lip exactly).
     assert s.drawn_ratio is not None and 0.9 < s.drawn_ratio < 1.1
-    assert row.note.endswith(f"{s.clip} happy→{s.top_output} {s.margin:+.2f} {s.mouth_r:.2f}/{s.peak_ratio:.2f}/{s.drawn_ratio:.2f}")
+    assert s.drawn_r is not None and s.drawn_r > 0.95          # every frame's opening, as drawn, follows the source's
+    assert row.note.endswith(f"{s.clip} happy→{s.top_output} {s.margin:+.2f} {s.mouth_r:.2f}/{s.peak_ratio:.2f} "
+                             f"(drawn {s.drawn_r:.2f}/{s.drawn_ratio:.2f})")
 
 
 def test_the_top1_margin_says_how_close_a_clip_is_to_flipping():

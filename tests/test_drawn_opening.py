@@ -75,22 +75,45 @@ def test_open_frames_are_those_near_the_peak_opening():
     assert open_frames(np.zeros(4)).size == 0
 
 
-def test_video_ratios_read_the_open_frames_of_an_odd_sized_source_against_its_padded_edit(monkeypatch):
-    """An odd-sized source's edit is one pixel larger (yuv420p padding): the frames are still compared."""
+def _video_track(monkeypatch, gaps: list[float], edited_gaps: list[float], *, scale: float = 1.0, odd: bool = False):
+    """Source and edited 'videos' of synthetic mouths (served to ``iter_frames``) and the source's track: its
+    landmarks in frame px, its openings in aligned px (``scale`` aligned px per frame px). ``odd``: the source is
+    199² and its edit 200² (an odd-sized source's edit is padded right and below for yuv420p)."""
     from types import SimpleNamespace
 
     import spfem_cli.video
-    from spfem_cli.evaluate.drawn_opening import median_ratio, video_ratios
 
-    gaps = [0.0, 10.0, 10.0, 0.0]
-    mouths = [_mouth(max(g, 0.5)) for g in gaps]
-    source = [np.repeat(m[0][:199, :199, None], 3, -1) for m in mouths]
-    edited = [np.repeat(_mouth(max(g * 1.2, 0.5))[0][:200, :200, None], 3, -1) for g in gaps]
-    frames = {"source.mp4": source, "edited.mp4": edited}
+    mouths = [_mouth(g) for g in gaps]
+    size = 199 if odd else 200
+    frames = {"source.mp4": [np.repeat(m[0][:size, :size, None], 3, -1) for m in mouths],
+              "edited.mp4": [np.repeat(_mouth(g)[0][:, :, None], 3, -1) for g in edited_gaps]}
     monkeypatch.setattr(spfem_cli.video, "iter_frames", lambda path, chunk_size=32: iter(frames[str(path)]))
-    track = SimpleNamespace(mouth_opening=lambda: np.array(gaps), valid=np.ones(4, bool),
-                            landmarks=np.stack([m[1] for m in mouths]))
-    indices, ratios = video_ratios("source.mp4", "edited.mp4", track)
-    assert indices.tolist() == [1, 2]                                   # only the open frames
-    assert median_ratio(ratios) == pytest.approx(1.2, abs=0.04)
+    transform = np.array([[scale, 0.0, 0.0], [0.0, scale, 0.0]])
+    return SimpleNamespace(mouth_opening=lambda: np.array(gaps) * scale, valid=np.ones(len(gaps), bool),
+                           landmarks=np.stack([m[1] for m in mouths]), transforms=np.repeat(transform[None], len(gaps), 0))
+
+
+def test_an_odd_sized_source_is_read_against_its_padded_edit_on_every_frame(monkeypatch):
+    """Every frame is read (closed ones too), in aligned px; the ratio is taken on the open frames only."""
+    from spfem_cli.evaluate.drawn_opening import drawn_opening, median_ratio
+
+    gaps = [0.6, 10.0, 10.0, 0.6]
+    track = _video_track(monkeypatch, gaps, [0.6, 12.0, 12.0, 0.6], scale=2.0, odd=True)
+    drawn = drawn_opening("source.mp4", "edited.mp4", track)
+    assert drawn.frames.tolist() == [1, 2]                              # only the open frames have a ratio
+    assert drawn.median == pytest.approx(1.2, abs=0.04)
+    assert drawn.openings == pytest.approx([1.2, 24.0, 24.0, 1.2], abs=0.6)   # every frame, 2 aligned px per frame px
     assert median_ratio(np.full(2, np.nan)) is None
+
+
+def test_the_drawn_correlation_follows_the_picture_not_the_source_track(monkeypatch):
+    """An edit that keeps the lips' motion reads r ≈ 1; one whose lips move to their own rhythm reads far less,
+    though the source's track is the same: the measure sees the picture."""
+    from spfem_cli.evaluate.drawn_opening import drawn_opening
+
+    gaps = [0.6, 4.0, 10.0, 6.0, 1.0, 8.0, 3.0, 0.6]
+    kept = drawn_opening("source.mp4", "edited.mp4", _video_track(monkeypatch, gaps, gaps))
+    assert kept.correlation > 0.99
+    own_rhythm = [6.0, 6.0, 3.0, 9.0, 6.0, 2.0, 8.0, 6.0]
+    changed = drawn_opening("source.mp4", "edited.mp4", _video_track(monkeypatch, gaps, own_rhythm))
+    assert changed.correlation < 0.6

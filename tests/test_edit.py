@@ -12,10 +12,10 @@ import pytest
 from spfem_cli.backends.warp import facs
 from spfem_cli.backends.warp.backend import WarpBackend
 from spfem_cli.edit.pipeline import EditRequest, edit_video
-from spfem_cli.edit.report import mouth_correlation
 from spfem_cli.edit.targets import DEFAULT_INTENSITY, EditTarget, component_weights, parse_timeline
 from spfem_cli.emotions import EDIT_EMOTIONS
 from spfem_cli.errors import SpfemError
+from spfem_cli.evaluate.landmarks import mouth_correlation
 from spfem_cli.face.tracking.track import track_video
 from spfem_cli.video import probe, read_audio, read_frames, write_video
 
@@ -231,10 +231,12 @@ def test_cli_side_by_side_and_plot(short_clip, tmp_path):
     assert result.returncode == 0, result.stderr
     assert probe(side).width == 2 * probe(out).width
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    r = float(result.stderr.split("r = ")[1].split(";")[0].split(")")[0])
+    r = float(result.stderr.split("r = ")[1].split(" re-tracked")[0])
     assert r >= 0.95
     # The opening as drawn in the picture (no tracker): the warp puts the inner lip back where the source had it.
-    drawn = float(result.stderr.split("as drawn ")[1].split("×")[0])
+    drawn_r = float(result.stderr.split("re-tracked, ")[1].split(" as drawn")[0])
+    assert drawn_r >= 0.95
+    drawn = float(result.stderr.split("drawn opening ")[1].split("×")[0])
     assert 0.95 <= drawn <= 1.05
 
 

@@ -10,9 +10,10 @@ strongest intensity) to each emotion, then:
   of the output's mean probabilities (contempt has no FER class: its rows say so);
 - the output is re-tracked (as ``spfem edit --plot`` does) and its inner-lip opening compared with the
   source's: Pearson r and the ratio of peak openings (95th percentiles, robust to one bad frame);
-- the opening as drawn, with no tracker reading the edit (:mod:`spfem_cli.evaluate.drawn_opening`): on the
-  frames where the source's mouth is open, how far the lips moved apart in the picture, as a ratio of the
-  source's gap (median over those frames); it tells the edit's share of a peak-ratio miss from the tracker's;
+- the opening as drawn, with no tracker reading the edit (:mod:`spfem_cli.evaluate.drawn_opening`): on every
+  frame, how far the lips moved apart in the picture, added to the source's opening: its r with the source's,
+  and its ratio to the source's gap on the frames where the mouth is open (median); it tells the edit's share
+  of an r or peak-ratio miss from the tracker's;
 - the re-tracked mesh is read back on the action-unit basis against the source's mesh frame by frame
   (:func:`au_readback`): what the edit visibly did to brows, lids, nose and mouth corners, the only
   check there is for disgust and contempt, which the recogniser cannot judge.
@@ -58,6 +59,7 @@ class ClipScore:
     readback: dict[str, float] = field(default_factory=dict)   # AU → median activation, re-tracked output vs source
     margin: float | None = None  # after the edit, P(target) minus the strongest other class (< 0: short of top-1)
     drawn_ratio: float | None = None   # median drawn opening of the edit over the source's on its open frames (no tracker)
+    drawn_r: float | None = None       # Pearson r of the source's opening and the edit's as drawn, every frame (no tracker)
 
     @property
     def rise(self) -> float | None:
@@ -108,12 +110,14 @@ def peak_ratio(source: np.ndarray, output: np.ndarray) -> float:
     return float(np.percentile(output[ok], PEAK_PERCENTILE) / top) if top > 1e-6 else float("nan")
 
 
-def drawn_ratio(source: Path, output: Path, track) -> float | None:
-    """Median over the source's open frames of the edit's drawn opening over the source's
-    (:func:`~spfem_cli.evaluate.drawn_opening.video_ratios`); None when the source never opens its mouth."""
-    from spfem_cli.evaluate.drawn_opening import median_ratio, video_ratios
+def drawn_measures(source: Path, output: Path, track) -> tuple[float | None, float | None]:
+    """(median drawn-over-source opening on the source's open frames, r of the source's opening and the drawn
+    one over every frame) of :func:`~spfem_cli.evaluate.drawn_opening.drawn_opening`; None where undefined
+    (a source that never opens its mouth)."""
+    from spfem_cli.evaluate.drawn_opening import drawn_opening
 
-    return median_ratio(video_ratios(source, output, track)[1])
+    drawn = drawn_opening(source, output, track)
+    return drawn.median, drawn.correlation if np.isfinite(drawn.correlation) else None
 
 
 def au_readback(source_track, output_track, min_activation: float = 0.05) -> dict[str, float]:
@@ -147,9 +151,9 @@ def score(clip: Path, emotion: str, workdir: Path, *, intensity: float | None = 
     label the reference reads as). ``keep``: also write the edited clip there (to look at it).
     """
     from spfem_cli.edit.pipeline import EditRequest, edit_video
-    from spfem_cli.edit.report import mouth_correlation
     from spfem_cli.edit.targets import DEFAULT_INTENSITY, EditTarget
     from spfem_cli.emotions import canonical
+    from spfem_cli.evaluate.landmarks import mouth_correlation
     from spfem_cli.face.expression import column, perceive_files
     from spfem_cli.face.preprocess import cached_track
     from spfem_cli.face.tracking.track import track_video
@@ -165,7 +169,7 @@ def score(clip: Path, emotion: str, workdir: Path, *, intensity: float | None = 
         track = cached_track(source, "mediapipe", progress=False)
         out_track = track_video(output, "mediapipe", progress=False)
         before, after = perceive_files(source, output, track, samples)
-        drawn = drawn_ratio(source, output, track)
+        drawn, drawn_r = drawn_measures(source, output, track)
     src_open, out_open = track.mouth_opening(), out_track.mouth_opening()
     n = min(len(src_open), len(out_open))
     has_class = column(emotion) is not None
@@ -175,7 +179,7 @@ def score(clip: Path, emotion: str, workdir: Path, *, intensity: float | None = 
                      before.label if before else "–", after.label if after else "–",
                      mouth_correlation(src_open[:n], out_open[:n]), peak_ratio(src_open[:n], out_open[:n]), after.frames if after else 0,
                      au_readback(track, out_track), top1_margin(after.mean, canonical(emotion)) if has_class and after else None,
-                     drawn)
+                     drawn, drawn_r)
 
 
 def summary_rows(scores: list[ClipScore], where: str) -> list[BenchRow]:
@@ -188,8 +192,9 @@ def summary_rows(scores: list[ClipScore], where: str) -> list[BenchRow]:
         rs = np.array([s.mouth_r for s in group])
         peaks = np.array([s.peak_ratio for s in group])
         mouth = (f"mouth r min {np.nanmin(rs):.3f} mean {np.nanmean(rs):.3f}; peak ratio {np.nanmin(peaks):.2f}–{np.nanmax(peaks):.2f}"
-                 + drawn_summary(group))
-        legend = "top-1 before→after, " + ("P(target) − best other after, " if rises else "") + "mouth r/peak ratio/drawn ratio"
+                 + drawn_summary([s.drawn_r for s in group], [s.drawn_ratio for s in group]))
+        legend = ("top-1 before→after, " + ("P(target) − best other after, " if rises else "")
+                  + "mouth r/peak ratio re-tracked, then r/opening ratio as drawn")
         mouth += f"; AU read-back {readback_summary(group)}; per clip ({legend}): {per_clip(group)}"
         if rises:
             hits = sum(s.hit for s in group)
@@ -208,18 +213,28 @@ def top1_margin(probabilities: dict[str, float], emotion: str) -> float:
 
 
 def per_clip(group: list[ClipScore]) -> str:
-    """Which clips the numbers come from: 'd3 sad→sad +0.12 0.99/1.02/1.00, d9 neutral→sad +0.03 0.97/0.95/1.01' (top-1
-    before→after, :func:`top1_margin` after, mouth r / peak ratio / drawn ratio: a reader sees the misses and the
-    near misses, and whether a peak miss is in the picture or in the tracker's reading of it)."""
+    """Which clips the numbers come from: 'd3 sad→sad +0.12 0.93/1.02 (drawn 0.99/1.00), d9 neutral→sad +0.03
+    0.97/0.95 (drawn 1.00/1.01)' (top-1 before→after, :func:`top1_margin` after, mouth r / peak ratio re-tracked,
+    then r / opening ratio as drawn: a reader sees the misses and the near misses, and whether a mouth miss is
+    in the picture or in the tracker's reading of it)."""
     return ", ".join(f"{s.clip} {s.top_source}→{s.top_output}{'' if s.margin is None else f' {s.margin:+.2f}'} "
-                     f"{s.mouth_r:.2f}/{s.peak_ratio:.2f}{'' if s.drawn_ratio is None else f'/{s.drawn_ratio:.2f}'}"
-                     for s in group)
+                     f"{s.mouth_r:.2f}/{s.peak_ratio:.2f}{_drawn_pair(s.drawn_r, s.drawn_ratio)}" for s in group)
 
 
-def drawn_summary(group: list[ClipScore]) -> str:
-    """'; drawn opening ratio 0.98–1.03' over the clips that open their mouths ('' when none does)."""
-    drawn = [s.drawn_ratio for s in group if s.drawn_ratio is not None]
-    return f"; drawn opening ratio (picture, no tracker) {min(drawn):.2f}–{max(drawn):.2f}" if drawn else ""
+def _drawn_pair(r: float | None, ratio: float | None) -> str:
+    """' (drawn 0.99/1.00)': r / opening ratio as drawn ('–' for an undefined one; '' when both are)."""
+    if r is None and ratio is None:
+        return ""
+    return " (drawn " + "/".join("–" if v is None else f"{v:.2f}" for v in (r, ratio)) + ")"
+
+
+def drawn_summary(rs: list[float | None], ratios: list[float | None]) -> str:
+    """'; as drawn (picture, no tracker): r min 0.99, opening ratio 0.98–1.03' over the clips where each is
+    defined ('' when neither is)."""
+    r = [v for v in rs if v is not None]
+    ratio = [v for v in ratios if v is not None]
+    parts = ([f"r min {min(r):.3f}"] if r else []) + ([f"opening ratio {min(ratio):.2f}–{max(ratio):.2f}"] if ratio else [])
+    return f"; as drawn (picture, no tracker): {', '.join(parts)}" if parts else ""
 
 
 def readback_summary(group: list[ClipScore]) -> str:
@@ -282,12 +297,12 @@ def recogniser_speed() -> BenchRow:
 def noop_row(clips: list[Path], workdir: Path, where: str) -> BenchRow:
     """The mouth measures' floor: each clip decoded and re-encoded as an edit writes it (no edit), then
     re-tracked. What the rows above lose beyond this is the edits', not the codec's or the tracker's."""
-    from spfem_cli.edit.report import mouth_correlation
+    from spfem_cli.evaluate.landmarks import mouth_correlation
     from spfem_cli.face.preprocess import cached_track
     from spfem_cli.face.tracking.track import track_video
     from spfem_cli.video import VideoWriter, iter_chunks, probe
 
-    rs, peaks, drawn = [], [], []
+    rs, peaks, drawn, drawn_rs = [], [], [], []
     for clip in clips:
         source = trimmed(clip, workdir)
         copy = Path(workdir) / f"{source.stem}.reencoded.mp4"
@@ -299,11 +314,12 @@ def noop_row(clips: list[Path], workdir: Path, where: str) -> BenchRow:
         n = min(len(a), len(b))
         rs.append(mouth_correlation(a[:n], b[:n]))
         peaks.append(peak_ratio(a[:n], b[:n]))
-        drawn.append(drawn_ratio(source, copy, track))
-    shown = [d for d in drawn if d is not None]
+        ratio, r = drawn_measures(source, copy, track)
+        drawn.append(ratio)
+        drawn_rs.append(r)
     return BenchRow(AREA, f"no edit (decode, re-encode, re-track): mouth r, {where}", float(np.nanmin(rs)), "r (min)",
                     f"mouth r min {np.nanmin(rs):.3f} mean {np.nanmean(rs):.3f}; peak ratio {np.nanmin(peaks):.2f}–{np.nanmax(peaks):.2f}"
-                    + (f"; drawn opening ratio {min(shown):.2f}–{max(shown):.2f}" if shown else ""))
+                    + drawn_summary(drawn_rs, drawn))
 
 
 REFERENCE_CLIP = "d0"    # a tuning clip of another person breaking into a broad grin: what --reference should carry

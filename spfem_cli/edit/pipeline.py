@@ -78,6 +78,7 @@ class EditResult:
     plot: Path | None = None
     mouth_correlation: float | None = None
     drawn_opening: float | None = None     # median drawn opening of the output over the source's on its open frames (--plot)
+    drawn_correlation: float | None = None  # Pearson r of the source's opening and the output's as drawn, every frame (--plot)
     source_aus: dict[str, float] = field(default_factory=dict)
     target_aus: dict[str, float] = field(default_factory=dict)
     note: str = ""
@@ -375,13 +376,14 @@ def _edit_whole(req: EditRequest) -> EditResult:
         result = _edit_ned(req, backend, track)
     if req.plot is not None:
         from spfem_cli.edit.report import mouth_plot
-        from spfem_cli.evaluate.drawn_opening import median_ratio, video_ratios
+        from spfem_cli.evaluate.drawn_opening import drawn_opening
 
         out_track = _track(req.output, req, cache=False)
         title = f"{req.input.name} → {req.target.description}"
-        drawn = video_ratios(req.input, req.output, track)
+        drawn = drawn_opening(req.input, req.output, track)
         result.mouth_correlation = mouth_plot(track, out_track, req.plot, title=title, drawn=drawn)
-        result.drawn_opening = median_ratio(drawn[1])
+        result.drawn_opening = drawn.median
+        result.drawn_correlation = drawn.correlation if math.isfinite(drawn.correlation) else None
         result.plot = req.plot
     result.auto_intensity = auto
     if req.perceive:

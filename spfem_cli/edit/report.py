@@ -7,24 +7,17 @@ from pathlib import Path
 
 import numpy as np
 
-from spfem_cli.evaluate.drawn_opening import median_ratio
+from spfem_cli.evaluate.drawn_opening import DrawnOpening
+from spfem_cli.evaluate.landmarks import mouth_correlation
 from spfem_cli.video import AtomicOutput
 
 
-def mouth_correlation(source: np.ndarray, output: np.ndarray) -> float:
-    """Pearson correlation of two mouth-opening series over the frames where both have a face."""
-    ok = np.isfinite(source) & np.isfinite(output)
-    if ok.sum() < 3 or np.std(source[ok]) < 1e-9 or np.std(output[ok]) < 1e-9:
-        return float("nan")
-    return float(np.corrcoef(source[ok], output[ok])[0, 1])
-
-
 def mouth_plot(source_track, output_track, path: Path, *, title: str = "",
-               drawn: tuple[np.ndarray, np.ndarray] | None = None) -> float:
-    """Write a PNG of both inner-lip openings over time; returns their correlation. ``drawn`` (frame indices,
-    ratios of :func:`~spfem_cli.evaluate.drawn_opening.video_ratios`) adds the edit's opening as drawn in the
-    picture (source opening × ratio) on the source's open frames: where the re-tracked line strays from the
-    source's and the drawn points do not, the tracker read the mouth's new shape as a different opening."""
+               drawn: DrawnOpening | None = None) -> float:
+    """Write a PNG of both inner-lip openings over time; returns their correlation. ``drawn``
+    (:func:`~spfem_cli.evaluate.drawn_opening.drawn_opening`) adds the edit's opening as drawn in the picture,
+    frame by frame: where the re-tracked line strays from the source's and the drawn points do not, the
+    tracker read the mouth's new shape as a different opening."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,16 +30,18 @@ def mouth_plot(source_track, output_track, path: Path, *, title: str = "",
     t = np.arange(n) / float(source_track.fps)
     fig, ax = plt.subplots(figsize=(9, 3.2), dpi=110)
     ax.plot(t, src, label="source", lw=2, color="#1f77b4")
-    ax.plot(t, out, label="edited (re-tracked)", lw=1.5, ls="--", color="#d62728")
-    median = None if drawn is None else median_ratio(drawn[1])
-    if median is not None:
-        frames, ratios = drawn
-        inside = frames < n
-        ax.scatter(t[frames[inside]], src[frames[inside]] * ratios[inside], s=9, color="#2ca02c", zorder=3,
-                   label=f"edited, as drawn (no tracker; median {median:.2f}× the source)")
+    ax.plot(t, out, label=f"edited, re-tracked (r = {r:.3f})" if np.isfinite(r) else "edited, re-tracked",
+            lw=1.5, ls="--", color="#d62728")
+    if drawn is not None and np.isfinite(drawn.openings[:n]).any():
+        median = drawn.median
+        ax.scatter(t, drawn.openings[:n], s=7, color="#2ca02c", zorder=3,
+                   label="edited, as drawn (no tracker"
+                         + (f"; r = {drawn.correlation:.3f}" if np.isfinite(drawn.correlation) else "")
+                         + ("" if median is None else f"; {median:.2f}× the source when open") + ")")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("inner-lip opening (aligned px)")
-    ax.set_title(f"{title}   Pearson r = {r:.3f}" if np.isfinite(r) else f"{title}   Pearson r: n/a (under 3 frames or no mouth motion)")
+    ax.set_title(f"{title}   Pearson r = {r:.3f} (re-tracked)" if np.isfinite(r)
+                 else f"{title}   Pearson r: n/a (under 3 frames or no mouth motion)")
     ax.legend(loc="best", fontsize=8, framealpha=0.85)
     fig.tight_layout()
     with AtomicOutput(Path(path), suffix=".png") as tmp:

@@ -91,16 +91,28 @@ def open_frames(openings: np.ndarray, share: float = OPEN_SHARE) -> np.ndarray:
     return np.flatnonzero(np.nan_to_num(openings, nan=-1.0) >= share * peak) if peak > 0 else np.zeros(0, int)
 
 
-def frame_ratio(source_gray: np.ndarray, edited_gray: np.ndarray, landmarks: np.ndarray) -> float:
-    """The edit's drawn opening over the source's in one frame: (source gap + how far the lips moved apart, by
-    :func:`lip_shifts`) / source gap, the gap and the strip taken from the *source's* landmarks (frame px).
-    NaN where the source's gap is under a pixel (nothing to compare a change with)."""
+def lip_gap_change(source_gray: np.ndarray, edited_gray: np.ndarray, landmarks: np.ndarray) -> float:
+    """How far the edit's lips moved apart from the source's in one frame (frame px; < 0: closer), by
+    :func:`lip_shifts` on the strip of the *source's* landmarks (frame px), over the gap and the inner lips."""
     strip = MouthStrip.of(landmarks)
     a, offsets = strip_profile(source_gray, strip)
     b, _ = strip_profile(edited_gray, strip)
-    gap = float(np.linalg.norm(np.asarray(landmarks)[INNER_BOTTOM] - np.asarray(landmarks)[INNER_TOP]))
+    gap = source_gap(landmarks)
     upper, lower = lip_shifts(a, b, offsets, gap / 2 + max(EDGE_MARGIN, EDGE_MARGIN_SHARE * gap))
-    return (gap + lower - upper) / gap if gap >= 1.0 else float("nan")
+    return lower - upper
+
+
+def source_gap(landmarks: np.ndarray) -> float:
+    """The inner-lip gap of one frame's 68 landmarks (px of the landmarks' frame)."""
+    lm = np.asarray(landmarks, np.float64)
+    return float(np.linalg.norm(lm[INNER_BOTTOM] - lm[INNER_TOP]))
+
+
+def frame_ratio(source_gray: np.ndarray, edited_gray: np.ndarray, landmarks: np.ndarray) -> float:
+    """The edit's drawn opening over the source's in one frame: (source gap + :func:`lip_gap_change`) / source
+    gap. NaN where the source's gap is under a pixel (nothing to compare a change with)."""
+    gap = source_gap(landmarks)
+    return (gap + lip_gap_change(source_gray, edited_gray, landmarks)) / gap if gap >= 1.0 else float("nan")
 
 
 def median_ratio(ratios: np.ndarray) -> float | None:
@@ -116,23 +128,44 @@ def drawn_opening_ratios(source_gray: Sequence[np.ndarray], edited_gray: Sequenc
                     np.float64)
 
 
-def video_ratios(source: Path, edited: Path, track) -> tuple[np.ndarray, np.ndarray]:
-    """(frame indices, :func:`frame_ratio`) over the open frames (:func:`open_frames`) of ``source``, whose face
-    ``track`` gives, against the same frames of ``edited``. Both videos are decoded in step, frame by frame,
-    so a long video costs no memory."""
+@dataclass(frozen=True)
+class DrawnOpening:
+    """An edit's mouth opening as drawn, against its source's (tracked) opening, frame by frame.
+
+    ``openings``: the edit's drawn inner-lip opening per frame in the source track's aligned px (the source's
+    opening plus how far the lips moved apart, scaled by the frame's alignment), NaN where the source has no
+    face; ``frames``/``ratios``: drawn over source opening on the source's open frames (:func:`open_frames`).
+    """
+
+    openings: np.ndarray
+    frames: np.ndarray
+    ratios: np.ndarray
+    correlation: float      # Pearson r of the source's opening and the drawn one (NaN: under 3 frames or no motion)
+
+    @property
+    def median(self) -> float | None:
+        return median_ratio(self.ratios)
+
+
+def _alignment_scale(transform: np.ndarray) -> float:
+    """Aligned px per frame px of one image → aligned-crop similarity."""
+    return float(np.sqrt(abs(np.linalg.det(np.asarray(transform, np.float64)[:, :2]))))
+
+
+def drawn_opening(source: Path, edited: Path, track) -> DrawnOpening:
+    """:class:`DrawnOpening` of ``edited`` against ``source``, whose face ``track`` gives. Both videos are
+    decoded in step, frame by frame, so a long video costs no memory; every frame with a face is read."""
+    from spfem_cli.evaluate.landmarks import mouth_correlation
     from spfem_cli.video import iter_frames
 
-    wanted = {int(i) for i in open_frames(track.mouth_opening()) if track.valid[i]}
-    indices, ratios = [], []
-    if wanted:
-        last = max(wanted)
-        for index, (a, b) in enumerate(zip(iter_frames(source), iter_frames(edited), strict=False)):
-            # An odd-sized source's edit is one pixel larger (padded right and below for yuv420p).
-            if index in wanted and b.shape[0] >= a.shape[0] and b.shape[1] >= a.shape[1]:
-                indices.append(index)
-                ratios.append(frame_ratio(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY),
-                                          cv2.cvtColor(b[:a.shape[0], :a.shape[1]], cv2.COLOR_RGB2GRAY),
-                                          track.landmarks[index]))
-            if index >= last:
-                break
-    return np.array(indices, int), np.array(ratios, np.float64)
+    source_opening = np.asarray(track.mouth_opening(), np.float64)
+    openings = np.full(len(source_opening), np.nan)
+    for index, (a, b) in enumerate(zip(iter_frames(source), iter_frames(edited), strict=False)):
+        # An odd-sized source's edit is one pixel larger (padded right and below for yuv420p).
+        if index < len(openings) and track.valid[index] and b.shape[0] >= a.shape[0] and b.shape[1] >= a.shape[1]:
+            change = lip_gap_change(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY),
+                                    cv2.cvtColor(b[:a.shape[0], :a.shape[1]], cv2.COLOR_RGB2GRAY), track.landmarks[index])
+            openings[index] = source_opening[index] + change * _alignment_scale(track.transforms[index])
+    frames = np.array([i for i in open_frames(source_opening) if np.isfinite(openings[i])], int)
+    ratios = openings[frames] / source_opening[frames]
+    return DrawnOpening(openings, frames, ratios, mouth_correlation(source_opening, openings))

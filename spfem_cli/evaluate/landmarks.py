@@ -57,3 +57,11 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float:
 def mouth_opening_correlation(a: np.ndarray, b: np.ndarray) -> float:
     """Correlation over time of the mouth openings of two landmark sequences."""
     return pearson(mouth_opening(a), mouth_opening(b))
+
+
+def mouth_correlation(source: np.ndarray, output: np.ndarray) -> float:
+    """Pearson correlation of two mouth-opening series over the frames where both have a face."""
+    ok = np.isfinite(source) & np.isfinite(output)
+    if ok.sum() < 3 or np.std(source[ok]) < 1e-9 or np.std(output[ok]) < 1e-9:
+        return float("nan")
+    return float(np.corrcoef(source[ok], output[ok])[0, 1])
