@@ -392,8 +392,7 @@ def jsonable_result(result) -> dict:
 
 def edit_summary(result) -> str:
     """One line per edited file: where it went, frames, rate, backend, and the extras written."""
-    import math
-
+    from spfem_cli.edit.report import mouth_summary
     from spfem_cli.video import is_image_file
 
     if is_image_file(result.output):
@@ -406,12 +405,7 @@ def edit_summary(result) -> str:
     if result.side_by_side:
         line += f"; side by side: {result.side_by_side}"
     if result.plot:
-        r = result.mouth_correlation
-        shown = f"{r:.3f}" if r is not None and math.isfinite(r) else "n/a (needs 3+ frames with a face and a moving mouth)"
-        if result.drawn_correlation is not None:
-            shown += f" re-tracked, {result.drawn_correlation:.3f} as drawn"
-        drawn = "" if result.drawn_opening is None else f"; drawn opening {result.drawn_opening:.2f}× the source's"
-        line += f"; mouth plot: {result.plot} (source vs output r = {shown}{drawn})"
+        line += f"; mouth plot: {result.plot} (source vs output {mouth_summary(result)})"
     return line
 
 

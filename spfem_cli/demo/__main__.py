@@ -14,6 +14,7 @@ from pathlib import Path
 from spfem_cli.demo.sample import make_talking_clip
 from spfem_cli.edit.contact_sheet import emotion_sheet, save_png
 from spfem_cli.edit.pipeline import EditRequest, edit_video
+from spfem_cli.edit.report import mouth_summary
 from spfem_cli.edit.targets import EditTarget
 from spfem_cli.emotions import EDIT_EMOTIONS
 from spfem_cli.progress import console as progress_console
@@ -34,7 +35,7 @@ def main(emotions: list[str] | None = None) -> None:
             side_by_side=OUT / f"sample.{emotion}.side_by_side.mp4", plot=OUT / f"sample.{emotion}.mouth.png",
             overwrite=True))
         console.print(f"[green]{emotion}[/]: {result.output}  side-by-side: {result.side_by_side}  "
-                      f"plot: {result.plot}  (mouth opening source vs output r = {result.mouth_correlation:.3f})")
+                      f"plot: {result.plot}  (mouth opening source vs output {mouth_summary(result)})")
     sheet, _ = emotion_sheet(sample.path, EDIT_EMOTIONS, frames=3, length=SHEET_FRAMES)
     path = save_png(OUT / "sample.contact_sheet.png", sheet)
     console.print(f"contact sheet (source | {' | '.join(EDIT_EMOTIONS)}): {path}")

@@ -50,6 +50,17 @@ def mouth_plot(source_track, output_track, path: Path, *, title: str = "",
     return r
 
 
+def mouth_summary(result) -> str:
+    """'r = 0.945 re-tracked, 1.000 as drawn; drawn opening 1.00× the source's': the mouth plot's numbers for a
+    summary line (the edit's ``mouth_correlation``, ``drawn_correlation`` and ``drawn_opening``)."""
+    r = result.mouth_correlation
+    shown = f"{r:.3f}" if r is not None and np.isfinite(r) else "n/a (needs 3+ frames with a face and a moving mouth)"
+    if result.drawn_correlation is not None:
+        shown += f" re-tracked, {result.drawn_correlation:.3f} as drawn"
+    drawn = "" if result.drawn_opening is None else f"; drawn opening {result.drawn_opening:.2f}× the source's"
+    return f"r = {shown}{drawn}"
+
+
 def perception_lines(result, target: str | None) -> list[str]:
     """``intensity auto: …`` (when searched) and ``perceived: neutral 0.81 → happy 0.64`` with P(target)
     when the target is not the top label (FER-2013 recogniser; nothing when it did not run)."""
