@@ -117,3 +117,14 @@ def test_the_drawn_correlation_follows_the_picture_not_the_source_track(monkeypa
     own_rhythm = [6.0, 6.0, 3.0, 9.0, 6.0, 2.0, 8.0, 6.0]
     changed = drawn_opening("source.mp4", "edited.mp4", _video_track(monkeypatch, gaps, own_rhythm))
     assert changed.correlation < 0.6
+
+
+def test_a_match_at_the_end_of_the_shift_range_is_taken_only_when_there_is_no_other():
+    """A short window of even lip colour also matches far off (a closed mouth's lower half read the range's 8 px
+    end where its seam had moved 2 px): the inner minimum wins; a curve falling to the end keeps the end."""
+    from spfem_cli.evaluate.drawn_opening import SHIFTS, best_shift
+
+    two_minima = np.minimum((SHIFTS + 2.0) ** 2 * 10.0 + 8.0, (SHIFTS - 8.0) ** 2 * 10.0 + 3.0)
+    assert best_shift(two_minima) == pytest.approx(-2.0)
+    assert best_shift((SHIFTS - 9.0) ** 2) == pytest.approx(SHIFTS.max())
+    assert best_shift((SHIFTS - 1.5) ** 2) == pytest.approx(1.5)

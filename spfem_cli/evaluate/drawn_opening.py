@@ -77,16 +77,33 @@ def strip_profile(gray: np.ndarray, strip: MouthStrip) -> tuple[np.ndarray, np.n
 def lip_shifts(source: np.ndarray, edited: np.ndarray, offsets: np.ndarray, reach: float) -> tuple[float, float]:
     """(upper, lower) px by which the edit's profile moves each half of the source's (the gap's top edge and
     the upper lip above the midpoint, its bottom edge and the lower lip below it) down the face: each half is
-    shifted by the one of :data:`SHIFTS` that matches it best, in the least-squares sense over ``reach`` px
-    from the midpoint (at most the strip's central :data:`FIT_SHARE`). Lips open and close as two bodies
-    moving apart, so the opening changes by their difference."""
+    shifted by the one of :data:`SHIFTS` that matches it best (:func:`best_shift`), in the least-squares sense
+    over ``reach`` px from the midpoint (at most the strip's central :data:`FIT_SHARE`). Lips open and close
+    as two bodies moving apart, so the opening changes by their difference."""
     reach = min(reach, FIT_SHARE * offsets.max())
     at = offsets[None, :] - SHIFTS[:, None]
     moved = np.interp(at.ravel(), offsets, source).reshape(at.shape)
     error = (moved - edited[None, :]) ** 2
     upper = (offsets <= 0) & (offsets >= -reach)
     lower = (offsets >= 0) & (offsets <= reach)
-    return float(SHIFTS[np.argmin(error[:, upper].mean(1))]), float(SHIFTS[np.argmin(error[:, lower].mean(1))])
+    return best_shift(error[:, upper].mean(1)), best_shift(error[:, lower].mean(1))
+
+
+NEAR_BEST = 0.1   # a local minimum this share of the error's range above the lowest is as good a match
+
+
+def best_shift(error: np.ndarray) -> float:
+    """The shift of :data:`SHIFTS` whose ``error`` says the half matches: of the local minima inside the range
+    within :data:`NEAR_BEST` of the best, the smallest move. A short window of even lip colour also matches
+    far off, where it slides onto more even colour (a closed mouth's lower half read an 8 px move, the range's
+    end, where its seam had moved 2 px); a minimum at the range's end is taken only when there is no other."""
+    error = np.asarray(error, np.float64)
+    low, high = float(error.min()), float(error.max())
+    inner = np.flatnonzero((error[1:-1] <= error[:-2]) & (error[1:-1] <= error[2:])) + 1
+    near = inner[error[inner] <= low + NEAR_BEST * (high - low)]
+    if near.size == 0:
+        return float(SHIFTS[int(np.argmin(error))])
+    return float(SHIFTS[near[np.argmin(np.abs(SHIFTS[near]))]])
 
 
 def open_frames(openings: np.ndarray, share: float = OPEN_SHARE) -> np.ndarray:
