@@ -128,3 +128,14 @@ def test_a_match_at_the_end_of_the_shift_range_is_taken_only_when_there_is_no_ot
     assert best_shift(two_minima) == pytest.approx(-2.0)
     assert best_shift((SHIFTS - 9.0) ** 2) == pytest.approx(SHIFTS.max())
     assert best_shift((SHIFTS - 1.5) ** 2) == pytest.approx(1.5)
+
+
+def test_known_lower_lip_moves_on_the_sample_are_read_back(short_clip):
+    """The drawn_opening bench area's check on the bundled talking sample: every frame's lower lip moved by a
+    known −2, 0 or +3 px is read back within a fraction of a pixel."""
+    from spfem_cli.benchmarks.drawn_opening import known_moves
+
+    gaps, truth, measured = known_moves(short_clip.path)
+    assert len(truth) > 10 and set(truth) >= {0.0, 3.0}
+    assert np.abs(measured - truth).mean() < 0.3
+    assert np.corrcoef(gaps + truth, gaps + measured)[0, 1] > 0.98
