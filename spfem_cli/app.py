@@ -382,11 +382,12 @@ def edit(
 
 
 def jsonable_result(result) -> dict:
-    """The edit result for --json, with the mouth correlation under its short name."""
+    """The edit result for --json, with the mouth correlations (re-tracked, as drawn) under their short names."""
     from spfem_cli.cli_output import jsonable
 
     data = jsonable(result)
     data["mouth_r"] = data.pop("mouth_correlation", None)
+    data["drawn_r"] = data.pop("drawn_correlation", None)
     return data
 
 

@@ -270,7 +270,8 @@ def test_plot_of_a_one_frame_clip_has_no_nan(tmp_path, spfem):
     result = spfem("--json", "edit", clip.path, "-e", "happy", "-o", tmp_path / "o.mp4", "--plot", tmp_path / "o.png")
     assert result.returncode == 0, result.stderr
     assert "nan" not in result.stderr.lower() and "r = n/a" in result.stderr
-    assert json.loads(result.stdout)["mouth_r"] is None
+    data = json.loads(result.stdout)
+    assert data["mouth_r"] is None and data["drawn_r"] is None
 
 
 def test_a_photo_is_edited_into_a_photo(small_clip, tmp_path, spfem):
