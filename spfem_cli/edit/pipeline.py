@@ -77,8 +77,8 @@ class EditResult:
     side_by_side: Path | None = None
     plot: Path | None = None
     mouth_correlation: float | None = None
-    drawn_opening: float | None = None     # median drawn opening of the output over the source's on its open frames (--plot)
-    drawn_correlation: float | None = None  # Pearson r of the source's opening and the output's as drawn, every frame (--plot)
+    drawn_correlation: float | None = None  # --plot: mouth r and peak ratio of the output's opening as drawn (no tracker)
+    drawn_peak_ratio: float | None = None
     source_aus: dict[str, float] = field(default_factory=dict)
     target_aus: dict[str, float] = field(default_factory=dict)
     note: str = ""
@@ -382,8 +382,8 @@ def _edit_whole(req: EditRequest) -> EditResult:
         title = f"{req.input.name} → {req.target.description}"
         drawn = drawn_opening(req.input, req.output, track)
         result.mouth_correlation = mouth_plot(track, out_track, req.plot, title=title, drawn=drawn)
-        result.drawn_opening = drawn.median
-        result.drawn_correlation = drawn.correlation if math.isfinite(drawn.correlation) else None
+        result.drawn_correlation, result.drawn_peak_ratio = (v if math.isfinite(v) else None
+                                                             for v in (drawn.correlation, drawn.peak_ratio))
         result.plot = req.plot
     result.auto_intensity = auto
     if req.perceive:

@@ -33,11 +33,10 @@ def mouth_plot(source_track, output_track, path: Path, *, title: str = "",
     ax.plot(t, out, label=f"edited, re-tracked (r = {r:.3f})" if np.isfinite(r) else "edited, re-tracked",
             lw=1.5, ls="--", color="#d62728")
     if drawn is not None and np.isfinite(drawn.openings[:n]).any():
-        median = drawn.median
         ax.scatter(t, drawn.openings[:n], s=7, color="#2ca02c", zorder=3,
                    label="edited, as drawn (no tracker"
                          + (f"; r = {drawn.correlation:.3f}" if np.isfinite(drawn.correlation) else "")
-                         + ("" if median is None else f"; {median:.2f}× the source when open") + ")")
+                         + (f"; peak {drawn.peak_ratio:.2f}× the source's" if np.isfinite(drawn.peak_ratio) else "") + ")")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("inner-lip opening (aligned px)")
     ax.set_title(f"{title}   Pearson r = {r:.3f} (re-tracked)" if np.isfinite(r)
@@ -51,13 +50,13 @@ def mouth_plot(source_track, output_track, path: Path, *, title: str = "",
 
 
 def mouth_summary(result) -> str:
-    """'r = 0.945 re-tracked, 1.000 as drawn; drawn opening 1.00× the source's': the mouth plot's numbers for a
-    summary line (the edit's ``mouth_correlation``, ``drawn_correlation`` and ``drawn_opening``)."""
+    """'r = 0.945 re-tracked, 1.000 as drawn; drawn peak 1.00× the source's': the mouth plot's numbers for a
+    summary line (the edit's ``mouth_correlation``, ``drawn_correlation`` and ``drawn_peak_ratio``)."""
     r = result.mouth_correlation
     shown = f"{r:.3f}" if r is not None and np.isfinite(r) else "n/a (needs 3+ frames with a face and a moving mouth)"
     if result.drawn_correlation is not None:
         shown += f" re-tracked, {result.drawn_correlation:.3f} as drawn"
-    drawn = "" if result.drawn_opening is None else f"; drawn opening {result.drawn_opening:.2f}× the source's"
+    drawn = "" if result.drawn_peak_ratio is None else f"; drawn peak {result.drawn_peak_ratio:.2f}× the source's"
     return f"r = {shown}{drawn}"
 
 

@@ -13,15 +13,14 @@ same place is compared, and no tracker reads the edit. Checked on real frames wh
 known amount (bench area ``drawn_opening``: every frame of the held-out clips' first 4 s, a seeded −2, 0 or
 +3 px, closed frames included): BENCHMARKS.md has the errors per clip.
 
-Two readings: the ratio on the frames where the mouth is open (does the edit change the opening's size?),
-and the drawn opening on every frame with a face, whose r with the source's is the speech check's r with no
-tracker reading the edit (on d20 made happy: 0.945 re-tracked, 1.000 drawn; the tracker read half-open
-frames of the widened mouth as three times as open).
+The drawn opening is read on every frame with a face and judged as the re-tracked one is
+(:func:`~spfem_cli.evaluate.landmarks.mouth_correlation`, :func:`~spfem_cli.evaluate.landmarks.peak_ratio`):
+its r with the source's opening over time, and the ratio of their peaks (on d20 made happy: r 0.945
+re-tracked, 1.000 drawn; the tracker read half-open frames of the widened mouth as three times as open).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +35,6 @@ FIT_SHARE = 0.8                                     # of the strip's half-height
 # the inner edge stays (compared out to the outer border, d19's disgusted edit read 1.17; near the gap 1.08).
 EDGE_MARGIN = 3.0
 EDGE_MARGIN_SHARE = 0.25
-OPEN_SHARE = 0.5                                    # frames whose source opening is this share of its 95th percentile
 MOUTH_LEFT, MOUTH_RIGHT, INNER_TOP, INNER_BOTTOM = 48, 54, 62, 66   # iBUG-68
 
 
@@ -104,15 +102,6 @@ def best_shift(error: np.ndarray) -> float:
     return float(SHIFTS[near[np.argmin(np.abs(SHIFTS[near]))]])
 
 
-def open_frames(openings: np.ndarray, share: float = OPEN_SHARE) -> np.ndarray:
-    """Indices of the frames whose source opening is at least ``share`` of its 95th percentile."""
-    openings = np.asarray(openings, np.float64)
-    if not np.isfinite(openings).any():
-        return np.zeros(0, int)
-    peak = np.nanpercentile(openings, 95)
-    return np.flatnonzero(np.nan_to_num(openings, nan=-1.0) >= share * peak) if peak > 0 else np.zeros(0, int)
-
-
 def lip_gap_change(source_gray: np.ndarray, edited_gray: np.ndarray, landmarks: np.ndarray) -> float:
     """How far the edit's lips moved apart from the source's in one frame (frame px; < 0: closer), by
     :func:`lip_shifts` on the strip of the *source's* landmarks (frame px), over the gap and the inner lips."""
@@ -130,43 +119,19 @@ def source_gap(landmarks: np.ndarray) -> float:
     return float(np.linalg.norm(lm[INNER_BOTTOM] - lm[INNER_TOP]))
 
 
-def frame_ratio(source_gray: np.ndarray, edited_gray: np.ndarray, landmarks: np.ndarray) -> float:
-    """The edit's drawn opening over the source's in one frame: (source gap + :func:`lip_gap_change`) / source
-    gap. NaN where the source's gap is under a pixel (nothing to compare a change with)."""
-    gap = source_gap(landmarks)
-    return (gap + lip_gap_change(source_gray, edited_gray, landmarks)) / gap if gap >= 1.0 else float("nan")
-
-
-def median_ratio(ratios: np.ndarray) -> float | None:
-    """The median of per-frame ratios, None when no frame has one (a source that never opens its mouth)."""
-    ratios = np.asarray(ratios, np.float64)
-    return float(np.nanmedian(ratios)) if np.isfinite(ratios).any() else None
-
-
-def drawn_opening_ratios(source_gray: Sequence[np.ndarray], edited_gray: Sequence[np.ndarray],
-                         landmarks: Sequence[np.ndarray]) -> np.ndarray:
-    """:func:`frame_ratio` of each frame."""
-    return np.array([frame_ratio(a, b, lm) for a, b, lm in zip(source_gray, edited_gray, landmarks, strict=True)],
-                    np.float64)
-
-
 @dataclass(frozen=True)
 class DrawnOpening:
     """An edit's mouth opening as drawn, against its source's (tracked) opening, frame by frame.
 
     ``openings``: the edit's drawn inner-lip opening per frame in the source track's aligned px (the source's
     opening plus how far the lips moved apart, scaled by the frame's alignment), NaN where the source has no
-    face; ``frames``/``ratios``: drawn over source opening on the source's open frames (:func:`open_frames`).
+    face; ``correlation`` and ``peak_ratio`` judge it against the source's opening as the re-tracked opening
+    is judged (NaN where undefined: under 3 frames, no motion, a mouth that never opens).
     """
 
     openings: np.ndarray
-    frames: np.ndarray
-    ratios: np.ndarray
-    correlation: float      # Pearson r of the source's opening and the drawn one (NaN: under 3 frames or no motion)
-
-    @property
-    def median(self) -> float | None:
-        return median_ratio(self.ratios)
+    correlation: float
+    peak_ratio: float
 
 
 def _alignment_scale(transform: np.ndarray) -> float:
@@ -177,7 +142,7 @@ def _alignment_scale(transform: np.ndarray) -> float:
 def drawn_opening(source: Path, edited: Path, track) -> DrawnOpening:
     """:class:`DrawnOpening` of ``edited`` against ``source``, whose face ``track`` gives. Both videos are
     decoded in step, frame by frame, so a long video costs no memory; every frame with a face is read."""
-    from spfem_cli.evaluate.landmarks import mouth_correlation
+    from spfem_cli.evaluate.landmarks import mouth_correlation, peak_ratio
     from spfem_cli.video import iter_frames
 
     source_opening = np.asarray(track.mouth_opening(), np.float64)
@@ -188,6 +153,4 @@ def drawn_opening(source: Path, edited: Path, track) -> DrawnOpening:
             change = lip_gap_change(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY),
                                     cv2.cvtColor(b[:a.shape[0], :a.shape[1]], cv2.COLOR_RGB2GRAY), track.landmarks[index])
             openings[index] = source_opening[index] + change * _alignment_scale(track.transforms[index])
-    frames = np.array([i for i in open_frames(source_opening) if np.isfinite(openings[i])], int)
-    ratios = openings[frames] / source_opening[frames]
-    return DrawnOpening(openings, frames, ratios, mouth_correlation(source_opening, openings))
+    return DrawnOpening(openings, mouth_correlation(source_opening, openings), peak_ratio(source_opening, openings))

@@ -65,3 +65,17 @@ def mouth_correlation(source: np.ndarray, output: np.ndarray) -> float:
     if ok.sum() < 3 or np.std(source[ok]) < 1e-9 or np.std(output[ok]) < 1e-9:
         return float("nan")
     return float(np.corrcoef(source[ok], output[ok])[0, 1])
+
+
+PEAK_PERCENTILE = 95
+
+
+def peak_ratio(source: np.ndarray, output: np.ndarray) -> float:
+    """Output / source peak inner-lip opening (95th percentiles over the frames where both have a face: robust
+    to one bad frame); NaN under 3 such frames or when the source never opens its mouth."""
+    source, output = np.asarray(source, np.float64), np.asarray(output, np.float64)
+    ok = np.isfinite(source) & np.isfinite(output)
+    if ok.sum() < 3:
+        return float("nan")
+    top = np.percentile(source[ok], PEAK_PERCENTILE)
+    return float(np.percentile(output[ok], PEAK_PERCENTILE) / top) if top > 1e-6 else float("nan")
