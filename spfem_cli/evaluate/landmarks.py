@@ -60,11 +60,13 @@ def mouth_opening_correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def mouth_correlation(source: np.ndarray, output: np.ndarray) -> float:
-    """Pearson correlation of two mouth-opening series over the frames where both have a face."""
+    """:func:`pearson` of two mouth-opening series over the frames where both have a face (NaN under 3 such
+    frames, or when either barely moves)."""
+    source, output = np.asarray(source, np.float64), np.asarray(output, np.float64)
     ok = np.isfinite(source) & np.isfinite(output)
     if ok.sum() < 3 or np.std(source[ok]) < 1e-9 or np.std(output[ok]) < 1e-9:
         return float("nan")
-    return float(np.corrcoef(source[ok], output[ok])[0, 1])
+    return pearson(source[ok], output[ok])
 
 
 PEAK_PERCENTILE = 95
