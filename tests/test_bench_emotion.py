@@ -86,3 +86,22 @@ def test_au_readback_recovers_a_planted_edit_without_cancelling_pairs():
     assert "AU23" not in back and "AU41" not in back          # the opposing units are not read as large cancelling pairs
     assert "AU12" not in back and "AU15" not in back          # nor the stretch as a pull up plus a pull down (alike at the corners)
     assert bench.au_readback(_MeshTrack(source), type("NoMesh", (), {"mesh": None})()) == {}
+
+
+def test_tracker_sheet_puts_the_worst_disagreement_first(short_clip, tmp_path):
+    from spfem_cli.benchmarks import emotion_sheets as sheets
+
+    miss = sheets.tracker_miss(short_clip.path, "sad", tmp_path)
+    assert miss is not None and 0 <= miss.frame and np.isfinite([miss.source, miss.retracked, miss.drawn]).all()
+    assert miss.disagreement == pytest.approx(abs(miss.retracked - miss.drawn))
+    assert [t.shape[0] for t in miss.tiles] == [sheets.LIPS_TILE] * 2 and miss.tiles[0].shape == miss.tiles[1].shape
+
+    def fake(name: str, retracked: float, shade: int):
+        tile = np.full((40, 60, 3), shade, np.uint8)
+        return sheets.TrackerMiss(name, 0, "0.0s", 5.0, retracked, 5.0, (tile, tile))
+
+    misses = [fake("small", 5.5, 50), fake("large", 12.0, 150), fake("none", 5.0, 250)]
+    sheet = sheets.tracker_sheet(misses, "sad", rows=2, tile=40)
+    shades = {50, 150, 250}
+    seen = [v for v in sheet[:, -30, 0] if v in shades]          # down the last column: tiles, in row order
+    assert seen and seen[0] == 150 and 50 in seen and 250 not in seen

@@ -128,3 +128,43 @@ def test_one_emotion_across_clips_pairs_each_source_with_its_edit():
     first, second = sheet[label_h + 5], sheet[label_h + 40 + C.GAP + 5]
     assert [int(first[xi + 5, 0]) for xi in x] == [20, 70, 60, 110]   # a: source, sad; b: source, sad
     assert [int(second[xi + 5, 0]) for xi in x[:2]] == [100, 150] and int(second[x[2] + 5, 0]) == C.BACKGROUND[0]
+
+
+def _lips(centre=(100.0, 120.0), width=40.0, gap=6.0) -> np.ndarray:
+    """68 points with only the mouth placed: outer lips 48-59 round ``centre``, inner lips 60-67 ``gap`` apart."""
+    lm = np.zeros((68, 2))
+    cx, cy = centre
+    for k, a in enumerate(np.linspace(0, 2 * np.pi, 12, endpoint=False)):
+        lm[48 + k] = (cx - width / 2 * np.cos(a), cy - 0.3 * width * np.sin(a))
+    lm[60], lm[64] = (cx - 0.4 * width, cy), (cx + 0.4 * width, cy)
+    for k, dx in zip((61, 62, 63), (-0.15, 0.0, 0.15), strict=True):
+        lm[k] = (cx + dx * width, cy - gap / 2)
+    for k, dx in zip((67, 66, 65), (-0.15, 0.0, 0.15), strict=True):
+        lm[k] = (cx + dx * width, cy + gap / 2)
+    return lm
+
+
+def test_mouth_box_holds_the_lips_with_a_margin_inside_the_frame():
+    lm = _lips()
+    x0, y0, x1, y1 = C.mouth_box(lm, (240, 200))
+    assert x0 <= 80 - 19 and x1 >= 120 + 19 and y0 < 120 - 12 and y1 > 120 + 12       # half a width round the lips
+    near_edge = C.mouth_box(_lips(centre=(15.0, 230.0)), (240, 200))
+    assert near_edge[0] == 0 and near_edge[3] == 240 and near_edge[2] <= 200
+
+
+def test_marked_lips_enlarges_the_box_and_marks_each_inner_lip_where_it_is():
+    frame = np.full((240, 200, 3), 128, np.uint8)
+    lm = _lips(gap=10.0)
+    box = C.mouth_box(lm, frame.shape[:2])
+    tile = C.marked_lips(frame, lm, box, height=200, caption="6.0 px")
+    zoom = 200 / (box[3] - box[1])
+    assert tile.shape[0] == 200 and abs(tile.shape[1] - (box[2] - box[0]) * zoom) <= 1
+
+    def at(point):
+        x, y = (np.asarray(point) - box[:2] + 0.5) * zoom
+        return tuple(int(v) for v in tile[int(round(y)), int(round(x))])
+
+    assert at(lm[62]) == (255, 235, 0) and at(lm[66]) == (0, 200, 255)     # upper yellow, lower blue
+    assert at(lm[60]) == (255, 255, 255)
+    assert at((100.0, 140.0)) == (128, 128, 128)                              # the picture elsewhere untouched
+    assert (tile[:20, :60] != 128).any(), "the caption is written"

@@ -10,12 +10,17 @@ LivePortrait's MIT-licensed examples; the pictures are downscaled so the reposit
 ``emotions_<clip>.png``     one clip (of :data:`SHEET_CLIPS`): source | every emotion on the same frames
 ``reference_<ref>.png``     ``--reference`` of another person's clip onto each clip (reference | source | edited)
 ``eyes_widened.png``        the eyes and brows of every clip, source | surprised | fear, near the frame's own size
+``tracker_lips.png``        where the re-tracked mouth and the picture disagree most: the lips of source and edit
+                            enlarged, with the tracker's inner-lip points (is a re-tracked miss the picture's?)
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from spfem_cli.benchmarks.emotion import CLIP_SECONDS, DEFAULT_CLIPS_DIR, EMOTIONS, REFERENCE_CLIP, TALKING_CLIPS, bench_clips, trimmed
 from spfem_cli.edit.contact_sheet import (
@@ -26,6 +31,8 @@ from spfem_cli.edit.contact_sheet import (
     eye_openness,
     eyes_across_clips,
     face_crop_box,
+    marked_lips,
+    mouth_box,
     pick_frames,
     save_png,
     tiled_sheet,
@@ -40,6 +47,9 @@ MAX_BYTES = 300_000
 ACROSS_TILE = 180
 EYE_TILE = 110
 WIDENED = ("surprised", "fear")             # the emotions that raise the upper lids (the eyeball is redrawn)
+TRACKER_EMOTION = "sad"                     # the emotion whose re-tracked mouth r is lowest in the bench
+TRACKER_ROWS = 4
+LIPS_TILE = 200
 
 
 def clip_tiles(clip: Path) -> EditedTiles:
@@ -99,6 +109,68 @@ def write_reference_sheet(reference: Path, clips: list[Path], out_dir: Path, wor
     return save_small(sheet, out_dir / f"reference_{reference.stem}.png")
 
 
+@dataclass(frozen=True)
+class TrackerMiss:
+    """The frame of one edit where the re-tracked opening and the drawn one (the picture's) differ most, in
+    aligned px, with the lips of source and edit enlarged and each marked with its own tracker's inner-lip points."""
+
+    clip: str
+    frame: int
+    time: str
+    source: float
+    retracked: float
+    drawn: float
+    tiles: tuple[np.ndarray, np.ndarray]
+
+    @property
+    def disagreement(self) -> float:
+        return abs(self.retracked - self.drawn)
+
+
+def tracker_miss(clip: Path, emotion: str, workdir: Path) -> TrackerMiss | None:
+    """:class:`TrackerMiss` of the bench's edit of ``clip`` to ``emotion`` (None: no frame read by both)."""
+    from spfem_cli.edit.pipeline import EditRequest, edit_video
+    from spfem_cli.edit.targets import EditTarget
+    from spfem_cli.evaluate.drawn_opening import drawn_opening
+    from spfem_cli.face.preprocess import cached_track
+    from spfem_cli.face.tracking.track import track_video
+    from spfem_cli.video import frames_by_index
+
+    source = trimmed(clip, workdir)
+    out = workdir / f"{clip.stem}.{emotion}.mp4"
+    edit_video(EditRequest(source, out, EditTarget(emotion=emotion), backend="warp", tracker="mediapipe",
+                           progress=False, overwrite=True, crf=14, preset="veryfast", perceive=False))
+    track, out_track = cached_track(source, "mediapipe", progress=False), track_video(out, "mediapipe", progress=False)
+    drawn = drawn_opening(source, out, track).openings
+    n = min(len(drawn), len(out_track.valid))
+    retracked = out_track.mouth_opening()[:n]
+    gap = np.abs(retracked - drawn[:n])
+    if not np.isfinite(gap).any():
+        return None
+    i = int(np.nanargmax(gap))
+    box = mouth_box(track.landmarks[i], track.frame_size)
+    (a,), (b,) = frames_by_index(source, [i]).values(), frames_by_index(out, [i]).values()
+    src_open = float(track.mouth_opening()[i])
+    tiles = (marked_lips(a, track.landmarks[i], box, height=LIPS_TILE, caption=f"{src_open:.1f} px"),
+             marked_lips(b, out_track.landmarks[i], box, height=LIPS_TILE,
+                         caption=f"{retracked[i]:.1f} px (drawn {drawn[i]:.1f})"))
+    return TrackerMiss(clip.stem, i, f"{i / float(track.fps):.1f}s", src_open, float(retracked[i]), float(drawn[i]), tiles)
+
+
+def tracker_sheet(misses: list[TrackerMiss], emotion: str, *, rows: int = TRACKER_ROWS, tile: int = LIPS_TILE):
+    """The ``rows`` edits whose re-tracked and drawn openings differ most, at that frame, worst first: source
+    lips | edited lips, each with its own track's inner-lip points and opening (aligned px)."""
+    worst = sorted(misses, key=lambda m: m.disagreement, reverse=True)[:rows]
+    return contact_sheet([m.tiles for m in worst], ["source, as tracked", f"{emotion}, as re-tracked"],
+                         row_labels=[f"{m.clip} {m.time}" for m in worst], tile_height=tile,
+                         title="inner-lip opening (aligned px): the tracker's points against the picture")
+
+
+def write_tracker_sheet(misses: list[TrackerMiss], emotion: str, out_dir: Path) -> Path:
+    """``out_dir/tracker_lips.png``: :func:`tracker_sheet`."""
+    return save_small(tracker_sheet(misses, emotion), out_dir / "tracker_lips.png")
+
+
 def save_small(sheet, path: Path) -> Path:
     """Save ``sheet`` as a palette PNG, shrinking it until the file is under MAX_BYTES."""
     while True:
@@ -120,13 +192,15 @@ def main(argv: list[str] | None = None) -> list[Path]:
     written = write_emotion_sheets(tiles, args.out)
     written.append(write_eye_sheet(tiles, args.out))
     # Per-clip sheets: the named clips, or by default the few of SHEET_CLIPS (every emotion on one person).
-    clips = [c for c in clips if args.clips or c.stem in SHEET_CLIPS] or clips
-    written += [write_sheet(clip, tiles[clip.stem], args.out) for clip in clips]
-    reference = DEFAULT_CLIPS_DIR / f"{REFERENCE_CLIP}.mp4"
-    if reference.is_file():
-        import tempfile
+    import tempfile
 
-        with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
+        misses = [tracker_miss(clip, TRACKER_EMOTION, Path(tmp)) for clip in clips]
+        written.append(write_tracker_sheet([m for m in misses if m is not None], TRACKER_EMOTION, args.out))
+        clips = [c for c in clips if args.clips or c.stem in SHEET_CLIPS] or clips
+        written += [write_sheet(clip, tiles[clip.stem], args.out) for clip in clips]
+        reference = DEFAULT_CLIPS_DIR / f"{REFERENCE_CLIP}.mp4"
+        if reference.is_file():
             written.append(write_reference_sheet(reference, clips, args.out, Path(tmp)))
     for path in written:
         print(f"{path}  ({path.stat().st_size // 1000} KB)")

@@ -135,6 +135,39 @@ def eye_band_box(landmarks: np.ndarray, frame_size: tuple[int, int]) -> tuple[in
     return (int(max(x0 - pad_x, 0)), int(max(y0 - pad_y, 0)), int(min(x1 + pad_x, w)), int(min(y1 + pad_y, h)))
 
 
+def mouth_box(landmarks: np.ndarray, frame_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """A crop (x0, y0, x1, y1) of one face's lips (iBUG-68 points 48-67) with half the mouth's width around
+    them, inside the frame: where an inner-lip point off the lips' edge shows."""
+    pts = np.asarray(landmarks, np.float64)[48:68]
+    x0, y0 = pts.min(0)
+    x1, y1 = pts.max(0)
+    pad = 0.5 * (x1 - x0)
+    h, w = frame_size
+    return (int(max(x0 - pad, 0)), int(max(y0 - pad, 0)), int(min(x1 + pad, w)), int(min(y1 + pad, h)))
+
+
+def marked_lips(frame: np.ndarray, landmarks: np.ndarray, box: tuple[int, int, int, int], *, height: int = 240,
+                caption: str = "") -> np.ndarray:
+    """``frame``'s ``box`` enlarged to ``height`` px, pixels kept square (nearest: no smoothing blurs the lips'
+    edge), with a face's inner-lip points (iBUG-68 60-67) drawn on it: upper lip yellow, lower blue,
+    corners white; ``caption`` in its top left."""
+    x0, y0, x1, y1 = box
+    zoom = height / max(y1 - y0, 1)
+    tile = np.ascontiguousarray(cv2.resize(frame[y0:y1, x0:x1], (max(1, round((x1 - x0) * zoom)), height),
+                                           interpolation=cv2.INTER_NEAREST))
+    colours = {60: (255, 255, 255), 64: (255, 255, 255), **dict.fromkeys((61, 62, 63), (255, 235, 0)),
+               **dict.fromkeys((65, 66, 67), (0, 200, 255))}
+    for index, colour in colours.items():
+        x, y = (np.asarray(landmarks[index], np.float64) - (x0, y0) + 0.5) * zoom
+        cv2.circle(tile, (int(round(x)), int(round(y))), max(2, height // 50), colour, -1, cv2.LINE_AA)
+    if caption:
+        scale = height / 400
+        org, thick = (6, int(30 * scale) + 4), max(1, round(2 * scale))
+        for colour, width in ((BACKGROUND, thick + 3), (INK, thick)):      # outlined, legible on skin
+            cv2.putText(tile, caption, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, width, cv2.LINE_AA)
+    return tile
+
+
 def pick_frames(valid: np.ndarray, count: int, score: np.ndarray | None = None) -> list[int]:
     """``count`` frames spread over the valid ones: in the middle half of each of ``count`` equal stretches the
     frame of highest ``score`` (e.g. eye openness, so no sheet shows a blink), else the stretch's middle frame."""
