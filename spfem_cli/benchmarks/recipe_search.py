@@ -25,7 +25,7 @@ from spfem_cli.benchmarks.emotion import bench_clips, trimmed
 
 TUNING_CLIPS = ("d0", "d6", "d13", "d14", "s13", "s18", "s20", "s29", "s32")
 FRAMES = 24
-MAX_WEIGHT = 1.8
+MAX_WEIGHT = 2.4        # raised from 1.8 when fear's AU1 and AU5 sat at it; the other recipes were searched under 1.8
 HIT_BONUS = 0.04
 STEP = 0.3
 

@@ -288,22 +288,26 @@ def mesh_action_units() -> dict[str, np.ndarray]:
 
 # EMFACS-style prototypes: AU weights per emotion. Each uses only its emotion's FACS units; the weights were
 # set by a coordinate search of the FER-2013 recogniser's P(target) on the tuning clips (d0 d6 d13 d14 s13
-# s18 s20 s29 s32, 24 frames each; never the benchmark's held-out clips), bounded to 0…1.8, then checked by
+# s18 s20 s29 s32, 24 frames each; never the benchmark's held-out clips), bounded to 0…1.8 (fear: 2.4), then checked by
 # eye on contact sheets (a recipe that fooled the recogniser but read as another emotion was not taken:
 # surprise keeps its brows level, without the knit AU4 that raised P(surprise) but read as worry). Sad and
-# fear share the grief brow (AU1 1.8 + AU4 1.2, re-searched once the eyes were redrawn): sad drops the lids
+# fear share the grief brow (AU1 1.8–2.1 + AU4 1.2, re-searched once the eyes were redrawn): sad drops the lids
 # (AU41 1.8, as far as MAX_LID_DROOP lets it), fear opens them (AU5), which is what tells the two apart.
 # Sad's AU6 0.9 and AU15 1.3 are recipe_search's moves from 0.3 and 1.0 once the creases took the face's
 # focus (at 19635d4: tuning clips +0.318 → +0.354, 5/9 → 6/9; held out 3/8 → 5/8, mouth r mean 0.950 →
 # 0.933; BENCHMARKS.md has today's numbers): the
 # cheeks lift and the corners come further down, the crying face; at 0.3 AU6 had been held back for a
 # small-mouthed talker's re-tracked peak (0.89 → 0.81 at AU6 1.0 then; 0.89 now).
+# Fear's AU1 2.1 and AU5 2.4 come from a search with the bound raised to 2.4 (AU1 and AU5 sat at 1.8): the
+# inner brows higher and the eyes wider, the mouth as before (tuning clips +0.331 → +0.372, 6/9 either way).
+# The search went on to the corners (AU15 1.6, AU20 0.3: +0.401, 7/9), but that deepened the downturn into a
+# kink at the corners (d9, by eye) and raised a talker's re-tracked peak to 1.24, so the mouth was left as it was.
 EMOTION_AUS: dict[str, dict[str, float]] = {
     "neutral": {},
     "happy": {"AU6": 1.0, "AU12": 1.0},
     "sad": {"AU1": 1.8, "AU4": 1.2, "AU6": 0.9, "AU15": 1.3, "AU41": 1.8},
     "surprised": {"AU1": 1.1, "AU2": 1.1, "AU5": 1.8, "AU23": 1.2},   # AU26 left out: the opening is the speech's
-    "fear": {"AU1": 1.8, "AU4": 1.2, "AU5": 1.8, "AU20": 0.6, "AU15": 1.0},
+    "fear": {"AU1": 2.1, "AU4": 1.2, "AU5": 2.4, "AU20": 0.6, "AU15": 1.0},
     "angry": {"AU4": 1.2, "AU7": 1.2, "AU9": 0.8, "AU23": 0.7, "AU15": 0.7},
     "disgusted": {"AU9": 1.0, "AU10": 0.6, "AU15": 0.4},     # AU10 at 0.6: more lifts the re-tracked upper lip
     "contempt": {"AU14R": 1.0},
