@@ -127,6 +127,13 @@ class TrackerMiss:
         return abs(self.retracked - self.drawn)
 
 
+def worst_frame(retracked: np.ndarray, drawn: np.ndarray) -> int | None:
+    """Index of the frame where the two openings differ most, over the frames both read (None: no such frame)."""
+    n = min(len(retracked), len(drawn))
+    gap = np.abs(np.asarray(retracked[:n], np.float64) - np.asarray(drawn[:n], np.float64))
+    return int(np.nanargmax(gap)) if np.isfinite(gap).any() else None
+
+
 def tracker_miss(clip: Path, emotion: str, workdir: Path) -> TrackerMiss | None:
     """:class:`TrackerMiss` of the bench's edit of ``clip`` to ``emotion`` (None: no frame read by both)."""
     from spfem_cli.edit.pipeline import EditRequest, edit_video
@@ -141,13 +148,10 @@ def tracker_miss(clip: Path, emotion: str, workdir: Path) -> TrackerMiss | None:
     edit_video(EditRequest(source, out, EditTarget(emotion=emotion), backend="warp", tracker="mediapipe",
                            progress=False, overwrite=True, crf=14, preset="veryfast", perceive=False))
     track, out_track = cached_track(source, "mediapipe", progress=False), track_video(out, "mediapipe", progress=False)
-    drawn = drawn_opening(source, out, track).openings
-    n = min(len(drawn), len(out_track.valid))
-    retracked = out_track.mouth_opening()[:n]
-    gap = np.abs(retracked - drawn[:n])
-    if not np.isfinite(gap).any():
+    drawn, retracked = drawn_opening(source, out, track).openings, out_track.mouth_opening()
+    i = worst_frame(retracked, drawn)
+    if i is None:
         return None
-    i = int(np.nanargmax(gap))
     box = mouth_box(track.landmarks[i], track.frame_size)
     (a,), (b,) = frames_by_index(source, [i]).values(), frames_by_index(out, [i]).values()
     src_open = float(track.mouth_opening()[i])
