@@ -68,24 +68,34 @@ class ClipScore:
 
 
 def bench_clips(spec: str | None = None) -> list[Path]:
-    """Clips named by ``spec`` or ``$SPFEM_BENCH_CLIPS`` (folder or comma list; short names like d3 are looked up in
-    the default folder); else the talking clips of the default folder (all its .mp4 when they are not all there);
-    [] when there is none (callers use the sample)."""
+    """Clips named by ``spec`` or ``$SPFEM_BENCH_CLIPS`` (see :func:`listed_files`); by default the talking clips of
+    the default folder (all its .mp4 when they are not all there); [] when there is none (callers use the sample)."""
     spec = spec if spec is not None else os.environ.get("SPFEM_BENCH_CLIPS", "")
+    return listed_files(spec, DEFAULT_CLIPS_DIR, (".mp4",), TALKING_CLIPS)
+
+
+def listed_files(spec: str, folder: Path, suffixes: tuple[str, ...], defaults: tuple[str, ...]) -> list[Path]:
+    """The bench's inputs: ``spec`` a folder (its files ending in ``suffixes``) or a comma list of files or short
+    names (``d3`` is ``folder/d3`` + the first suffix); an empty ``spec`` names ``defaults`` in ``folder`` (every
+    file there with those suffixes when they are not all there; [] without the folder). A named file that is
+    missing raises FileNotFoundError: a bench must not quietly score fewer inputs than it was given."""
+    def in_folder(where: Path) -> list[Path]:
+        return sorted(p for p in where.iterdir() if p.suffix.lower() in suffixes)
+
     if not spec:
-        if not DEFAULT_CLIPS_DIR.is_dir():
+        if not folder.is_dir():
             return []
-        talking = [DEFAULT_CLIPS_DIR / f"{name}.mp4" for name in TALKING_CLIPS]
-        return talking if all(p.is_file() for p in talking) else sorted(DEFAULT_CLIPS_DIR.glob("*.mp4"))
+        named = [folder / f"{name}{suffixes[0]}" for name in defaults]
+        return named if all(p.is_file() for p in named) else in_folder(folder)
     if Path(spec).is_dir():
-        return sorted(Path(spec).glob("*.mp4"))
+        return in_folder(Path(spec))
     out = []
     for name in filter(None, (s.strip() for s in spec.split(","))):
         path = Path(name)
         if not path.suffix:
-            path = DEFAULT_CLIPS_DIR / f"{name}.mp4"
+            path = folder / f"{name}{suffixes[0]}"
         if not path.is_file():
-            raise FileNotFoundError(f"benchmark clip not found: {path}")
+            raise FileNotFoundError(f"benchmark input not found: {path}")
         out.append(path)
     return out
 
