@@ -99,19 +99,23 @@ def test_eye_band_holds_every_eye_and_brow_inside_the_frame():
     assert min(near_edge) >= 0
 
 
-def test_eyes_across_clips_is_a_row_per_clip_source_then_each_emotion():
+def test_versions_across_clips_is_a_row_per_clip_source_then_each_emotion():
+    """The eyes sheet and the photo sheet: a row per clip, source then each emotion, of the part asked for."""
     def tiles(level: int) -> C.EditedTiles:
         band = np.full((30, 90, 3), level, np.uint8)
-        return C.EditedTiles({}, ["0.4s"], C.SheetFrames([10], (0, 0, 40, 40)),
+        return C.EditedTiles({"source": [band + 1], "surprised": [band + 41], "fear": [band + 81]}, ["0.4s"],
+                             C.SheetFrames([10], (0, 0, 40, 40)),
                              {"source": [band], "surprised": [band + 40], "fear": [band + 80]})
 
-    sheet = C.eyes_across_clips({"a": tiles(20), "b": tiles(60)}, ("surprised", "fear"), tile_height=30)
+    clips = {"a": tiles(20), "b": tiles(60)}
     label_h = max(18, 30 // 7)
-    assert sheet.shape[0] == label_h + 2 * (30 + C.GAP)
-    right = sheet.shape[1]
-    x = [right - (3 - k) * (90 + C.GAP) for k in range(3)]
-    second = sheet[label_h + 30 + C.GAP + 5]
-    assert [int(second[xi + 5, 0]) for xi in x] == [60, 100, 140]
+    for sheet, offset in ((C.eyes_across_clips(clips, ("surprised", "fear"), tile_height=30), 0),
+                          (C.versions_across_clips(clips, ("surprised", "fear"), part="tiles", tile_height=30), 1)):
+        assert sheet.shape[0] == label_h + 2 * (30 + C.GAP)
+        right = sheet.shape[1]
+        x = [right - (3 - k) * (90 + C.GAP) for k in range(3)]
+        second = sheet[label_h + 30 + C.GAP + 5]
+        assert [int(second[xi + 5, 0]) for xi in x] == [60 + offset, 100 + offset, 140 + offset]
 
 
 def test_one_emotion_across_clips_pairs_each_source_with_its_edit():

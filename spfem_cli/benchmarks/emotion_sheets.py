@@ -12,6 +12,8 @@ LivePortrait's MIT-licensed examples; the pictures are downscaled so the reposit
 ``eyes_widened.png``        the eyes and brows of every clip, source | surprised | fear, near the frame's own size
 ``tracker_lips.png``        where the re-tracked mouth and the picture disagree most: the lips of source and edit
                             enlarged, with the tracker's inner-lip points (is a re-tracked miss the picture's?)
+``emotion_photos_<k>.png``  the photo bench's portraits (:mod:`spfem_cli.benchmarks.emotion_photos`), faces nobody
+                            tuned on: source | every emotion, a row per photo (when the portraits are there)
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from spfem_cli.benchmarks.emotion import CLIP_SECONDS, DEFAULT_CLIPS_DIR, EMOTIONS, REFERENCE_CLIP, TALKING_CLIPS, bench_clips, trimmed
+from spfem_cli.benchmarks.emotion_photos import bench_photos
 from spfem_cli.edit.contact_sheet import (
     EditedTiles,
     contact_sheet,
@@ -36,6 +39,7 @@ from spfem_cli.edit.contact_sheet import (
     pick_frames,
     save_png,
     tiled_sheet,
+    versions_across_clips,
 )
 
 SHEET_CLIPS = ("d3", "d9", "d12", "d18")   # held-out talking clips: two with glasses, one with a fringe
@@ -50,6 +54,8 @@ WIDENED = ("surprised", "fear")             # the emotions that raise the upper 
 TRACKER_EMOTION = "sad"                     # the emotion whose re-tracked mouth r is lowest in the bench
 TRACKER_ROWS = 4
 LIPS_TILE = 200
+PHOTO_TILE = 100
+PHOTO_ROWS = 10
 
 
 def clip_tiles(clip: Path) -> EditedTiles:
@@ -74,6 +80,18 @@ def write_emotion_sheets(tiles: dict[str, EditedTiles], out_dir: Path, *, tile: 
 def write_eye_sheet(tiles: dict[str, EditedTiles], out_dir: Path, *, tile: int = EYE_TILE) -> Path:
     """``out_dir/eyes_widened.png``: each clip's eyes and brows, source | surprised | fear."""
     return save_small(eyes_across_clips(tiles, WIDENED, tile_height=tile), out_dir / "eyes_widened.png")
+
+
+def write_photo_sheets(photos: list[Path], out_dir: Path, *, tile: int = PHOTO_TILE, rows: int = PHOTO_ROWS) -> list[Path]:
+    """``out_dir/emotion_photos_<k>.png``: each photo in which a face is found, source | every emotion, ``rows``
+    photos a sheet (more would shrink the tiles below what a person can judge)."""
+    from spfem_cli.face.preprocess import cached_track
+
+    tiles = {p.stem: edited_tiles(p, EMOTIONS, frames=1) for p in photos
+             if cached_track(p, "mediapipe", progress=False).n_valid}
+    names = list(tiles)
+    return [save_small(versions_across_clips({n: tiles[n] for n in names[k:k + rows]}, EMOTIONS, tile_height=tile),
+                       out_dir / f"emotion_photos_{k // rows + 1}.png") for k in range(0, len(names), rows)]
 
 
 def _face_crop(frames_of: Path, track_of: Path, index: int | None = None) -> tuple[int, object]:
@@ -201,6 +219,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     with tempfile.TemporaryDirectory() as tmp:
         misses = [tracker_miss(clip, TRACKER_EMOTION, Path(tmp)) for clip in clips]
         written.append(write_tracker_sheet([m for m in misses if m is not None], TRACKER_EMOTION, args.out))
+        written += write_photo_sheets(bench_photos(), args.out)
         clips = [c for c in clips if args.clips or c.stem in SHEET_CLIPS] or clips
         written += [write_sheet(clip, tiles[clip.stem], args.out) for clip in clips]
         reference = DEFAULT_CLIPS_DIR / f"{REFERENCE_CLIP}.mp4"

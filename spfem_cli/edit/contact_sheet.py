@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from spfem_cli.video import AtomicOutput
+from spfem_cli.video import IMAGE_FORMATS, AtomicOutput
 
 BACKGROUND = (24, 24, 24)
 INK = (235, 235, 235)
@@ -241,7 +241,7 @@ def edited_tiles(source: Path, emotions: Sequence[str], *, frames: int = 3, star
         tiles, eyes = {}, {}
         tiles["source"], eyes["source"] = crops(clip)
         for emotion in emotions:
-            out = Path(tmp) / f"{emotion}.mp4"
+            out = Path(tmp) / f"{emotion}{clip.suffix if clip.suffix.lower() in IMAGE_FORMATS else '.mp4'}"   # a photo gives a photo
             target = EditTarget(emotion=emotion) if intensity is None else EditTarget(emotion=emotion, intensity=intensity)
             edit_video(EditRequest(clip, out, target, backend=backend, progress=False, overwrite=True, crf=14,
                                    preset="veryfast", perceive=False))      # the sheet shows pictures, not the report
@@ -284,5 +284,12 @@ def eyes_across_clips(clips: dict[str, EditedTiles], emotions: Sequence[str], *,
     """The eyes and brows of many people, source | each of ``emotions`` (the first shown frame of each clip),
     a row per clip, at about the frame's own size: a widened eye that looks drawn on shows here, not in a
     face-sized tile."""
-    rows = [[got.eyes[name][0] for name in ("source", *emotions)] for got in clips.values()]
+    return versions_across_clips(clips, emotions, part="eyes", tile_height=tile_height)
+
+
+def versions_across_clips(clips: dict[str, EditedTiles], emotions: Sequence[str], *, part: str = "tiles",
+                          tile_height: int = 110) -> np.ndarray:
+    """A row per clip (or photo), labelled by its name: source | each of ``emotions``, the first shown frame of
+    each; ``part`` "tiles" shows the face, "eyes" the eyes and brows."""
+    rows = [[getattr(got, part)[name][0] for name in ("source", *emotions)] for got in clips.values()]
     return contact_sheet(rows, ["source", *emotions], row_labels=list(clips), tile_height=tile_height)
