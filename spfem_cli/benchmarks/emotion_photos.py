@@ -32,8 +32,8 @@ AREA = "emotion_photos"
 DEFAULT_PHOTOS_DIR = Path("/work/clips/stills")
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 # LivePortrait's example pictures with a human face (assets/examples/source/*.jpg and driving/*.jpg). Left
-# out: the dogs, the cats, the alpaca and the monkey (s22, s25, s30–s33, s36, s38–s41), the terracotta
-# warrior (s6) and s23, where no face is found.
+# out: the animals (s22 a monkey, s23, s36 and s38 alpacas, s25 and s30–s33 dogs, s39–s41 cats: MediaPipe finds
+# a "face" on some of them, and the recogniser reads human faces only) and the terracotta warrior (s6).
 PORTRAITS = ("d8", "d9", "d12", "d19", "d30", "d38", "s0", "s1", "s2", "s3", "s4", "s5", "s7", "s8", "s9",
              "s10", "s11", "s12", "s42")
 
