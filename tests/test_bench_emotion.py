@@ -53,6 +53,43 @@ def test_score_one_clip(short_clip, tmp_path):
                              f"(drawn {s.drawn_r:.2f}/{s.drawn_peak:.2f})")
 
 
+def test_the_retracker_is_mediapipe_unless_named_and_fan_needs_its_weights(monkeypatch):
+    from spfem_cli.errors import SpfemError
+    from spfem_cli.weights import WeightsError
+
+    monkeypatch.delenv(bench.RETRACKER_ENV, raising=False)
+    assert bench.retracker() == "mediapipe"
+    monkeypatch.setenv(bench.RETRACKER_ENV, "fan")
+    with pytest.raises(WeightsError, match="fan_2d68"):       # named before any edit is made
+        bench.retracker()
+    monkeypatch.setenv(bench.RETRACKER_ENV, "dlib")
+    with pytest.raises(SpfemError, match="choose one of: mediapipe, fan"):
+        bench.retracker()
+
+
+class _Track:
+    def __init__(self, opening):
+        self.opening = np.asarray(opening, float)
+
+    def mouth_opening(self):
+        return self.opening
+
+
+def test_retracked_openings_track_with_the_named_tracker_over_the_common_frames(monkeypatch, tmp_path):
+    import spfem_cli.face.preprocess as preprocess
+    import spfem_cli.face.tracking.track as track
+
+    made = []
+    monkeypatch.setattr(preprocess, "cached_track", lambda path, name, progress: made.append(("source", name)) or _Track([1, 2, 3, 4]))
+    monkeypatch.setattr(track, "track_video", lambda path, name, progress: made.append(("output", name)) or _Track([1, 2, 3]))
+    a, b = bench.retracked_openings(tmp_path / "s.mp4", tmp_path / "o.mp4", "fan")
+    assert made == [("source", "fan"), ("output", "fan")]
+    assert a.tolist() == [1, 2, 3] and b.tolist() == [1, 2, 3]
+    made.clear()
+    a, b = bench.retracked_openings(tmp_path / "s.mp4", tmp_path / "o.mp4", "mediapipe", _Track([5, 6]), _Track([5, 6, 7]))
+    assert made == [] and b.tolist() == [5, 6]                    # tracks already made are not made again
+
+
 def test_the_top1_margin_says_how_close_a_clip_is_to_flipping():
     p = {"sad": 0.316, "surprised": 0.322, "neutral": 0.273}
     assert bench.top1_margin(p, "sad") == pytest.approx(-0.006)

@@ -18,3 +18,18 @@ def test_rerun_keeps_other_rows_and_the_notes_after_the_table(tmp_path, monkeypa
 def test_picture_tools_are_not_areas():
     assert "emotion_sheets" not in runner._modules()
     assert "runner" not in runner._modules()
+
+
+def test_a_bad_setting_stops_the_bench_in_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    bench = tmp_path / "BENCHMARKS.md"
+    bench.write_text("kept as it was\n")
+    monkeypatch.setattr(runner, "BENCH_FILE", bench)
+    monkeypatch.setenv("SPFEM_BENCH_RETRACKER", "dlib")
+    try:
+        runner.main(["emotion"])
+    except SystemExit as e:
+        message = str(e.code)
+    else:
+        raise AssertionError("the bench ran with an unknown re-tracker")
+    assert message.startswith("bench emotion: SPFEM_BENCH_RETRACKER='dlib' is not a tracker") and "\n" not in message
+    assert bench.read_text() == "kept as it was\n"

@@ -9,7 +9,8 @@ strongest intensity) to each emotion, then:
   and output (same frames, same boxes): rise of P(target), and whether the target is the top-1 label
   of the output's mean probabilities (contempt has no FER class: its rows say so);
 - the output is re-tracked (as ``spfem edit --plot`` does) and its inner-lip opening compared with the
-  source's: Pearson r and the ratio of peak openings (95th percentiles, robust to one bad frame);
+  source's: Pearson r and the ratio of peak openings (95th percentiles, robust to one bad frame). The
+  re-tracker is MediaPipe unless ``$SPFEM_BENCH_RETRACKER`` names another (:func:`retracker`);
 - the opening as drawn, with no tracker reading the edit (:mod:`spfem_cli.evaluate.drawn_opening`): on every
   frame, how far the lips moved apart in the picture, added to the source's opening; judged as the re-tracked
   one (r, peak ratio), it tells the edit's share of a mouth miss from the tracker's;
@@ -40,6 +41,7 @@ DEFAULT_CLIPS_DIR = Path("/work/clips")
 # People speaking to the camera among LivePortrait's example driving clips (MIT; not in the repo).
 # The other clips there (d0, d6, d13, d14, s*) are for tuning: keep these eight held out.
 TALKING_CLIPS = ("d3", "d9", "d10", "d11", "d12", "d18", "d19", "d20")
+RETRACKER_ENV = "SPFEM_BENCH_RETRACKER"
 
 @dataclass
 class ClipScore:
@@ -98,6 +100,40 @@ def listed_files(spec: str, folder: Path, suffixes: tuple[str, ...], defaults: t
             raise FileNotFoundError(f"benchmark input not found: {path}")
         out.append(path)
     return out
+
+
+def retracker() -> str:
+    """The tracker that re-reads the mouths: ``$SPFEM_BENCH_RETRACKER``, default ``mediapipe``.
+
+    Why a choice: MediaPipe's inner lips move with the expression around them (a smile's slit reads open, a
+    sad mouth's the same slit closed; BENCHMARKS.md, tracker_lips.png), so its re-tracked mouth misses are
+    partly its own. ``fan`` (2D-FAN, the landmarker of the papers' LMD and of NED) is the second instrument
+    where its weights are installed; they are checked here, before any edit is made.
+    """
+    from spfem_cli import weights
+    from spfem_cli.errors import SpfemError
+    from spfem_cli.face.tracking.track import FAN_WEIGHTS, TRACKERS
+
+    name = os.environ.get(RETRACKER_ENV, "mediapipe")
+    if name not in TRACKERS:
+        raise SpfemError(f"{RETRACKER_ENV}={name!r} is not a tracker; choose one of: {', '.join(TRACKERS)}")
+    if name == "fan":
+        weights.require(FAN_WEIGHTS, f"{RETRACKER_ENV}=fan")
+    return name
+
+
+def retracked_openings(source: Path, output: Path, name: str, source_track=None, output_track=None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Inner-lip openings of ``source`` and ``output`` as tracker ``name`` reads them, over their common frames;
+    tracks of that tracker already made are passed in and not made again."""
+    from spfem_cli.face.preprocess import cached_track
+    from spfem_cli.face.tracking.track import track_video
+
+    source_track = cached_track(source, name, progress=False) if source_track is None else source_track
+    output_track = track_video(output, name, progress=False) if output_track is None else output_track
+    a, b = source_track.mouth_opening(), output_track.mouth_opening()
+    n = min(len(a), len(b))
+    return a[:n], b[:n]
 
 
 def trimmed(clip: Path, workdir: Path, seconds: float = CLIP_SECONDS) -> Path:
@@ -167,14 +203,14 @@ def score(clip: Path, emotion: str, workdir: Path, *, intensity: float | None = 
         out_track = track_video(output, "mediapipe", progress=False)
         before, after = perceive_files(source, output, track, samples)
         drawn_r, drawn_peak = drawn_measures(source, output, track)
-    src_open, out_open = track.mouth_opening(), out_track.mouth_opening()
-    n = min(len(src_open), len(out_open))
+        name = retracker()
+        src_open, out_open = retracked_openings(source, output, name, *((track, out_track) if name == "mediapipe" else ()))
     has_class = column(emotion) is not None
     return ClipScore(Path(clip).stem, emotion, intensity,
                      before.prob_of(emotion) if has_class and before else None,
                      after.prob_of(emotion) if has_class and after else None,
                      before.label if before else "–", after.label if after else "–",
-                     mouth_correlation(src_open[:n], out_open[:n]), peak_ratio(src_open[:n], out_open[:n]), after.frames if after else 0,
+                     mouth_correlation(src_open, out_open), peak_ratio(src_open, out_open), after.frames if after else 0,
                      au_readback(track, out_track), top1_margin(after.mean, canonical(emotion)) if has_class and after else None,
                      drawn_r, drawn_peak)
 
@@ -296,7 +332,6 @@ def noop_row(clips: list[Path], workdir: Path, where: str) -> BenchRow:
     re-tracked. What the rows above lose beyond this is the edits', not the codec's or the tracker's."""
     from spfem_cli.evaluate.landmarks import mouth_correlation, peak_ratio
     from spfem_cli.face.preprocess import cached_track
-    from spfem_cli.face.tracking.track import track_video
     from spfem_cli.video import VideoWriter, iter_chunks, probe
 
     rs, peaks, drawn_rs, drawn_peaks = [], [], [], []
@@ -306,12 +341,10 @@ def noop_row(clips: list[Path], workdir: Path, where: str) -> BenchRow:
         with VideoWriter(copy, probe(source).fps, audio_from=source, preset="veryfast", overwrite=True) as writer:
             for chunk in iter_chunks(source):
                 writer.write(chunk.frames)
-        track = cached_track(source, "mediapipe", progress=False)
-        a, b = track.mouth_opening(), track_video(copy, "mediapipe", progress=False).mouth_opening()
-        n = min(len(a), len(b))
-        rs.append(mouth_correlation(a[:n], b[:n]))
-        peaks.append(peak_ratio(a[:n], b[:n]))
-        r, peak = drawn_measures(source, copy, track)
+        a, b = retracked_openings(source, copy, retracker())
+        rs.append(mouth_correlation(a, b))
+        peaks.append(peak_ratio(a, b))
+        r, peak = drawn_measures(source, copy, cached_track(source, "mediapipe", progress=False))
         drawn_rs.append(r)
         drawn_peaks.append(peak)
     return BenchRow(AREA, f"no edit (decode, re-encode, re-track): mouth r, {where}", float(np.nanmin(rs)), "r (min)",
@@ -350,6 +383,7 @@ def reference_rows(clips: list[Path], workdir: Path, where: str) -> list[BenchRo
 
 
 def run() -> list[BenchRow]:
+    name = retracker()                 # a missing re-tracker weight stops the run here, before any work
     rows = [recogniser_speed()]
     clips = bench_clips()
     with tempfile.TemporaryDirectory() as tmp:
@@ -358,6 +392,8 @@ def run() -> list[BenchRow]:
         else:
             clips = [sample_clip(Path(tmp))]
             where = "bundled sample only (no real clips: set SPFEM_BENCH_CLIPS)"
+        if name != "mediapipe":
+            where += f", mouths re-tracked with {name}"
         scores = score_all(clips, EMOTIONS, Path(tmp))
         rows += summary_rows(scores, where) + [noop_row(clips, Path(tmp), where)] + reference_rows(clips, Path(tmp), where)
         # The same at the strongest intensity: what a user trades for a stronger read (the speech's mouth numbers).

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from spfem_cli.errors import SpfemError
+
 BENCH_FILE = Path(__file__).resolve().parents[2] / "BENCHMARKS.md"
 COMMAND = "make bench"
 
@@ -101,7 +103,11 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         print(f"bench: {name}", flush=True)
         module = importlib.import_module(f"spfem_cli.benchmarks.{name}")
-        for row in module.run():
+        try:
+            rows = module.run()
+        except SpfemError as e:            # a missing weight or a bad setting: one line, BENCHMARKS.md untouched
+            raise SystemExit(f"bench {name}: {e}") from None
+        for row in rows:
             line = f"| {row.area} | {row.what} | {row.value:.4g} | {row.unit} | {row.note} |"
             print(line, flush=True)
             fresh.setdefault(row.area, []).append(line)
