@@ -60,6 +60,8 @@ def test_the_retracker_is_mediapipe_unless_named_and_fan_needs_its_weights(monke
     monkeypatch.delenv(bench.RETRACKER_ENV, raising=False)
     assert bench.retracker() == "mediapipe"
     monkeypatch.setenv(bench.RETRACKER_ENV, "fan")
+    for name in ("FAN_2D68", "S3FD"):                        # conftest's isolated homes hold no FAN weights
+        monkeypatch.delenv(f"SPFEM_WEIGHT_{name}", raising=False)
     with pytest.raises(WeightsError, match="fan_2d68"):       # named before any edit is made
         bench.retracker()
     monkeypatch.setenv(bench.RETRACKER_ENV, "dlib")
